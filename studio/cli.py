@@ -111,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import hydra
 
+    if os.environ.get("STUDIO_DEBUG"):
+        os.environ["HYDRA_FULL_ERROR"] = "1"  # the whole trace, not Hydra's trimmed one
     quiet_known_noise()
     app = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=command)(_task)
     sys.argv = [f"studio {command}", *overrides]

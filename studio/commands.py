@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from studio.data import build_datamodule
-from studio.models import build_classifier, layer_shapes, load_state_dict_file, load_weights
+from studio.models import build_classifier, checkpoint_path, layer_shapes, load_state_dict_file, load_weights
 from studio.tracking import Tracker
 from studio.train import Trained, trained_classifier
 
@@ -48,8 +48,9 @@ def layers(cfg, tracker: Tracker, run_dir: Path) -> Result:
     """Print every layer of the model with its output shape (needs no training and no data)."""
     d = cfg.data
     model = build_classifier(cfg.model, d.channels, d.num_classes, [0.0] * d.channels, [1.0] * d.channels)
-    if cfg.model.get("path"):
-        load_weights(model, load_state_dict_file(cfg.model.path), cfg.model.path)
+    user_weights = checkpoint_path(cfg.model)
+    if user_weights:
+        load_weights(model, load_state_dict_file(user_weights), user_weights)
     shapes = layer_shapes(model, (d.channels, d.size, d.size))
     items = [{"layer": name, "type": type(model.net.get_submodule(name)).__name__, "shape": list(shape)}
              for name, shape in shapes.items()]

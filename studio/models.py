@@ -7,6 +7,7 @@ them with its own mean/std buffers and runs `net`. Layer names are `net`'s own m
 
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 
@@ -119,16 +120,25 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise StudioError(f"checkpoint not found: {str(path)!r}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError, ...
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise StudioError(f"refusing to load checkpoint {str(path)!r}: it is not a plain weights file "
-                          f"(torch.load(weights_only=True) failed: {first_line})") from None
+                          f"(torch.load(weights_only=True): {_load_failure_reason(e)})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]  # a Lightning checkpoint
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise StudioError(f"checkpoint {str(path)!r} is not a state dict (name -> tensor)")
     return state
+
+
+def _load_failure_reason(error: Exception) -> str:
+    """The informative line of torch's long weights_only message (e.g. 'unsupported GLOBAL os.system')."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    boilerplate = ("Weights only load failed", "Check the documentation", "Please file an issue")
+    reasons = [line for line in lines if not line.startswith(boilerplate)]
+    return reasons[-1] if reasons else (lines[0] if lines else type(error).__name__)
 
 
 def load_weights(model: Classifier, state: dict[str, torch.Tensor], source: str) -> None:
@@ -147,6 +157,11 @@ def load_weights(model: Classifier, state: dict[str, torch.Tensor], source: str)
                        f"expected {tuple(expected[wrong[0]].shape)}")
         raise StudioError(f"checkpoint {source!r} does not fit this model: {detail}")
     model.load_state_dict(state)
+
+
+def checkpoint_path(model_cfg) -> str | None:
+    """The user's weights file of a `model=checkpoint` config (raises if it is still ???), else None."""
+    return model_cfg.path if "path" in model_cfg.keys() else None  # `in` alone skips ??? values
 
 
 def layer_names(model: Classifier) -> list[str]:

@@ -23,7 +23,7 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
 from studio.data import ImageDataModule
 from studio.files import atomic_path, write_json
-from studio.models import Classifier, build_classifier, load_state_dict_file, load_weights
+from studio.models import Classifier, build_classifier, checkpoint_path, load_state_dict_file, load_weights
 
 CACHE_VERSION = 1  # bump when training code changes what a config produces
 # Trainer keys that change where/how fast training runs, not which weights come out.
@@ -133,10 +133,11 @@ def trained_classifier(model_cfg, data_cfg, trainer_cfg, dm: ImageDataModule, mo
     model = build_classifier(model_cfg, channels, dm.num_classes, mean, std)
     x_val, y_val = dm.split("val")
     x_test, y_test = dm.split("test")
-    if model_cfg.get("path"):  # a user's checkpoint: load, never train
-        load_weights(model, load_state_dict_file(model_cfg.path), model_cfg.path)
+    user_weights = checkpoint_path(model_cfg)
+    if user_weights:  # a user's checkpoint: load, never train
+        load_weights(model, load_state_dict_file(user_weights), user_weights)
         model.eval()
-        return Trained(model, Path(model_cfg.path), accuracy(model, x_test, y_test),
+        return Trained(model, Path(user_weights), accuracy(model, x_test, y_test),
                        accuracy(model, x_val, y_val), cached=True, train_seconds=0.0)
 
     models_dir = Path(models_dir)

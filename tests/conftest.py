@@ -1,0 +1,66 @@
+"""Shared fixtures: one output tree per test session, trained models reused by every test."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from studio.cli import CONF_DIR
+
+
+@pytest.fixture(scope="session")
+def outputs(tmp_path_factory) -> Path:
+    """The session's outputs/ (models cache, W&B, runs); STUDIO_TEST_OUTPUTS keeps it between sessions."""
+    path = Path(os.environ.get("STUDIO_TEST_OUTPUTS") or tmp_path_factory.mktemp("outputs"))
+    os.environ["STUDIO_OUTPUTS"] = str(path)
+    return path
+
+
+def compose_config(command: str, overrides: list[str] | None = None):
+    """The composed config of `studio <command> <overrides>`, as the CLI would see it (without hydra.*)."""
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        return compose(config_name=command, overrides=list(overrides or []))
+
+
+QUIET_TRAINER = ["trainer.enable_progress_bar=false"]
+
+
+@pytest.fixture(scope="session")
+def datamodule(outputs):
+    from studio.data import build_datamodule
+
+    return build_datamodule(compose_config("train").data)
+
+
+def _trained(model: str):
+    from studio.train import trained_classifier
+
+    cfg = compose_config("train", [f"model={model}", *QUIET_TRAINER])
+    from studio.data import build_datamodule
+
+    return trained_classifier(cfg.model, cfg.data, cfg.trainer, build_datamodule(cfg.data), cfg.paths.models)
+
+
+@pytest.fixture(scope="session")
+def small_cnn(outputs):
+    """The default classifier, trained once per session (the same cache entry `studio demo` uses)."""
+    return _trained("small_cnn")
+
+
+@pytest.fixture(scope="session")
+def judge(outputs):
+    """The independent judge, trained once per session."""
+    return _trained("judge_cnn")
+
+
+def run_studio(*args: str, outputs: Path, env: dict | None = None, timeout: int = 600):
+    """Run the real CLI in a subprocess; returns CompletedProcess with text stdout/stderr."""
+    inherited = {k: v for k, v in os.environ.items() if k not in ("STUDIO_DEBUG", "HYDRA_FULL_ERROR")}
+    full_env = {**inherited, "STUDIO_OUTPUTS": str(outputs), "WANDB_SILENT": "true", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "studio.cli", *args], capture_output=True, text=True,
+                          env=full_env, timeout=timeout)

@@ -6,14 +6,15 @@ crashed service) must never cost the local results. So every W&B call here warns
 
 from __future__ import annotations
 
+import logging
 import os
-import warnings
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from studio.files import write_json
 
+log = logging.getLogger("studio")
 WANDB_DIRS = {"WANDB_DIR": "", "WANDB_DATA_DIR": "data", "WANDB_CACHE_DIR": "cache", "WANDB_CONFIG_DIR": "config"}
 
 
@@ -37,8 +38,8 @@ class Tracker:
 
     def _warn(self, what: str, error: BaseException) -> None:
         if not self._warned:
-            warnings.warn(f"W&B {what} failed ({type(error).__name__}: {error}); "
-                          "results are still written to disk", stacklevel=3)
+            log.warning("W&B %s failed (%s: %s); results are still written to disk",
+                        what, type(error).__name__, str(error).splitlines()[0] if str(error) else "")
             self._warned = True
 
     def __enter__(self) -> "Tracker":

@@ -130,3 +130,13 @@ def test_debug_flag_shows_the_trace(outputs):
 
 def test_console_script_is_installed():
     assert (Path(sys.executable).parent / "studio").exists()
+
+
+def test_wandb_failure_warns_and_keeps_local_results(outputs, tmp_path):
+    # online mode with no API key (and no network): W&B cannot start; the run must still complete on disk
+    env = {"HOME": str(tmp_path / "home"), "WANDB_API_KEY": "", "NETRC": str(tmp_path / "none")}
+    result = run_studio("layers", "logger.mode=online", f"hydra.run.dir={tmp_path / 'run'}", "logger=wandb",
+                        "logger.init_timeout=20", outputs=outputs, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "W&B init failed" in result.stdout + result.stderr
+    assert _manifest(tmp_path / "run")["status"] == "complete"

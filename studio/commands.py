@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from studio import hidden
 from studio.data import build_datamodule
 from studio.models import build_classifier, checkpoint_path, layer_shapes, load_state_dict_file, load_weights
+from studio.runs import Result, train_one  # noqa: F401 - Result is re-exported for command modules
 from studio.tracking import Tracker
-from studio.train import Trained, trained_classifier
-
-
-@dataclass
-class Result:
-    """What a command hands back for the manifest: run metrics, one item per output, artifact paths."""
-
-    metrics: dict
-    items: list = field(default_factory=list)
-    artifacts: dict = field(default_factory=dict)
-
-
-def _train_one(cfg, model_cfg, dm, tracker: Tracker, role: str) -> Trained:
-    trained = trained_classifier(model_cfg, cfg.data, cfg.trainer, dm, cfg.paths.models,
-                                 logger=tracker.lightning_logger(prefix=role))
-    how = "reused from cache" if trained.cached else f"trained in {trained.train_seconds:.0f} s"
-    print(f"{role}: {model_cfg.name} on {cfg.data.name}: test accuracy {trained.test_acc:.2%} ({how}) "
-          f"-> {trained.path}")
-    return trained
+from studio.train import Trained
 
 
 def _accuracy_metrics(trained: Trained, prefix: str = "") -> dict:
@@ -38,7 +22,7 @@ def _accuracy_metrics(trained: Trained, prefix: str = "") -> dict:
 def train(cfg, tracker: Tracker, run_dir: Path) -> Result:
     """Train (or reuse) one classifier; report its test accuracy."""
     dm = build_datamodule(cfg.data)
-    trained = _train_one(cfg, cfg.model, dm, tracker, "model")
+    trained = train_one(cfg, cfg.model, dm, tracker, "model")
     metrics = _accuracy_metrics(trained)
     tracker.log({"test_acc": trained.test_acc, "val_acc": trained.val_acc})
     return Result(metrics, artifacts={"checkpoint": str(trained.path.resolve())})
@@ -64,8 +48,8 @@ def layers(cfg, tracker: Tracker, run_dir: Path) -> Result:
 def demo(cfg, tracker: Tracker, run_dir: Path) -> Result:
     """The main job: classifier and judge on the bundled digits."""
     dm = build_datamodule(cfg.data)
-    model = _train_one(cfg, cfg.model, dm, tracker, "model")
-    judge = _train_one(cfg, cfg.judge, dm, tracker, "judge")
+    model = train_one(cfg, cfg.model, dm, tracker, "model")
+    judge = train_one(cfg, cfg.judge, dm, tracker, "judge")
     metrics = {**_accuracy_metrics(model, "model/"), **_accuracy_metrics(judge, "judge/")}
     tracker.log({k: v for k, v in metrics.items() if k.endswith("_acc")})
     return Result(metrics, artifacts={"model_checkpoint": str(model.path.resolve()),
@@ -82,4 +66,6 @@ COMMANDS = {
     "demo": Command(demo, "the main job: train the classifier and the judge on the bundled digits"),
     "train": Command(train, "train (or reuse from the cache) a classifier and report its test accuracy"),
     "layers": Command(layers, "list a model's layer names and output shapes (what you can visualize)"),
+    "probe": Command(hidden.probe, "linear probe accuracy of every layer, with pixel and majority baselines"),
+    "embed": Command(hidden.embed, "PCA / t-SNE maps of chosen layers, coloured by class, with separation"),
 }

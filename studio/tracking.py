@@ -81,6 +81,28 @@ class Tracker:
             except Exception as e:  # noqa: BLE001
                 self._warn("log", e)
 
+    def log_table(self, key: str, rows: list[dict]) -> None:
+        """A list of flat dicts as one W&B table (columns from the first row)."""
+        if self.run is not None and rows:
+            try:
+                import wandb
+
+                columns = list(rows[0])
+                self.run.log({key: wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in rows])})
+            except Exception as e:  # noqa: BLE001
+                self._warn("table", e)
+
+    def log_images(self, key: str, paths: list, captions: list[str] | None = None) -> None:
+        """PNG files as a list of W&B images (offline runs keep them in the run directory)."""
+        if self.run is not None and paths:
+            try:
+                import wandb
+
+                captions = captions or [Path(p).stem for p in paths]
+                self.run.log({key: [wandb.Image(str(p), caption=c) for p, c in zip(paths, captions)]})
+            except Exception as e:  # noqa: BLE001
+                self._warn("images", e)
+
     def summary(self, metrics: dict) -> None:
         if self.run is not None:
             try:

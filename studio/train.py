@@ -111,14 +111,15 @@ class Trained:
 
 
 def fit(model: Classifier, model_cfg, trainer_cfg, dm: ImageDataModule, workdir: Path, logger=False) -> Classifier:
-    """Train `model` in place with Lightning (early stopping on val_acc); returns it with the best weights."""
+    """Train `model` in place with Lightning (early stopping on val_loss); returns it with the best weights."""
     pl.seed_everything(model_cfg.seed, workers=True, verbose=False)
     module = ClassifierModule(model, model_cfg.optim.lr, model_cfg.optim.weight_decay, model_cfg.augment.max_shift)
     trainer_kwargs = OmegaConf.to_container(trainer_cfg, resolve=True)
     patience = trainer_kwargs.pop("early_stopping_patience")
-    checkpoint = ModelCheckpoint(dirpath=workdir, monitor="val_acc", mode="max", save_weights_only=True)
+    # val_loss, not val_acc: on a few hundred validation images accuracy moves in coarse, noisy steps
+    checkpoint = ModelCheckpoint(dirpath=workdir, monitor="val_loss", mode="min", save_weights_only=True)
     trainer = pl.Trainer(**trainer_kwargs, logger=logger, default_root_dir=workdir, enable_model_summary=False,
-                         callbacks=[EarlyStopping("val_acc", mode="max", patience=patience), checkpoint])
+                         callbacks=[EarlyStopping("val_loss", mode="min", patience=patience), checkpoint])
     trainer.fit(module, datamodule=dm)
     best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(best)
@@ -130,6 +131,7 @@ def trained_classifier(model_cfg, data_cfg, trainer_cfg, dm: ImageDataModule, mo
     """The classifier `model_cfg` describes, trained on `dm` (or loaded from the cache, or from a checkpoint)."""
     channels, _, _ = dm.image_shape
     mean, std = dm.channel_stats()
+    pl.seed_everything(model_cfg.seed, workers=True, verbose=False)  # the initial weights too
     model = build_classifier(model_cfg, channels, dm.num_classes, mean, std)
     x_val, y_val = dm.split("val")
     x_test, y_test = dm.split("test")

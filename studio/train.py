@@ -1,31 +1,24 @@
 """Lightning training of classifiers, cached under outputs/models/ by a hash of what shapes the weights.
 
-The first command that needs a model trains it; later ones (any command, any process) reuse it. The
-cache entry is a plain state dict (read back with weights_only=True) plus a JSON sidecar, written
-atomically under a file lock so two commands never train the same model twice or read half a file.
+The first command that needs a model trains it; later ones (any command, any process) reuse it
+(studio/cache.py: plain state dicts, atomic writes, a file lock).
 """
 
 from __future__ import annotations
 
-import hashlib
-import shutil
-import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from filelock import FileLock
 from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
+from studio.cache import config_hash, load_or_train
 from studio.data import ImageDataModule
-from studio.files import atomic_path, write_json
 from studio.models import Classifier, build_classifier, checkpoint_path, load_state_dict_file, load_weights
 
-CACHE_VERSION = 1  # bump when training code changes what a config produces
 # Trainer keys that change where/how fast training runs, not which weights come out.
 RUNTIME_KEYS = {"accelerator", "devices", "strategy", "num_nodes", "enable_progress_bar", "log_every_n_steps"}
 
@@ -91,11 +84,13 @@ def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
 
 def cache_key(model_cfg, data_cfg, trainer_cfg) -> str:
     """Short hash of everything that decides the trained weights."""
-    data = {k: v for k, v in OmegaConf.to_container(data_cfg, resolve=True).items() if k != "num_workers"}
-    trainer = {k: v for k, v in OmegaConf.to_container(trainer_cfg, resolve=True).items() if k not in RUNTIME_KEYS}
-    blob = json.dumps({"v": CACHE_VERSION, "model": OmegaConf.to_container(model_cfg, resolve=True),
-                       "data": data, "trainer": trainer}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return config_hash(model=model_cfg, data=without(data_cfg, {"num_workers", "split"}),
+                       trainer=without(trainer_cfg, RUNTIME_KEYS))
+
+
+def without(cfg, keys: set[str]) -> dict:
+    """A config as a plain dict, minus `keys` (settings that do not change the weights)."""
+    return {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in keys}
 
 
 @dataclass
@@ -142,27 +137,14 @@ def trained_classifier(model_cfg, data_cfg, trainer_cfg, dm: ImageDataModule, mo
         return Trained(model, Path(user_weights), accuracy(model, x_test, y_test),
                        accuracy(model, x_val, y_val), cached=True, train_seconds=0.0)
 
-    models_dir = Path(models_dir)
-    models_dir.mkdir(parents=True, exist_ok=True)
     stem = f"{model_cfg.name}-{data_cfg.name}-{cache_key(model_cfg, data_cfg, trainer_cfg)}"
-    path, sidecar = models_dir / f"{stem}.pt", models_dir / f"{stem}.json"
-    with FileLock(str(models_dir / f"{stem}.lock")):
-        if path.is_file() and sidecar.is_file():
-            load_weights(model, load_state_dict_file(path), str(path))
-            model.eval()
-            seconds = json.loads(sidecar.read_text())["train_seconds"]
-            return Trained(model, path, accuracy(model, x_test, y_test), accuracy(model, x_val, y_val),
-                           cached=True, train_seconds=seconds)
-        start = time.perf_counter()
-        fit(model, model_cfg, trainer_cfg, dm, models_dir / f"{stem}.work", logger)
-        seconds = time.perf_counter() - start
-        with atomic_path(path) as tmp:
-            torch.save(model.state_dict(), tmp)
-        trained = Trained(model, path, accuracy(model, x_test, y_test), accuracy(model, x_val, y_val),
-                          cached=False, train_seconds=seconds)
-        write_json(sidecar, {"model": OmegaConf.to_container(model_cfg, resolve=True),
-                             "data": data_cfg.name, "test_acc": trained.test_acc, "val_acc": trained.val_acc,
-                             "train_seconds": seconds})
-        shutil.rmtree(models_dir / f"{stem}.work", ignore_errors=True)
-        return trained
 
+    def train(workdir: Path) -> dict:
+        fit(model, model_cfg, trainer_cfg, dm, workdir, logger)
+        return {"model": OmegaConf.to_container(model_cfg, resolve=True), "data": data_cfg.name,
+                "test_acc": accuracy(model, x_test, y_test)}
+
+    path, cached, facts = load_or_train(model, models_dir, stem, train, load=load_weights)
+    model.eval()
+    return Trained(model, path, accuracy(model, x_test, y_test), accuracy(model, x_val, y_val),
+                   cached=cached, train_seconds=facts["train_seconds"])

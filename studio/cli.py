@@ -49,6 +49,8 @@ def check_config_choices(overrides: list[str]) -> None:
         if override.is_delete():
             continue
         names = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
+        # `regularizer=[l2,tv]` selects several configs of one group at once
+        names = [n for name in names for n in (name if isinstance(name, list) else [name])]
         choices = config_choices(group)
         for name in names:
             if str(name) not in choices:

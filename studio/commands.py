@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from studio import hidden
+from studio import explain_command, generation, hidden, visualize
 from studio.data import build_datamodule
+from studio.metrics import Judge
 from studio.models import build_classifier, checkpoint_path, layer_shapes, load_state_dict_file, load_weights
 from studio.runs import Result, train_one  # noqa: F401 - Result is re-exported for command modules
 from studio.tracking import Tracker
@@ -46,14 +47,18 @@ def layers(cfg, tracker: Tracker, run_dir: Path) -> Result:
 
 
 def demo(cfg, tracker: Tracker, run_dir: Path) -> Result:
-    """The main job: classifier and judge on the bundled digits."""
+    """The main job: classifier, judge and generator on the bundled digits, then what they show."""
     dm = build_datamodule(cfg.data)
     model = train_one(cfg, cfg.model, dm, tracker, "model")
     judge = train_one(cfg, cfg.judge, dm, tracker, "judge")
     metrics = {**_accuracy_metrics(model, "model/"), **_accuracy_metrics(judge, "judge/")}
     tracker.log({k: v for k, v in metrics.items() if k.endswith("_acc")})
-    return Result(metrics, artifacts={"model_checkpoint": str(model.path.resolve()),
-                                      "judge_checkpoint": str(judge.path.resolve())})
+    generator = generation.generator_for(cfg, dm, tracker, samples_dir=run_dir / "generator")
+    shown = visualize.demo_visualizations(cfg, tracker, run_dir, model.model, Judge.for_data(judge.model, dm),
+                                          generator.module)
+    return Result({**metrics, **shown.metrics}, shown.items,
+                  artifacts={"model_checkpoint": str(model.path.resolve()),
+                             "judge_checkpoint": str(judge.path.resolve()), **shown.artifacts})
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,12 @@ COMMANDS = {
     "demo": Command(demo, "the main job: train the classifier and the judge on the bundled digits"),
     "train": Command(train, "train (or reuse from the cache) a classifier and report its test accuracy"),
     "layers": Command(layers, "list a model's layer names and output shapes (what you can visualize)"),
+    "train-generator": Command(generation.train_generator, "train (or reuse) a GAN or VAE generator and score "
+                               "its samples with the judge"),
+    "visualize": Command(visualize.visualize, "render what a layer's filters or the classes respond to "
+                         "(gradient ascent on pixels, batched)"),
     "probe": Command(hidden.probe, "linear probe accuracy of every layer, with pixel and majority baselines"),
     "embed": Command(hidden.embed, "PCA / t-SNE maps of chosen layers, coloured by class, with separation"),
+    "explain": Command(explain_command.explain, "explain single images (LIME, saliency, SmoothGrad, IG, "
+                       "occlusion, Grad-CAM) and score the maps"),
 }

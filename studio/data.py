@@ -158,12 +158,20 @@ def load_image_folder(root: str, size: int, channels: int) -> Images:
                   torch.tensor(labels, dtype=torch.int64), [p.name for p in class_dirs])
 
 
+def load_marked(**options) -> Images:
+    """Another source with a Clever Hans corner mark planted (studio/explain/clever_hans.py)."""
+    from studio.explain.clever_hans import load_marked as load  # lazy: that module imports this one
+
+    return load(**options)
+
+
 SOURCES = {
     "mnist5k": load_mnist5k,
     "fashion_mnist": load_fashion_mnist,
     "digits8x8": load_digits8x8,
     "torchvision": load_torchvision,
     "image_folder": load_image_folder,
+    "marked": load_marked,
 }
 
 

@@ -64,3 +64,34 @@ def run_studio(*args: str, outputs: Path, env: dict | None = None, timeout: int 
     full_env = {**inherited, "STUDIO_OUTPUTS": str(outputs), "WANDB_SILENT": "true", **(env or {})}
     return subprocess.run([sys.executable, "-m", "studio.cli", *args], capture_output=True, text=True,
                           env=full_env, timeout=timeout)
+
+
+# A few epochs: enough for digit-like samples in tests; the default (README numbers) trains longer.
+FAST_GENERATOR = {"dcgan": ["generator.max_epochs=6"], "vae": ["generator.max_epochs=6"]}
+
+
+def _generator(arch: str, datamodule):
+    from generators import trained_generator
+
+    cfg = compose_config("train-generator", [f"generator={arch}", *FAST_GENERATOR[arch], *QUIET_TRAINER])
+    return trained_generator(cfg.generator, cfg.data, cfg.trainer, datamodule, cfg.paths.models)
+
+
+@pytest.fixture(scope="session")
+def dcgan(outputs, datamodule):
+    """A briefly trained DCGAN, once per session."""
+    return _generator("dcgan", datamodule)
+
+
+@pytest.fixture(scope="session")
+def vae(outputs, datamodule):
+    """A briefly trained VAE, once per session."""
+    return _generator("vae", datamodule)
+
+
+@pytest.fixture(scope="session")
+def judged(judge, datamodule):
+    """The judge with its real-image embedding (studio.metrics.Judge)."""
+    from studio.metrics import Judge
+
+    return Judge.for_data(judge.model, datamodule)

@@ -1,0 +1,45 @@
+"""DCGAN (Radford et al. 2016) for small images: size 28 (MNIST) or 32 (CIFAR), any channel count."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from studio.errors import StudioError
+
+
+def _base(size: int) -> int:
+    if size % 4:
+        raise StudioError(f"DCGAN needs an image size divisible by 4; got data.size={size} (use 28 or 32)")
+    return size // 4
+
+
+class Generator(nn.Module):
+    """z (N×latent_dim) -> images N×C×size×size in [0, 1]."""
+
+    def __init__(self, latent_dim: int, channels: int, size: int, width: int = 64):
+        super().__init__()
+        self.latent_dim, self.base, self.width = latent_dim, _base(size), width
+        self.project = nn.Sequential(nn.Linear(latent_dim, 2 * width * self.base ** 2, bias=False),
+                                     nn.BatchNorm1d(2 * width * self.base ** 2), nn.ReLU())
+        self.upsample = nn.Sequential(
+            nn.ConvTranspose2d(2 * width, width, 4, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.ConvTranspose2d(width, channels, 4, 2, 1), nn.Sigmoid())
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.upsample(self.project(z).view(-1, 2 * self.width, self.base, self.base))
+
+
+class Discriminator(nn.Module):
+    """images in [0, 1] -> one realism logit per image."""
+
+    def __init__(self, channels: int, size: int, width: int = 64):
+        super().__init__()
+        base = _base(size)
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2),
+            nn.Conv2d(width, 2 * width, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * width), nn.LeakyReLU(0.2),
+            nn.Flatten(), nn.Linear(2 * width * base ** 2, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x * 2 - 1).squeeze(1)

@@ -1,0 +1,108 @@
+"""Generators by name, trained with Lightning and cached like the classifiers, or loaded from a file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torchvision.utils import make_grid, save_image
+
+from generators.modules import GANModule, GeneratorModule, VAEModule
+from studio.cache import config_hash, load_or_train
+from studio.data import ImageDataModule
+from studio.errors import StudioError, lookup
+from studio.files import atomic_path
+from studio.models import load_state_dict_file
+
+GENERATORS = {"dcgan": GANModule, "vae": VAEModule}
+RUNTIME_KEYS = ("accelerator", "devices", "strategy", "num_nodes")
+
+
+def build_generator(gen_cfg, channels: int, size: int) -> GeneratorModule:
+    """An untrained generator module of `gen_cfg.arch` for channels×size×size images."""
+    cls = lookup(GENERATORS, "generator architecture", gen_cfg.arch)
+    return cls(gen_cfg.latent_dim, channels, size, gen_cfg.width, gen_cfg.lr)
+
+
+@dataclass
+class TrainedGenerator:
+    module: GeneratorModule
+    path: Path
+    cached: bool
+    train_seconds: float
+
+
+class SampleGrid(pl.Callback):
+    """After each epoch: a grid of G(z) for fixed z, saved as PNG and logged to W&B (when on)."""
+
+    def __init__(self, out_dir: Path | None, n: int = 64):
+        self.out_dir, self.n = out_dir, n
+
+    def on_train_epoch_end(self, trainer, module: GeneratorModule):
+        grid = make_grid(module.sample(self.n, seed=0).float().cpu(), nrow=8, pad_value=1)
+        if self.out_dir is not None:
+            with atomic_path(self.out_dir / f"samples_epoch{trainer.current_epoch:03d}.png") as tmp:
+                save_image(grid, tmp, format="png")
+        logger = trainer.logger
+        if logger and hasattr(logger, "log_image"):
+            logger.log_image(key="generator/samples", images=[grid.permute(1, 2, 0).numpy()],
+                             step=trainer.global_step)
+
+
+def trained_generator(gen_cfg, data_cfg, trainer_cfg, dm: ImageDataModule, models_dir: str | Path,
+                      logger=False, samples_dir: Path | None = None) -> TrainedGenerator:
+    """The generator `gen_cfg` describes: loaded from gen_cfg.path, from the cache, or trained on dm."""
+    channels, size, _ = dm.image_shape
+    pl.seed_everything(gen_cfg.seed, workers=True, verbose=False)
+    module = build_generator(gen_cfg, channels, size)
+    if "path" in gen_cfg.keys():  # a user's generator: load, never train
+        load_generator_weights(module, gen_cfg.path)
+        check_fits(module, dm.image_shape, gen_cfg.path)
+        return TrainedGenerator(module.eval(), Path(gen_cfg.path), cached=True, train_seconds=0.0)
+
+    runtime = {k: trainer_cfg[k] for k in RUNTIME_KEYS if k in trainer_cfg}
+    data_key = {k: v for k, v in data_cfg.items() if k not in ("num_workers", "split")}
+    stem = f"{gen_cfg.name}-{data_cfg.name}-{config_hash(generator=gen_cfg, data=data_key)}"
+
+    def train(workdir: Path) -> dict:
+        trainer = pl.Trainer(**runtime, max_epochs=gen_cfg.max_epochs, precision=gen_cfg.precision,
+                             logger=logger, default_root_dir=workdir, enable_checkpointing=False,
+                             enable_model_summary=False, log_every_n_steps=10,
+                             enable_progress_bar=trainer_cfg.get("enable_progress_bar", True),
+                             callbacks=[SampleGrid(samples_dir)])
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*dm.split("train")),
+                                             batch_size=gen_cfg.batch_size, shuffle=True, drop_last=True,
+                                             generator=torch.Generator().manual_seed(gen_cfg.seed))
+        trainer.fit(module, loader)
+        return {"generator": dict(gen_cfg), "data": data_cfg.name}
+
+    path, cached, facts = load_or_train(module, models_dir, stem, train)
+    return TrainedGenerator(module.eval(), path, cached, facts["train_seconds"])
+
+
+def load_generator_weights(module: GeneratorModule, path: str) -> None:
+    """A whole module's state dict, or just the generator's (keys without the `generator.` prefix)."""
+    state = load_state_dict_file(path)
+    if not any(k.startswith("generator.") for k in state):
+        state = {f"generator.{k}": v for k, v in state.items()}
+    expected = module.state_dict()
+    mismatched = [k for k in state if k in expected and state[k].shape != expected[k].shape]
+    if mismatched:
+        k = mismatched[0]
+        raise StudioError(f"generator checkpoint {path!r} does not fit generator.arch with "
+                          f"generator.latent_dim={module.latent_dim}: {k} has shape {tuple(state[k].shape)}, "
+                          f"expected {tuple(expected[k].shape)}")
+    missing = [k for k in expected if k.startswith("generator.") and k not in state]
+    if missing:
+        raise StudioError(f"generator checkpoint {path!r} lacks {missing[0]}; is generator.arch right?")
+    module.load_state_dict({**expected, **state})
+
+
+def check_fits(module: GeneratorModule, image_shape: tuple[int, int, int], source: str) -> None:
+    """The generator's images must have the classifier's input shape."""
+    found = tuple(module.sample(1).shape[1:])
+    if found != tuple(image_shape):
+        raise StudioError(f"generator {source!r} makes images of shape {found}, but the classifier takes "
+                          f"{tuple(image_shape)} (data.channels, data.size)")

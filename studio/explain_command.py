@@ -1,0 +1,248 @@
+"""`studio explain`: explain single decisions with LIME and gradient methods, and score the maps.
+
+For the first `explain.images` images of `data.split` (or, in the Clever Hans experiment, of its
+marked images): every method's map, per-image metrics, one comparison panel per image, one
+manifest item per (image, method) and a W&B table. Everything is computed before anything is
+written, so a bad input leaves no half-written run.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from studio.errors import StudioError
+from studio.runs import Result, train_one
+
+ITEM_METRICS = ("deletion_auc", "insertion_auc", "r2", "r2_heldout", "stability", "sanity", "ig_delta", "mark_found")
+
+
+def method_options(ecfg) -> dict[str, dict]:
+    """Constructor keyword arguments of every method from the `explain` config block."""
+    common = {"batch_size": int(ecfg.batch_size), "seed": int(ecfg.seed)}
+    block = lambda name: OmegaConf.to_container(ecfg.get(name) or {}, resolve=True)  # noqa: E731
+    lime = block("lime")
+    lime["segmentation_options"] = (lime.pop("segmentations", None) or {}).get(lime.get("segmentation"), {})
+    return {"lime": {**lime, **common}, "saliency": dict(common),
+            "smoothgrad": {**block("smoothgrad"), **common}, "ig": {**block("ig"), **common},
+            "occlusion": {**block("occlusion"), **common}, "gradcam": {"layer": ecfg.gradcam_layer, **common}}
+
+
+def resolve_config_target(value, labels: torch.Tensor, num_classes: int):
+    """explain.target → what the methods take: 'pred' → None, 'label' → the true classes, k → k."""
+    if isinstance(value, str) and value in ("pred", "label"):
+        return None if value == "pred" else labels
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise StudioError(f"explain.target {value!r} is not valid; choose from: pred, label or a class index "
+                          f"0..{num_classes - 1}")
+    if not 0 <= value < num_classes:
+        raise StudioError(f"explain.target {value} is out of range; the model has {num_classes} classes "
+                          f"(0..{num_classes - 1})")
+    return value
+
+
+def clever_hans_story(model, x: torch.Tensor, y: torch.Tensor, mark, mark_class: int) -> dict[str, float]:
+    """How much the model leans on the mark, measured on the whole split."""
+    from studio.explain.checks import logits
+
+    marked = mark.present(x)
+    out = logits(model, x)
+    pred, prob = out.argmax(1), out.softmax(1)[:, mark_class]
+    other = y != mark_class
+    clean_other = ~marked & other
+    lifted = logits(model, mark.plant(x[clean_other])).softmax(1)[:, mark_class] if clean_other.any() else prob[:0]
+
+    def mean(t):
+        return round(float(t.float().mean()), 4) if t.numel() else float("nan")
+
+    return {"clean_acc": mean(pred[~marked] == y[~marked]), "marked_acc": mean(pred[marked] == y[marked]),
+            "hijack_rate": mean(pred[marked & other] == mark_class),
+            "mark_class_recall_unmarked": mean(pred[~marked & ~other] == mark_class),
+            "mark_class_recall_marked": mean(pred[marked & ~other] == mark_class),
+            "mark_lift": mean(lifted - prob[clean_other])}
+
+
+def _caption(scores: dict[str, float]) -> str:
+    parts = [f"del {scores['deletion_auc']:.2f} ins {scores['insertion_auc']:.2f}"]
+    extra = []
+    if "r2" in scores:
+        extra.append(f"R² {scores['r2']:.2f}/{scores['r2_heldout']:.2f}")
+    if "stability" in scores:
+        extra.append(f"stab {scores['stability']:.2f}")
+    if "sanity" in scores:
+        extra.append(f"rand {scores['sanity']:.2f}")
+    if "mark_found" in scores:
+        extra.append("mark ✓" if scores["mark_found"] else "mark ✗")
+    return "\n".join(parts + [" ".join(extra[:2]), " ".join(extra[2:])]).rstrip()
+
+
+def explain_run(cfg, model, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, names: list[str],
+                out_dir: Path, tracker, prefix: str = "", mark=None, story: dict | None = None):
+    """Explain x (labels y, positions `index` in the split) with `names`; write maps, panels and the
+    W&B table under out_dir. Returns (run metrics, manifest items with paths relative to out_dir)."""
+    from studio.explain.compare import MetricOptions, compare_methods
+    from studio.explain.panels import save_map, save_panel
+
+    ecfg = cfg.explain
+    num_classes = int(cfg.data.num_classes)
+    target = resolve_config_target(ecfg.target, y, num_classes)
+    region = mark.region(*x.shape[-2:]) if mark is not None else None
+    metric_options = MetricOptions(**OmegaConf.to_container(ecfg.metrics, resolve=True),
+                                   batch_size=int(ecfg.batch_size), seed=int(ecfg.seed))
+    result = compare_methods(model, x, names, target, method_options(ecfg), metric_options, region)
+
+    # Everything is computed: now the numbers, then the files.
+    metrics, items, per_image = {}, [], []
+    for k, v in result.baseline.items():
+        metrics[f"{prefix}random/{k}"] = round(float(v.mean()), 4)
+    for name, r in result.methods.items():
+        for k, v in r.metrics.items():
+            key = f"{prefix}mark_found_{name}" if k == "mark_found" else f"{prefix}{name}/{k}"
+            metrics[key] = round(float(v.float().mean()), 4)
+        metrics[f"{prefix}{name}/seconds"] = round(r.seconds, 2)
+    for key, value in (story or {}).items():
+        metrics[f"clever_hans/{key}"] = value
+    metrics[f"{prefix}images"] = len(x)
+
+    for i in range(len(x)):
+        idx, scores_of = int(index[i]), {}
+        for name, r in result.methods.items():
+            scores = {k: float(v[i]) for k, v in r.metrics.items()}
+            scores["mark_found"] = bool(scores["mark_found"]) if "mark_found" in scores else None
+            scores_of[name] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in scores.items()
+                               if v is not None}
+            scores_of[name]["deletion_auc_random"] = round(float(result.baseline["deletion_auc"][i]), 4)
+            scores_of[name]["insertion_auc_random"] = round(float(result.baseline["insertion_auc"][i]), 4)
+        per_image.append(scores_of)
+        panel = Path("panels") / f"{idx:05d}.png"
+        title = (f"#{idx} label {int(y[i])} pred {int(result.prediction[i])}\n"
+                 f"target {int(result.target[i])} p={float(result.probability[i]):.2f}")
+        save_panel(x[i], {n: r.maps[i, 0] for n, r in result.methods.items()},
+                   {n: _caption(scores_of[n]) for n in result.methods}, title, out_dir / panel,
+                   mark.box(*x.shape[-2:]) if mark is not None else None)
+        for name, r in result.methods.items():
+            image = Path("maps") / f"{idx:05d}_{name}.png"
+            save_map(r.maps[i, 0], out_dir / image)
+            items.append({"index": idx, "label": int(y[i]), "prediction": int(result.prediction[i]),
+                          "target": int(result.target[i]), "method": name, "image": str(image),
+                          "panel": str(panel), "metrics": scores_of[name]})
+    _log_table(tracker, items, out_dir, prefix, metrics)
+    _print_summary(result, metrics, prefix)
+    return metrics, items
+
+
+def _log_table(tracker, items: list, out_dir: Path, prefix: str, metrics: dict) -> None:
+    """Mirror to W&B: the run metrics and one table row per (image, method) with its map and panel."""
+    if tracker.run is None:
+        return
+    try:
+        import wandb
+
+        columns = ["index", "label", "target", "method", "map", "panel", *ITEM_METRICS]
+        table = wandb.Table(columns=columns)
+        for item in items:
+            m = item["metrics"]
+            table.add_data(item["index"], item["label"], item["target"], item["method"],
+                           wandb.Image(str(out_dir / item["image"])), wandb.Image(str(out_dir / item["panel"])),
+                           *[m.get(k) for k in ITEM_METRICS])
+    except Exception as e:  # noqa: BLE001 - W&B is the mirror; the files on disk are the results
+        warnings.warn(f"W&B table failed ({type(e).__name__}: {e}); results are still written to disk",
+                      stacklevel=2)
+        tracker.log(metrics)
+        return
+    tracker.log({**metrics, f"{prefix}explanations": table})
+
+
+def _print_summary(result, metrics: dict, prefix: str) -> None:
+    print(f"{'method':<11} {'deletion':>8} {'insertion':>9} {'R²':>5} {'R² held':>7} {'stable':>6} "
+          f"{'random.':>7} {'mark':>5}  (AUC means; random order: deletion "
+          f"{metrics[f'{prefix}random/deletion_auc']:.3f}, insertion {metrics[f'{prefix}random/insertion_auc']:.3f})")
+    for name, r in result.methods.items():
+        def cell(key, width):
+            v = r.metrics.get(key)
+            return f"{float(v.float().mean()):>{width}.3f}" if v is not None else " " * (width - 1) + "-"
+        print(f"{name:<11} {cell('deletion_auc', 8)} {cell('insertion_auc', 9)} {cell('r2', 5)} "
+              f"{cell('r2_heldout', 7)} {cell('stability', 6)} {cell('sanity', 7)} {cell('mark_found', 5)}")
+
+
+def _select(cfg, dm, model):
+    """(x, y, index, mark, story) of the images to explain."""
+    from studio.explain.clever_hans import Mark
+
+    ecfg = cfg.explain
+    if int(ecfg.images) < 1:
+        raise StudioError(f"explain.images must be ≥ 1, got {ecfg.images}")
+    x_all, y_all = dm.split(cfg.data.split)
+    mark = story = None
+    pool = torch.arange(len(x_all))
+    if ecfg.clever_hans:
+        if cfg.data.source != "marked":
+            raise StudioError(f"explain.clever_hans=true needs marked data (data=mnist5k_marked or "
+                              f"experiment=clever_hans); got data={cfg.data.name}")
+        o = cfg.data.options
+        mark = Mark(int(o.size), str(o.corner), int(o.margin), float(o.value))
+        story = clever_hans_story(model, x_all, y_all, mark, int(o.mark_class))
+        pool = mark.present(x_all).nonzero().flatten()
+        if not len(pool):
+            raise StudioError(f"no marked images in data.split={cfg.data.split}; set data.options.test_rate > 0")
+    index = pool[:int(ecfg.images)]
+    return x_all[index], y_all[index], index, mark, story
+
+
+def explain(cfg, tracker, run_dir: Path):
+    """The `explain` command: train (or reuse) the model, explain images, write panels + manifest items."""
+    from studio.data import build_datamodule
+    from studio.explain import method_names
+
+    names = method_names(str(cfg.method))
+    dm = build_datamodule(cfg.data)
+    trained = train_one(cfg, cfg.model, dm, tracker, "model")
+    x, y, index, mark, story = _select(cfg, dm, trained.model)
+    metrics, items = explain_run(cfg, trained.model, x, y, index, names, Path(run_dir), tracker,
+                                 mark=mark, story=story)
+    metrics.update({"model/test_acc": trained.test_acc, "model/cached": trained.cached})
+    return Result(metrics, items, {"panels": "panels", "maps": "maps", "checkpoint": str(trained.path.resolve())})
+
+
+def _compose(overrides: list[str]):
+    """conf/explain.yaml with overrides, inside a running Hydra app (the demo) or outside it."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from studio.cli import CONF_DIR
+
+    if GlobalHydra.instance().is_initialized():
+        return compose(config_name="explain", overrides=overrides)
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        return compose(config_name="explain", overrides=overrides)
+
+
+def explain_demo(cfg, tracker, run_dir: Path, images: int = 4):
+    """The demo's explanation step: all methods on a few test digits of the demo's model, and the
+    Clever Hans experiment (the marked model, trained once and cached). Returns a Result whose
+    metric keys start with explain/ and clever_hans/."""
+    from studio.data import build_datamodule
+    from studio.explain import method_names
+
+    metrics, items = {}, []
+    for name, overrides in (("explain", []), ("clever_hans", ["experiment=clever_hans"])):
+        sub = _compose([*overrides, f"explain.images={images}"])
+        sub.paths, sub.model = cfg.paths, cfg.model
+        if overrides:  # the experiment brings its data and epochs; the rest of training is the demo's
+            sub.trainer = OmegaConf.merge(cfg.trainer, {"max_epochs": sub.trainer.max_epochs})
+        else:
+            sub.trainer, sub.data = cfg.trainer, cfg.data
+        dm = build_datamodule(sub.data)
+        trained = train_one(sub, sub.model, dm, tracker, f"{name} model")
+        x, y, index, mark, story = _select(sub, dm, trained.model)
+        print(f"{name}: {len(x)} images, methods: all")
+        sub_metrics, sub_items = explain_run(sub, trained.model, x, y, index, method_names("all"),
+                                             Path(run_dir) / name, tracker, prefix=f"{name}/", mark=mark,
+                                             story=story)
+        metrics.update(sub_metrics)
+        items += [{**item, "image": f"{name}/{item['image']}", "panel": f"{name}/{item['panel']}",
+                   "run": name} for item in sub_items]
+    return Result(metrics, items, {"explain_panels": "explain/panels", "clever_hans_panels": "clever_hans/panels"})

@@ -1,0 +1,180 @@
+"""How good are visualizations? Numbers an independent judge gives (definitions in DESIGN.md):
+
+- judge recognition: share of class images the judge (another architecture and seed) labels as the
+  target class. Noise that fools the model rarely fools the judge, but adversarial textures can.
+- realism ratio: Fréchet distance between judge embeddings of the images and of many real images,
+  divided by the mean Fréchet distance of class-matched sets of as many *real* images. Real data
+  scores about 1; higher is less natural. The class-matched baseline is what makes the number
+  readable: FD on 40 images is noisy and depends on the classes.
+- diversity: mean pairwise distance of judge embeddings across the seeds of one target.
+
+    judge = Judge(judge_model, real_train_images, real_train_labels, real_pool_images, real_pool_labels)
+    judge.recognition(images, classes)      # per-image (correct, prob of the target)
+    judge.realism_ratio(images, classes)    # one number; ~1 for real data
+    judge.diversity(images, groups)         # one number per group of seeds
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from studio.errors import StudioError
+
+
+@torch.no_grad()
+def hidden_features(model: nn.Module, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """N×D: what the model's final linear layer reads (its last hidden layer), in fp32 on the CPU."""
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not last:
+        raise StudioError(f"the judge {type(model).__name__} has no final linear layer to embed images with")
+    chunks: list[torch.Tensor] = []
+    hook = last[-1].register_forward_hook(lambda _m, inputs, _o: chunks.append(inputs[0].detach().float().cpu()))
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        for start in range(0, len(images), batch_size):
+            model(images[start:start + batch_size].to(device))
+    finally:
+        hook.remove()
+        model.train(was_training)
+    return torch.cat(chunks)
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to the rows of a and b (as in FID)."""
+    from scipy import linalg
+
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
+    root = root.real
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root))
+
+
+@dataclass
+class Recognition:
+    correct: torch.Tensor  # (N,) bool: the judge's top class is the target
+    prob: torch.Tensor  # (N,) the judge's softmax of the target class
+    predicted: torch.Tensor  # (N,) the judge's top class
+
+
+class Judge:
+    """An independent classifier plus real images: scores recognition, realism and diversity.
+
+    train_images: the real set the embedding (PCA) is fitted on and compared against.
+    pool_images/pool_labels: other real images, from which the class-matched baselines are drawn.
+    """
+
+    def __init__(self, model: nn.Module, train_images: torch.Tensor, pool_images: torch.Tensor,
+                 pool_labels: torch.Tensor, dims: int = 10, baselines: int = 8, seed: int = 0):
+        from sklearn.decomposition import PCA
+
+        self.model, self.baselines, self.seed = model, baselines, seed
+        features = hidden_features(model, train_images).numpy()
+        self.pca = PCA(n_components=min(dims, features.shape[1], len(features)), random_state=seed).fit(features)
+        self.reference = self.pca.transform(features)
+        self.pool = self.embed(pool_images)
+        self.pool_labels = pool_labels.cpu().numpy()
+
+    @classmethod
+    def for_data(cls, model: nn.Module, dm, **options) -> "Judge":
+        """The judge on a data module: embedding fitted on the training split, baselines drawn from
+        the validation and test splits (real images the visualizations never saw either)."""
+        train_images, _ = dm.split("train")
+        pool = [dm.split(name) for name in ("val", "test")]
+        return cls(model, train_images, torch.cat([p[0] for p in pool]), torch.cat([p[1] for p in pool]), **options)
+
+    def embed(self, images: torch.Tensor) -> np.ndarray:
+        """N×dims judge embedding (PCA of the last hidden layer, fitted on real images)."""
+        return self.pca.transform(hidden_features(self.model, images).numpy())
+
+    @torch.no_grad()
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """N×classes: the judge's softmax, fp32 on the CPU."""
+        was_training = self.model.training
+        self.model.eval()
+        device = next(self.model.parameters()).device
+        try:
+            return torch.cat([self.model(images[i:i + 500].to(device)).float().softmax(1).cpu()
+                              for i in range(0, len(images), 500)])
+        finally:
+            self.model.train(was_training)
+
+    def recognition(self, images: torch.Tensor, classes: Sequence[int]) -> Recognition:
+        probs = self.probabilities(images)
+        classes = torch.as_tensor(list(classes), dtype=torch.long)
+        predicted = probs.argmax(1)
+        return Recognition(predicted == classes, probs[torch.arange(len(classes)), classes], predicted)
+
+    def class_matched(self, classes: Sequence[int] | None, rng: np.random.Generator, n: int = 0) -> np.ndarray:
+        """Embeddings of real pool images: one of the same class per element of `classes`, or, with
+        classes=None (e.g. filter images, which have no class), n drawn from every class."""
+        if classes is None:
+            return self.pool[rng.choice(len(self.pool), size=n, replace=n > len(self.pool))]
+        rows = []
+        for c, count in zip(*np.unique(np.asarray(classes), return_counts=True)):
+            candidates = np.flatnonzero(self.pool_labels == c)
+            if len(candidates) == 0:
+                raise StudioError(f"no real images of class {int(c)} to compare with")
+            rows.append(rng.choice(candidates, size=count, replace=count > len(candidates)))
+        return self.pool[np.concatenate(rows)]
+
+    def realism_ratio(self, images: torch.Tensor, classes: Sequence[int] | None = None) -> dict:
+        """FD(images, real) / mean FD(class-matched real sets, real): ~1 for real data, higher is less natural."""
+        if len(images) < 3:
+            raise StudioError(f"realism needs at least 3 images to fit a covariance; got {len(images)}")
+        fd = frechet_distance(self.embed(images), self.reference)
+        rng = np.random.default_rng(self.seed)
+        real = [frechet_distance(self.class_matched(classes, rng, len(images)), self.reference)
+                for _ in range(self.baselines)]
+        baseline = float(np.mean(real))
+        return {"realism_ratio": fd / baseline, "frechet": fd, "frechet_real": baseline}
+
+    def diversity(self, images: torch.Tensor, groups: Sequence) -> float:
+        """Mean pairwise embedding distance within each group (e.g. the seeds of one target), averaged."""
+        return mean_pairwise_distance(self.embed(images), groups)
+
+    def real_diversity(self, classes: Sequence[int] | None, groups: Sequence) -> float:
+        """The same number for real images of the same classes, grouped alike (the scale to read it by)."""
+        rng = np.random.default_rng(self.seed)
+        return mean_pairwise_distance(self.class_matched(classes, rng, len(groups)), groups)
+
+    def score(self, images: torch.Tensor, classes: Sequence[int] | None, groups: Sequence) -> tuple[list, dict]:
+        """Per-image metrics (judge_correct, judge_prob for class images) and the set's summary
+        (judge_recognition, realism_ratio, diversity beside diversity_real) of visualizations."""
+        per_image: list[dict] = [{} for _ in range(len(images))]
+        summary: dict = {}
+        if classes is not None:
+            rec = self.recognition(images, classes)
+            for i, (ok, p) in enumerate(zip(rec.correct.tolist(), rec.prob.tolist())):
+                per_image[i].update(judge_correct=int(ok), judge_prob=p)
+            summary.update(judge_recognition=float(rec.correct.float().mean()), judge_prob_mean=float(rec.prob.mean()))
+        if len(images) >= 3:
+            realism = self.realism_ratio(images, classes)
+            summary.update(realism_ratio=realism["realism_ratio"], frechet=realism["frechet"],
+                           frechet_real=realism["frechet_real"])
+        if len(set(groups)) < len(groups):  # some target has several seeds
+            summary.update(diversity=self.diversity(images, groups), diversity_real=self.real_diversity(classes, groups))
+        return per_image, summary
+
+
+def mean_pairwise_distance(embedding: np.ndarray, groups: Sequence) -> float:
+    members: dict = defaultdict(list)
+    for row, group in enumerate(groups):
+        members[group].append(row)
+    distances = []
+    for rows in members.values():
+        if len(rows) > 1:
+            points = torch.as_tensor(embedding[rows])
+            d = torch.cdist(points, points)
+            distances.append(float(d.sum() / (len(rows) * (len(rows) - 1))))
+    if not distances:
+        raise StudioError("diversity compares seeds of the same target: give 2 or more seeds")
+    return float(np.mean(distances))

@@ -1,0 +1,274 @@
+"""What is optimized: a parameterization turns a few tensors into images B×C×H×W in [0, 1].
+
+`pixel(28, channels=1)` and `fft(128, channels=3)` are specs; `render` builds them for its batch
+(`spec.build(seeds, device)`), one starting image per seed (element b starts from its own seed's
+noise, so the same seed gives the same start whatever else is in the batch). A built `Param`
+unpacks Lucent-style into `(params, image_fn)`.
+
+Any channel count works; colour decorrelation (Lucid's ImageNet colour matrix) applies to 3-channel
+images only. `Param.load(images)` sets the tensors so that the parameterization shows `images`: the
+projection regularizers (blur, clipping, decay) use it to edit images under any parameterization.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+
+from studio.errors import StudioError, lookup
+
+# Lucid's square root of the ImageNet colour correlation (SVD), columns normalized to max norm 1.
+_COLOR_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
+COLOR = _COLOR_SQRT / _COLOR_SQRT.norm(dim=0).max()
+_SIGMOID_MARGIN = 1e-2  # load() keeps sigmoid inputs where gradients still flow
+
+
+class Param:
+    """Built parameterization: leaf tensors (batch first) and the images they make."""
+
+    params: list[torch.Tensor]
+    can_load = True  # False where images cannot be turned back into the tensors (a generator's z)
+
+    def __call__(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def penalty(self) -> torch.Tensor | None:
+        """(B,) terms of the parameterization itself to subtract from the objective (default: none)."""
+        return None
+
+    def load(self, images: torch.Tensor) -> None:
+        """Set the tensors so that self() shows `images` (B×C×H×W in [0, 1])."""
+        raise NotImplementedError
+
+    def constrain(self) -> None:
+        """Project the tensors back into the valid range after an optimizer step (default: nothing)."""
+
+    def __iter__(self):
+        return iter((self.params, self))
+
+
+def _noise(seeds: Sequence[int], shape: tuple[int, ...], sd: float) -> torch.Tensor:
+    """One N(0, sd²) tensor of `shape` per seed, drawn on the CPU (same numbers on every device)."""
+    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) * sd for s in seeds])
+
+
+def decorrelate(x: torch.Tensor) -> torch.Tensor:
+    """Map decorrelated colour coordinates to RGB (3-channel only)."""
+    return torch.einsum("bchw,dc->bdhw", x, COLOR.to(x.device, x.dtype))
+
+
+def correlate(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of `decorrelate`."""
+    return torch.einsum("bchw,dc->bdhw", x, torch.linalg.inv(COLOR).to(x.device, x.dtype))
+
+
+def _logit(images: torch.Tensor) -> torch.Tensor:
+    return torch.logit(images.clamp(_SIGMOID_MARGIN, 1 - _SIGMOID_MARGIN))
+
+
+class PixelParam(Param):
+    """Raw pixels. Plain: projected onto [0, 1] after every step (the source's gradient ascent on X).
+    With `decorrelate` (RGB): sigmoid of decorrelated colour coordinates, as Lucent does."""
+
+    def __init__(self, seeds, channels, height, width, device, init_mean=0.5, init_sd=0.1, decorrelate=False):
+        self.decorrelated = decorrelate and channels == 3
+        noise = _noise(seeds, (channels, height, width), init_sd)
+        if self.decorrelated:
+            start = correlate(_logit(torch.full_like(noise, init_mean))) + noise
+        else:
+            start = (noise + init_mean).clamp(0, 1)
+        self.tensor = start.to(device).requires_grad_(True)
+        self.params = [self.tensor]
+
+    def __call__(self):
+        return torch.sigmoid(decorrelate(self.tensor)) if self.decorrelated else self.tensor
+
+    @torch.no_grad()
+    def load(self, images):
+        self.tensor.copy_(correlate(_logit(images)) if self.decorrelated else images.clamp(0, 1))
+
+    @torch.no_grad()
+    def constrain(self):
+        if not self.decorrelated:
+            self.tensor.clamp_(0, 1)
+
+
+def _frequencies(height: int, width: int) -> torch.Tensor:
+    fy = torch.fft.fftfreq(height)[:, None]
+    fx = torch.fft.rfftfreq(width)[None, :]
+    return (fx * fx + fy * fy).sqrt()
+
+
+class FFTParam(Param):
+    """Lucid's Fourier parameterization: a spectrum scaled by 1/f^decay (so low frequencies move
+    first, which favours smooth images), inverse real FFT, /4, optional colour decorrelation, sigmoid."""
+
+    MAGIC = 4.0  # Lucid's constant; larger values desaturate
+
+    def __init__(self, seeds, channels, height, width, device, sd=0.01, decay_power=1.0, decorrelate=True):
+        self.size = (height, width)
+        self.decorrelated = decorrelate and channels == 3
+        freqs = _frequencies(height, width)
+        scale = 1.0 / freqs.clamp_min(1.0 / max(height, width)) ** decay_power
+        self.scale = scale[None, None, :, :, None].to(device)
+        self.spectrum = _noise(seeds, (channels, height, width // 2 + 1, 2), sd).to(device).requires_grad_(True)
+        self.params = [self.spectrum]
+
+    def __call__(self):
+        spectrum = torch.view_as_complex(self.spectrum * self.scale)
+        x = torch.fft.irfft2(spectrum, s=self.size, norm="ortho") / self.MAGIC
+        return torch.sigmoid(decorrelate(x) if self.decorrelated else x)
+
+    @torch.no_grad()
+    def load(self, images):
+        x = _logit(images.float())
+        x = (correlate(x) if self.decorrelated else x) * self.MAGIC
+        spectrum = torch.view_as_real(torch.fft.rfft2(x, norm="ortho")) / self.scale
+        self.spectrum.copy_(spectrum)
+
+
+class LatentParam(Param):
+    """z in a generator's latent space; the images are G(z), so they stay on the generator's manifold
+    (the source's "constraint from a generator": z* = argmax_z y_i(G(z)), shown as G(z*)).
+
+    z starts from the prior N(0, I), one draw per seed. Optional terms, all per image:
+    prior_weight * ||z||^2 (a Gaussian prior), anchor_weight * ||z - z_start||^2 (keeps each seed near its
+    own start, so seeds of one class do not collapse to one prototype), realism_weight * realism(G(z))
+    (added: the GAN discriminator's logit or the VAE's ELBO per pixel, a learned realism prior in the
+    spirit of PPGN). After each step z is projected: components clamped to [-truncation, truncation]
+    and the norm to at most max_norm (when set). The generator runs frozen in eval mode.
+    """
+
+    can_load = False
+
+    def __init__(self, seeds, channels, height, width, device, generator, prior_weight=0.0, anchor_weight=0.0,
+                 realism_weight=0.0, truncation=None, max_norm=None):
+        self.generator = generator.to(device).eval().requires_grad_(False)
+        self.net = generator.generator
+        self.latent_dim = int(generator.latent_dim)
+        self.weights = (float(prior_weight), float(anchor_weight), float(realism_weight))
+        self.truncation = None if truncation is None else float(truncation)
+        self.max_norm = None if max_norm is None else float(max_norm)
+        self.start = _noise(seeds, (self.latent_dim,), 1.0).to(device)
+        self.z = self.start.clone().requires_grad_(True)
+        self.constrain()
+        self.params = [self.z]
+        self._shape = (channels, height, width)
+
+    def __call__(self):
+        return self.net(self.z)
+
+    def penalty(self):
+        prior, anchor, realism = self.weights
+        terms = prior * self.z.pow(2).sum(1) + anchor * (self.z - self.start).pow(2).sum(1)
+        if realism:
+            terms = terms - realism * self.generator.realism(self())
+        return terms if (prior or anchor or realism) else None
+
+    def load(self, images):
+        raise StudioError("param=latent cannot edit G(z) in pixel space; use penalty regularizers "
+                          "(none, l2, l1, tv, hf, l2_tv, jitter, standard) with it, not blur/clip/decay")
+
+    @torch.no_grad()
+    def constrain(self):
+        if self.truncation is not None:
+            self.z.clamp_(-self.truncation, self.truncation)
+        if self.max_norm is not None:
+            norms = self.z.norm(dim=1, keepdim=True)
+            self.z.mul_((self.max_norm / norms).clamp(max=1.0))
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """A parameterization before it knows its batch: `build(seeds, device)` makes the Param."""
+
+    name: str
+    size: tuple[int, int]
+    channels: int
+    options: dict = field(default_factory=dict)
+
+    def build(self, seeds: Sequence[int], device: torch.device | str = "cpu") -> Param:
+        cls = lookup(PARAMS, "param", self.name)
+        return cls(list(seeds), self.channels, *self.size, torch.device(device), **self.options)
+
+
+def _spec(name: str, size, channels: int, options: dict) -> ParamSpec:
+    h, w = (size, size) if isinstance(size, int) else tuple(size)
+    if min(h, w) < 1 or channels < 1:
+        raise StudioError(f"param size {size!r} with {channels} channel(s) is not an image; give positive numbers")
+    return ParamSpec(name, (int(h), int(w)), int(channels), options)
+
+
+def pixel(size, channels: int = 1, init_mean: float = 0.5, init_sd: float = 0.1,
+          decorrelate: bool = False) -> ParamSpec:
+    """Pixels in [0, 1], starting at init_mean + N(0, init_sd²) noise. size: int or (H, W)."""
+    return _spec("pixel", size, channels, dict(init_mean=init_mean, init_sd=init_sd, decorrelate=decorrelate))
+
+
+def fft(size, channels: int = 3, sd: float = 0.01, decay_power: float = 1.0, decorrelate: bool = True) -> ParamSpec:
+    """Fourier-space image with 1/f^decay_power spectrum scaling (Lucid's default parameterization)."""
+    return _spec("fft", size, channels, dict(sd=sd, decay_power=decay_power, decorrelate=decorrelate))
+
+
+def _check_latent(truncation=None, max_norm=None, **_) -> None:
+    for key, value in (("truncation", truncation), ("max_norm", max_norm)):
+        if value is not None and not value > 0:
+            raise StudioError(f"param.{key}={value} must be positive (or null to turn it off)")
+
+
+def latent(generator, prior_weight: float = 0.0, anchor_weight: float = 0.0, realism_weight: float = 0.0,
+           truncation: float | None = None, max_norm: float | None = None, size=None,
+           channels: int | None = None) -> ParamSpec:
+    """Images G(z) of a generator module (generators/: `sample`, `latent_dim`, `realism`); see LatentParam.
+
+    size and channels default to what the generator makes (one sample decides)."""
+    _check_latent(truncation=truncation, max_norm=max_norm)
+    if generator is None:
+        raise StudioError("param=latent needs a generator: generator=dcgan, generator=vae or generator=checkpoint")
+    shape = tuple(generator.sample(1).shape[1:])
+    made = (shape[0], (shape[1], shape[2]))
+    size = made[1] if size is None else ((size, size) if isinstance(size, int) else tuple(size))
+    channels = made[0] if channels is None else channels
+    if (int(channels), tuple(int(v) for v in size)) != made:
+        raise StudioError(f"the generator makes {shape[0]}x{shape[1]}x{shape[2]} images, but the classifier "
+                          f"takes {channels}x{size[0]}x{size[1]} (data.channels, data.size)")
+    return _spec("latent", size, channels, dict(generator=generator, prior_weight=prior_weight,
+                                                anchor_weight=anchor_weight, realism_weight=realism_weight,
+                                                truncation=truncation, max_norm=max_norm))
+
+
+PARAMS: dict[str, Callable[..., Param]] = {"pixel": PixelParam, "fft": FFTParam, "latent": LatentParam}
+BUILDERS = {"pixel": pixel, "fft": fft, "latent": latent}
+
+
+def check_config(cfg) -> tuple[Callable[..., ParamSpec], dict]:
+    """(builder, options) of conf/param/<name>.yaml; an unknown name or option names the valid ones."""
+    import inspect
+
+    from omegaconf import OmegaConf
+
+    options = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
+    name = options.pop("name")
+    builder = lookup(BUILDERS, "param", name)
+    known = [p for p in inspect.signature(builder).parameters if p != "generator"]
+    for key in options:
+        if key not in known:
+            raise StudioError(f"param {name!r} has no option {key!r}; its options: {', '.join(known)}")
+    if name == "latent":  # checked now: the generator it needs may take minutes to train
+        _check_latent(**options)
+    return builder, options
+
+
+def needs_generator(cfg) -> bool:
+    return cfg["name"] == "latent"
+
+
+def from_config(cfg, generator=None) -> ParamSpec:
+    """conf/param/<name>.yaml -> ParamSpec. `generator` feeds param=latent (visualize builds it from
+    the `generator` config group)."""
+    builder, options = check_config(cfg)
+    if needs_generator(cfg):
+        options["generator"] = generator
+    return builder(**options)

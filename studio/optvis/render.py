@@ -1,0 +1,384 @@
+"""The optimization loop: one batch holds every (target, seed) pair of an objective.
+
+    rendering = render(model, channel("conv2", range(12)) - 1e-3 * l2(), param=fft(28, channels=1),
+                       steps=256, seeds=[0, 1])
+    rendering.images        # 24×1×28×28 in [0, 1]; element b = (target b // 2, seed b % 2)
+    rendering.history       # {"objective": steps×24, "total": steps×24}
+
+The forward pass stops right after the deepest layer the objective reads (a forward hook raises once
+every needed layer has produced its output as often as in a full pass), so later layers cost nothing.
+Weights are frozen (eval mode, no weight gradients) and restored afterwards. On CUDA the forward runs
+under bf16 autocast. A target whose objective turns NaN/inf stops there (its gradient is zeroed) and
+is reported in `rendering.failed`; the others go on.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from studio.errors import StudioError, lookup
+from studio.optvis.objectives import IMAGE, INPUT, LOGITS, Objective
+from studio.optvis.params import ParamSpec, pixel
+from studio.optvis.regularizers import Projection
+from studio.optvis.transforms import compose
+
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop,
+}
+
+
+@dataclass
+class Rendering:
+    """What `render` returns; element b of every tensor is (targets[b], seeds[b])."""
+
+    images: torch.Tensor  # B×C×H×W in [0, 1], final, on the CPU
+    start_images: torch.Tensor  # B×C×H×W, the starting images
+    targets: list[str]
+    seeds: list[int]
+    objective: torch.Tensor  # (B,) objective of the final images (untransformed)
+    start: torch.Tensor  # (B,) objective of the starting images
+    target_prob: torch.Tensor | None  # (B,) softmax of the target class, for class objectives
+    history: dict[str, torch.Tensor]  # "objective", "total" (objective minus penalties): steps × B
+    snapshots: dict[int, torch.Tensor] = field(default_factory=dict)  # step -> B×C×H×W
+    failed: dict[int, str] = field(default_factory=dict)  # element -> why it stopped
+    seconds: float = 0.0
+
+    @property
+    def activation_gain(self) -> torch.Tensor:
+        """Final minus starting objective, per element."""
+        return self.objective - self.start
+
+    def metrics(self, b: int) -> dict:
+        """The manifest's per-image metrics of element b."""
+        out = {"objective": float(self.objective[b]), "activation_gain": float(self.activation_gain[b])}
+        if self.target_prob is not None:
+            out["target_prob"] = float(self.target_prob[b])
+        return out
+
+    @property
+    def succeeded(self) -> list[int]:
+        return [b for b in range(len(self.targets)) if b not in self.failed]
+
+
+def concat(renderings: Sequence[Rendering]) -> Rendering:
+    """Renderings of consecutive target chunks as one (histories joined along the batch)."""
+    if len(renderings) == 1:
+        return renderings[0]
+    offsets = [0]
+    for r in renderings:
+        offsets.append(offsets[-1] + len(r.targets))
+    cat = lambda get: torch.cat([get(r) for r in renderings])  # noqa: E731
+    probs = None if renderings[0].target_prob is None else cat(lambda r: r.target_prob)
+    steps = sorted(set.intersection(*(set(r.snapshots) for r in renderings)))
+    return Rendering(
+        cat(lambda r: r.images), cat(lambda r: r.start_images), sum((r.targets for r in renderings), []),
+        sum((r.seeds for r in renderings), []), cat(lambda r: r.objective), cat(lambda r: r.start), probs,
+        {k: torch.cat([r.history[k] for r in renderings], dim=1) for k in renderings[0].history},
+        {s: torch.cat([r.snapshots[s] for r in renderings]) for s in steps},
+        {offsets[i] + b: why for i, r in enumerate(renderings) for b, why in r.failed.items()},
+        sum(r.seconds for r in renderings),
+    )
+
+
+class _Stop(Exception):
+    """Raised by the hook of the last needed layer: the rest of the forward pass is not needed."""
+
+
+def _net(model: nn.Module) -> nn.Module:
+    return getattr(model, "net", model)  # a studio Classifier names layers inside .net
+
+
+def _modules(model: nn.Module, names) -> dict[str, nn.Module]:
+    modules = dict(_net(model).named_modules())
+    modules.pop("", None)
+    return {name: lookup(modules, "layer", name) for name in sorted(names)}
+
+
+class _Capture:
+    """Forward hooks recording the named layers' outputs; with `limits`, stop after the last of them."""
+
+    def __init__(self, modules: dict[str, nn.Module], limits: dict[str, int] | None = None):
+        self.limits = limits
+        self.acts: dict[str, torch.Tensor] = {}
+        self.calls = dict.fromkeys(modules, 0)
+        self.handles = [m.register_forward_hook(self._hook(name)) for name, m in modules.items()]
+
+    def _hook(self, name):
+        def hook(_module, _inputs, output):
+            self.acts[name] = output
+            self.calls[name] += 1
+            if self.limits is not None and all(self.calls[n] >= self.limits[n] for n in self.limits):
+                raise _Stop
+        return hook
+
+    def run(self, model: nn.Module, x: torch.Tensor) -> dict:
+        self.acts, self.calls = {}, dict.fromkeys(self.calls, 0)
+        try:
+            self.acts[LOGITS] = model(x)
+        except _Stop:
+            pass
+        return self.acts
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+@contextmanager
+def frozen(model: nn.Module):
+    """Eval mode and no weight gradients for the duration; both restored afterwards."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    training = model.training
+    model.eval()
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        model.train(training)
+
+
+def _channels_last(model: nn.Module) -> list[tuple[nn.Parameter, torch.Tensor]]:
+    """Lay 4-D weights out channels-last (NHWC convolutions, pooling and norms run 2-3x faster with
+    oneDNN on CPU and with cuDNN); returns (parameter, original data) pairs for `_restore`."""
+    changed = []
+    for p in model.parameters():
+        if p.ndim == 4:
+            relaid = p.data.to(memory_format=torch.channels_last)  # restrides 1-channel weights too
+            if relaid.stride() != p.data.stride():
+                changed.append((p, p.data))
+                p.data = relaid
+    return changed
+
+
+def _restore(changed: list[tuple[nn.Parameter, torch.Tensor]]) -> None:
+    for p, original in changed:  # frozen weights: the original tensors are still exact
+        p.data = original
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    tensor = next(model.parameters(), None)
+    if tensor is None:
+        tensor = next(model.buffers(), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
+
+
+def _model_channels(model: nn.Module) -> int:
+    mean = getattr(model, "mean", None)
+    return int(mean.numel()) if torch.is_tensor(mean) else 3
+
+
+def _split(regularizers) -> tuple[Objective | None, list[Projection]]:
+    penalty, projections = None, []
+    for reg in regularizers:
+        if isinstance(reg, Projection):
+            projections.append(reg)
+        elif isinstance(reg, Objective):
+            penalty = reg if penalty is None else penalty + reg
+        else:
+            raise StudioError(f"regularizer {reg!r} is neither a penalty objective nor a projection")
+    return penalty, projections
+
+
+def _optimizer(optimizer, params, lr: float, options: dict | None) -> torch.optim.Optimizer:
+    if callable(optimizer) and not isinstance(optimizer, str):
+        return optimizer(params, lr)
+    return lookup(OPTIMIZERS, "optimizer", str(optimizer))(params, lr=lr, **(options or {}))
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision not in ("auto", "32", "bf16"):
+        raise StudioError(f"unknown precision {precision!r}; choose from: auto, 32, bf16")
+    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+
+@torch.no_grad()
+def _probe(model, modules: dict[str, nn.Module], images: torch.Tensor, amp) -> tuple[dict, dict, dict]:
+    """One full pass: (activations, per-layer output shapes without batch, calls per layer)."""
+    capture = _Capture(modules)
+    try:
+        with amp:
+            acts = capture.run(model, images)
+    except (RuntimeError, ValueError) as e:
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise StudioError(f"the model cannot take images of shape {tuple(images.shape[1:])}: {message}") from None
+    finally:
+        capture.close()
+    shapes = {k: tuple(v.shape[1:]) for k, v in acts.items() if torch.is_tensor(v)}
+    return acts, shapes, dict(capture.calls)
+
+
+def _probe_layout(model, modules, images: torch.Tensor, amp, memory_format: str):
+    """_probe in channels-last when asked ("channels_last") or when it works ("auto"), else contiguous.
+
+    Returns (acts, shapes, calls, layout, relaid weights). A model that reshapes with .view() fails
+    channels-last; "auto" then quietly runs it contiguous."""
+    if memory_format not in ("auto", "channels_last", "contiguous"):
+        raise StudioError(f"unknown memory_format {memory_format!r}; choose from: auto, channels_last, contiguous")
+    if memory_format != "contiguous" and images.ndim == 4:
+        relaid = _channels_last(model)
+        try:
+            return (*_probe(model, modules, images.contiguous(memory_format=torch.channels_last), amp),
+                    torch.channels_last, relaid)
+        except StudioError:
+            _restore(relaid)
+            if memory_format == "channels_last":
+                raise
+    return (*_probe(model, modules, images, amp), torch.contiguous_format, [])
+
+
+def _evaluate(objective: Objective, model, modules, images: torch.Tensor, amp,
+              layout) -> tuple[torch.Tensor, torch.Tensor]:
+    """(objective values, logits) of untransformed images, in one full pass."""
+    acts, _, _ = _probe(model, modules, images.contiguous(memory_format=layout), amp)
+    acts[IMAGE] = acts[INPUT] = images
+    return objective(acts).float(), acts[LOGITS]
+
+
+def render(model: nn.Module, objective: Objective, param: ParamSpec | None = None, transforms: Sequence = (),
+           regularizers: Sequence = (), steps: int = 256, lr: float = 0.1, optimizer="adam",
+           optimizer_options: dict | None = None, seeds: Sequence[int] = (0,), thresholds: Sequence[int] = (),
+           device=None, precision: str = "auto", progress: bool = False, stop_early: bool = True,
+           memory_format: str = "auto", desc: str | None = None) -> Rendering:
+    """Maximize `objective` over images made by `param`, for every target × seed in one batch.
+
+    transforms: callables applied to the images before each forward pass (transforms.py).
+    regularizers: penalty objectives (subtracted; e.g. `1e-2 * tv()`) and projections (`blur(0.5)`).
+    optimizer: a name in OPTIMIZERS or a callable (params, lr) -> torch.optim.Optimizer.
+    thresholds: steps at which to keep a snapshot of the images.
+    device: where to render (the model is moved there); default the model's device.
+    precision: "auto" (bf16 autocast on CUDA, fp32 on CPU), "32" or "bf16".
+    stop_early: end each forward pass after the deepest layer the objective reads.
+    memory_format: "auto" (channels-last when the model allows it), "channels_last" or "contiguous".
+    """
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise StudioError("render needs at least one seed")
+    if steps < 0:
+        raise StudioError(f"steps={steps} must be at least 0")
+    bad = [t for t in thresholds if not 1 <= int(t) <= steps]
+    if bad:
+        raise StudioError(f"threshold {bad[0]} is outside the {steps} optimization steps (1..{steps})")
+    device = torch.device(device) if device is not None else _model_device(model)
+    model.to(device)
+    penalty, projections = _split(regularizers)
+    total = objective if penalty is None else objective - penalty
+    modules = _modules(model, total.model_layers - {LOGITS})
+    if param is None:
+        param = pixel(28, channels=_model_channels(model))
+
+    n_seeds = len(seeds)
+    batch = objective.size * n_seeds
+    element_seeds = [seeds[b % n_seeds] for b in range(batch)]
+    labels = list(objective.targets) or [objective.name]
+    targets = [labels[b // n_seeds] for b in range(batch)]
+    image = param.build(element_seeds, device)
+    if projections and not image.can_load:
+        names = ", ".join(sorted({p.name for p in projections}))
+        raise StudioError(f"regularizer term(s) {names} edit pixels directly, which param={param.name} cannot "
+                          "take; use penalty terms (l2, l1, tv, hf) and transforms with it")
+    transform = compose(list(transforms))
+    needs_model = bool(total.model_layers)
+    needs_grad = any(p.needs_grad for p in projections)
+    amp = _autocast(device, precision)
+    alive_shape = (batch,) + (1,) * 3
+
+    relaid: list = []
+    try:
+        with frozen(model):
+            start_images = image().detach().clone()
+            layout = torch.contiguous_format
+            if needs_model:
+                acts, shapes, calls, layout, relaid = _probe_layout(model, modules, start_images, amp, memory_format)
+            else:
+                acts, shapes, calls = {}, {}, {}
+            total.check(shapes)
+            acts[IMAGE] = acts[INPUT] = start_images
+            start = objective(acts).float()
+            optimizer_ = _optimizer(optimizer, image.params, lr, optimizer_options)
+            stop = stop_early and LOGITS not in total.model_layers
+            capture = _Capture(modules, {n: max(c, 1) for n, c in calls.items()} if stop and modules else None)
+            history = {k: torch.empty(steps, batch, device=device) for k in ("objective", "total")}
+            alive = torch.ones(batch, dtype=torch.bool, device=device)
+            died_at = torch.zeros(batch, dtype=torch.long, device=device)
+            snapshots: dict[int, torch.Tensor] = {}
+            rng_devices = [device.index if device.index is not None else torch.cuda.current_device()] \
+                if device.type == "cuda" else []
+            bar = tqdm(range(1, steps + 1), disable=not progress, desc=desc, leave=False, dynamic_ncols=True)
+            began = time.perf_counter()
+            try:
+                with torch.random.fork_rng(devices=rng_devices):
+                    torch.manual_seed(zlib.crc32(",".join(map(str, element_seeds)).encode()))
+                    for step in bar:
+                        optimizer_.zero_grad(set_to_none=True)
+                        images = image()
+                        if needs_grad:
+                            images.retain_grad()
+                        x = transform(images)
+                        if needs_model:
+                            with amp:
+                                acts = capture.run(model, x.contiguous(memory_format=layout))
+                        else:
+                            acts = {}
+                        acts[IMAGE], acts[INPUT] = images, x
+                        values = objective(acts).float()
+                        totals = values if penalty is None else values - penalty(acts).float()
+                        own = image.penalty()  # e.g. a latent prior: a term of the parameterization itself
+                        if own is not None:
+                            totals = totals - own.float()
+                        finite = torch.isfinite(totals)
+                        died_at = torch.where(alive & ~finite, step, died_at)
+                        alive = alive & finite
+                        (-torch.where(alive, totals, 0.0).sum()).backward()
+                        for p in image.params:  # a stopped target keeps its image; NaN must not leak into Adam
+                            if p.grad is not None:
+                                p.grad = torch.where(alive.view(-1, *([1] * (p.ndim - 1))), p.grad, 0.0)
+                        optimizer_.step()
+                        image.constrain()
+                        due = [p for p in projections if step % p.every == 0]
+                        if due:
+                            with torch.no_grad():
+                                edited = image()
+                                for proj in due:
+                                    edited = proj(edited, images.grad if proj.needs_grad else None)
+                                image.load(torch.where(alive.view(alive_shape), edited, image()))
+                        history["objective"][step - 1] = values.detach()
+                        history["total"][step - 1] = totals.detach()
+                        if step in thresholds:
+                            snapshots[step] = image().detach().float().cpu()
+                        if progress and (step % 16 == 0 or step == steps):
+                            bar.set_postfix(objective=f"{values.mean().item():.3g}")
+                seconds = time.perf_counter() - began
+            finally:
+                capture.close()
+                bar.close()
+            final = image().detach()
+            # metrics in full precision: "on the model itself", whatever ran the optimization
+            values, logits = _evaluate(objective, model, modules, final, nullcontext(), layout) \
+                if needs_model else (objective({IMAGE: final, INPUT: final}).float(), None)
+    finally:
+        _restore(relaid)  # the caller's weights keep their layout
+
+    target_prob = None
+    if objective.classes is not None and logits is not None:
+        classes = torch.tensor(objective.classes, device=logits.device).repeat_interleave(
+            batch // len(objective.classes))
+        target_prob = logits.float().softmax(1)[torch.arange(batch, device=logits.device), classes].cpu()
+    history = {k: v.cpu() for k, v in history.items()}
+    failed = {}
+    for b in torch.nonzero(~alive).flatten().tolist():
+        step = int(died_at[b])
+        failed[b] = f"objective became {float(history['total'][step - 1, b])} at step {step}"
+    return Rendering(final.float().cpu(), start_images.float().cpu(), targets, element_seeds, values.cpu(),
+                     start.cpu(), target_prob, history, snapshots, failed, seconds)

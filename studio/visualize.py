@@ -1,0 +1,404 @@
+"""`studio visualize`: render every target of an objective config in one batch, save the PNGs, a grid
+and the per-image metrics, and mirror them to W&B. Also the demo's visualization step.
+
+Run layout (paths relative to the run dir, as the manifest gives them):
+    images/<target>_s<seed>.png   one per (target, seed), native resolution (grey or RGB)
+    grid.png                      all images, one row per target when seeds > 1, upscaled for viewing
+    grid_step<k>.png              the images at each snapshot threshold
+    history.csv                   objective per step (columns: step, then target@seed)
+Nothing is written until every batch has rendered, so a failing run leaves no half set.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from PIL import Image
+from torchvision.utils import make_grid
+
+from studio.data import build_datamodule
+from studio.errors import StudioError
+from studio.generation import generator_for
+from studio.metrics import Judge
+from studio.files import atomic_path, write_text
+from studio.models import build_classifier, get_layer, layer_names
+from studio.optvis import objectives, params, regularizers
+from studio.optvis.objectives import LOGITS
+from studio.optvis.render import Rendering, concat, render
+from studio.runs import Result, train_one
+
+GRID_CELL = 112  # grid cells are upscaled (nearest) to at least this many pixels
+
+
+@dataclass
+class Settings:
+    """The loop settings of a visualize config (everything but objective, param and regularizer)."""
+
+    steps: int = 256
+    lr: float = 0.1
+    optimizer: str = "adam"
+    seeds: tuple[int, ...] = (0,)
+    thresholds: tuple[int, ...] = ()
+    batch_size: int = 256
+    device: str = "auto"
+    precision: str = "auto"
+    progress: bool = False
+
+    @classmethod
+    def from_config(cls, cfg) -> "Settings":
+        seeds, first = int(cfg.get("seeds", 1)), int(cfg.get("seed", 0))
+        if seeds < 1:
+            raise StudioError(f"seeds={seeds} must be at least 1 (images per target)")
+        batch_size = int(cfg.get("batch_size", 256))
+        if batch_size < 1:
+            raise StudioError(f"batch_size={batch_size} must be at least 1")
+        return cls(int(cfg.steps), float(cfg.lr), str(cfg.get("optimizer", "adam")),
+                   tuple(range(first, first + seeds)), tuple(int(t) for t in cfg.get("thresholds") or ()),
+                   batch_size, str(cfg.get("device", "auto")), str(cfg.get("precision", "auto")),
+                   bool(cfg.get("progress", True)))
+
+    @property
+    def torch_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            device = torch.device(self.device)
+        except RuntimeError:
+            raise StudioError(f"unknown device {self.device!r}; choose from: auto, cpu, cuda, cuda:<index>") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise StudioError(f"device={self.device!r} but no CUDA GPU is available; use device=auto or cpu")
+        return device
+
+
+@torch.no_grad()
+def model_shapes(model, spec: params.ParamSpec) -> dict[str, tuple[int, ...]]:
+    """Output shape (without batch) of every layer, plus "logits", for one image of the param's shape."""
+    image_shape = (spec.channels, *spec.size)
+    shapes, hooks = {}, []
+    for name, module in model.net.named_modules():
+        if name:
+            def record(_m, _inputs, out, name=name):
+                if torch.is_tensor(out):
+                    shapes[name] = tuple(out.shape[1:])
+            hooks.append(module.register_forward_hook(record))
+    was_training = model.training
+    try:
+        shapes[LOGITS] = tuple(model.eval()(torch.zeros(1, *image_shape, device=model.mean.device)).shape[1:])
+    except (RuntimeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise StudioError(f"the model cannot take images of shape {image_shape}: {first}") from None
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return shapes
+
+
+def check_targets(model, objective_cfg, spec: params.ParamSpec) -> list:
+    """The objective's targets on this model: unknown layers, bad indices fail in one line."""
+    layer = objective_cfg.get("layer")
+    if layer and objective_cfg.name != "class" and layer not in layer_names(model):
+        get_layer(model, str(layer))  # raises "unknown layer 'x'; choose from: ..."
+    return objectives.config_targets(objective_cfg, model_shapes(model, spec))
+
+
+def _check_seeds(objective_cfg, settings: Settings) -> None:
+    if objective_cfg.name == "diversity" and len(settings.seeds) < 2:
+        raise StudioError("objective diversity compares the seeds of each target: set seeds=2 or more")
+
+
+def render_config(model, objective_cfg, spec: params.ParamSpec, regularization: regularizers.Regularization,
+                  settings: Settings, desc: str = "") -> Rendering:
+    """Render every target of `objective_cfg` × every seed, `batch_size` images at a time."""
+    _check_seeds(objective_cfg, settings)
+    device = settings.torch_device
+    targets = check_targets(model.to(device), objective_cfg, spec)
+    per_batch = max(1, settings.batch_size // len(settings.seeds))
+    chunks = [targets[i:i + per_batch] for i in range(0, len(targets), per_batch)]
+    out = []
+    for i, chunk in enumerate(chunks):
+        label = desc + (f" [{i + 1}/{len(chunks)}]" if len(chunks) > 1 else "")
+        objective = objectives.from_config(objective_cfg, chunk)
+        out.append(render(model, objective, spec, regularization.transforms, regularization.as_list(),
+                          steps=settings.steps, lr=settings.lr, optimizer=settings.optimizer, seeds=settings.seeds,
+                          thresholds=settings.thresholds, device=device, precision=settings.precision,
+                          progress=settings.progress, desc=label or None))
+    return concat(out)
+
+
+# --- writing -----------------------------------------------------------------------------------
+def slug(target: str) -> str:
+    """A file-name-safe form of a target label: "conv2:7" -> "conv2_7"."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", target).strip("_") or "image"
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    """C×H×W in [0, 1] -> 8-bit PIL image (grey for 1 channel, RGB for 3, channel mean otherwise)."""
+    if image.shape[0] not in (1, 3):
+        image = image.mean(0, keepdim=True)
+    array = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)  # uint8: grey "L" or "RGB"
+
+
+def save_png(image: torch.Tensor, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        to_pil(image).save(tmp, format="PNG")
+
+
+def grid(images: torch.Tensor, columns: int) -> torch.Tensor:
+    """One image of all `images` (N×C×H×W), `columns` per row, upscaled for viewing."""
+    factor = max(1, GRID_CELL // max(images.shape[-2:]))
+    if factor > 1:
+        images = F.interpolate(images, scale_factor=factor, mode="nearest")
+    return make_grid(images, nrow=columns, padding=2, pad_value=0.5)
+
+
+@dataclass
+class Saved:
+    items: list
+    artifacts: dict
+    grid: Path
+
+
+def save_rendering(rendering: Rendering, out_dir: Path, run_dir: Path, n_seeds: int,
+                   extra: dict | None = None) -> Saved:
+    """PNG per succeeded image, grid(s) and history under out_dir; manifest items with paths relative to run_dir."""
+    items = []
+    for b in rendering.succeeded:
+        path = out_dir / "images" / f"{slug(rendering.targets[b])}_s{rendering.seeds[b]}.png"
+        save_png(rendering.images[b], path)
+        items.append({"target": rendering.targets[b], "seed": rendering.seeds[b],
+                      "image": str(path.relative_to(run_dir)), "metrics": rendering.metrics(b), **(extra or {})})
+    columns = n_seeds if n_seeds > 1 else min(len(rendering.targets), 16)
+
+    def shown(images):  # a failed target's tile is plain grey
+        images = images.clone()
+        for b in rendering.failed:
+            images[b] = 0.5
+        return images
+
+    grid_path = out_dir / "grid.png"
+    save_png(grid(shown(rendering.images), columns), grid_path)
+    artifacts = {"grid": str(grid_path.relative_to(run_dir))}
+    for step, images in sorted(rendering.snapshots.items()):
+        path = out_dir / f"grid_step{step}.png"
+        save_png(grid(shown(images), columns), path)
+        artifacts[f"grid_step{step}"] = str(path.relative_to(run_dir))
+    history = rendering.history["objective"]
+    header = ["step"] + [f"{t}@{s}" for t, s in zip(rendering.targets, rendering.seeds)]
+    rows = [",".join(header)] + [",".join([str(i + 1)] + [f"{v:.6g}" for v in row.tolist()])
+                                 for i, row in enumerate(history)]
+    write_text(out_dir / "history.csv", "\n".join(rows) + "\n")
+    artifacts["history"] = str((out_dir / "history.csv").relative_to(run_dir))
+    return Saved(items, artifacts, grid_path)
+
+
+def summary(rendering: Rendering) -> dict:
+    """Run metrics of one rendering (over the images that did not fail)."""
+    ok = rendering.succeeded
+    metrics = {"images": len(ok), "failed": len(rendering.failed), "render_seconds": round(rendering.seconds, 3)}
+    if ok:
+        gain = rendering.activation_gain[ok]
+        metrics.update(objective_mean=float(rendering.objective[ok].mean()), activation_gain_mean=float(gain.mean()),
+                       activation_gain_min=float(gain.min()))
+        if rendering.target_prob is not None:
+            prob = rendering.target_prob[ok]
+            metrics.update(target_prob_mean=float(prob.mean()), target_prob_min=float(prob.min()))
+    if rendering.failed:
+        metrics["failures"] = [f"{rendering.targets[b]} seed {rendering.seeds[b]}: {why}"
+                               for b, why in sorted(rendering.failed.items())]
+    return metrics
+
+
+def report_failures(rendering: Rendering, command: str) -> None:
+    """A stopped target is one warning line each; if nothing rendered, one error line."""
+    lines = summary(rendering).get("failures", [])
+    if lines and not rendering.succeeded:
+        more = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""
+        raise StudioError(f"every target failed: {lines[0]}{more}")
+    for line in lines:
+        print(f"studio {command}: warning: stopped {line}; the other targets went on", file=sys.stderr)
+
+
+def log_rendering(tracker, rendering: Rendering, saved: Saved, run_dir: Path, prefix: str) -> None:
+    """Mirror to W&B: the objective curve, the grid and a table of every image with its metrics."""
+    if tracker.run is None:
+        return
+    ok = rendering.succeeded
+    history = rendering.history["objective"][:, ok]
+    every = max(1, history.shape[0] // 64)
+    for i in range(every - 1, history.shape[0], every):
+        tracker.log({f"{prefix}/step": i + 1, f"{prefix}/objective_mean": float(history[i].mean()),
+                     f"{prefix}/objective_min": float(history[i].min())})
+    try:
+        import wandb
+
+        keys = list(saved.items[0]["metrics"]) if saved.items else []
+        table = wandb.Table(columns=["target", "seed", "image", *keys])
+        for item in saved.items:
+            m = item["metrics"]
+            table.add_data(item["target"], item["seed"], wandb.Image(str(run_dir / item["image"])),
+                           *[m.get(k) for k in keys])
+        payload = {f"{prefix}/grid": wandb.Image(str(saved.grid), caption=f"{prefix}: {len(ok)} images"),
+                   f"{prefix}/images": table}
+    except Exception as e:  # noqa: BLE001 - W&B is the mirror; the files on disk are written already
+        warnings.warn(f"W&B images for {prefix} failed ({type(e).__name__}: {e}); they are on disk", stacklevel=2)
+        return
+    tracker.log(payload)
+
+
+def _describe(objective_cfg, rendering: Rendering, n_seeds: int) -> str:
+    what = objective_cfg.get("layer") if objective_cfg.name != "class" else "classes"
+    targets = len(rendering.targets) // n_seeds
+    return f"{objective_cfg.name} {what}: {targets} target(s) x {n_seeds} seed(s)"
+
+
+def _print_summary(label: str, metrics: dict, where: Path) -> None:
+    parts = [f"{metrics['images']} image(s) in {metrics['render_seconds']:.1f} s"]
+    if "activation_gain_min" in metrics:
+        parts.append(f"activation gain min {metrics['activation_gain_min']:.3g}, "
+                     f"mean {metrics['activation_gain_mean']:.3g}")
+    if "target_prob_min" in metrics:
+        parts.append(f"target probability min {metrics['target_prob_min']:.4f}")
+    if "judge_recognition" in metrics:
+        parts.append(f"judge recognizes {metrics['judge_recognition']:.0%}")
+    if "realism_ratio" in metrics:
+        parts.append(f"realism ratio {metrics['realism_ratio']:.2f} (real ~1)")
+    if "diversity" in metrics:
+        parts.append(f"diversity {metrics['diversity']:.2f} (real {metrics['diversity_real']:.2f})")
+    print(f"{label}: {'; '.join(parts)} -> {where}")
+
+
+def _untrained_copy(cfg):
+    """The configured architecture with random weights: enough to check layer names and sizes."""
+    options = cfg.model.get("options") or {}
+    if options.get("weights") is not None:  # pretrained weights would be downloaded just for a check
+        return None
+    d = cfg.data
+    return build_classifier(cfg.model, d.channels, d.num_classes, [0.0] * d.channels, [1.0] * d.channels)
+
+
+def judge_rendering(judge: Judge, rendering: Rendering) -> tuple[list[dict], dict]:
+    """The judge's metrics of the succeeded images: per image (class targets: judge_correct, judge_prob)
+    and for the set (judge_recognition, realism_ratio, diversity across seeds)."""
+    ok = rendering.succeeded
+    targets = [rendering.targets[b] for b in ok]
+    classes = [int(t.split(":", 1)[1]) for t in targets] if all(t.startswith("class:") for t in targets) else None
+    return judge.score(rendering.images[ok], classes, targets)
+
+
+def visualize(cfg, tracker, run_dir: Path):
+    """Render every target of cfg.objective × seeds on the (trained, cached) model; PNGs + grid + metrics."""
+    run_dir = Path(run_dir)
+    settings = Settings.from_config(cfg)
+    settings.torch_device  # noqa: B018 - a bad device fails before any training
+    _check_seeds(cfg.objective, settings)
+    params.check_config(cfg.param)
+    latent = params.needs_generator(cfg.param)
+    spec = params.pixel(cfg.data.size, cfg.data.channels) if latent else params.from_config(cfg.param)
+    regularization = regularizers.from_config(cfg.get("regularizer"))
+    untrained = _untrained_copy(cfg)
+    if untrained is not None:  # a typo in a layer name or an index costs no training
+        check_targets(untrained, cfg.objective, spec)
+
+    dm = build_datamodule(cfg.data)
+    trained = train_one(cfg, cfg.model, dm, tracker, "model")
+    if latent:
+        spec = params.from_config(cfg.param, generator_for(cfg, dm, tracker).module)
+
+    rendering = render_config(trained.model, cfg.objective, spec, regularization, settings,
+                              desc=f"{cfg.objective.name} {cfg.objective.get('layer') or ''}".strip())
+    report_failures(rendering, "visualize")
+    saved = save_rendering(rendering, run_dir, run_dir, len(settings.seeds))
+    metrics = {**summary(rendering), "targets": len(rendering.targets) // len(settings.seeds),
+               "seeds": len(settings.seeds), "model_test_acc": trained.test_acc}
+    if cfg.get("judge_metrics", True):
+        judge = Judge.for_data(train_one(cfg, cfg.judge, dm, tracker, "judge").model, dm)
+        per_image, judged = judge_rendering(judge, rendering)
+        for item, extra in zip(saved.items, per_image):
+            item["metrics"].update(extra)
+        metrics.update(judged)
+    log_rendering(tracker, rendering, saved, run_dir, "visualize")
+    _print_summary(_describe(cfg.objective, rendering, len(settings.seeds)), metrics, run_dir / "grid.png")
+    return Result(metrics, saved.items, saved.artifacts)
+
+
+# --- the demo's step ---------------------------------------------------------------------------
+# (name, objective config, overrides, seeds): conv2's 12 filters (the source's stroke detectors) and
+# the 10 classes, each class with 4 seeds so pixel and latent renders of the same classes compare.
+DEMO_RENDERS = (("conv2", "channel", {"layer": "conv2", "channels": "all"}, 1),
+                ("classes", "class", {"classes": "all"}, 4))
+DEMO_REGULARIZERS = ("none", "l2_tv")
+DEMO_LATENT = ("classes", "class", {"classes": "all"}, 4)
+
+
+def _demo_settings(seeds: int) -> Settings:
+    from studio.cli import CONF_DIR
+
+    defaults = OmegaConf.load(CONF_DIR / "visualize.yaml")  # the same loop settings as `studio visualize`
+    return Settings(steps=int(defaults.steps), lr=float(defaults.lr), optimizer=str(defaults.optimizer),
+                    seeds=tuple(range(seeds)), progress=False)
+
+
+def _param_config(name: str, data_cfg) -> dict:
+    from studio.cli import CONF_DIR
+
+    root = OmegaConf.create({"data": OmegaConf.to_container(data_cfg, resolve=True),
+                             "param": OmegaConf.load(CONF_DIR / "param" / f"{name}.yaml")})
+    return OmegaConf.to_container(root, resolve=True)["param"]
+
+
+def demo_visualizations(cfg, tracker, run_dir: Path, model, judge: Judge | None = None, generator=None):
+    """conv2's filters and the classes in pixel space, without regularization and with l2_tv; with a
+    generator also the classes through its latent space (param=latent); scored by the judge if given.
+
+    Uses the same YAML files as `studio visualize` (conf/objective, conf/param, conf/regularizer)."""
+    from studio.cli import CONF_DIR
+
+    run_dir = Path(run_dir)
+    load = lambda group, name: OmegaConf.load(CONF_DIR / group / f"{name}.yaml")  # noqa: E731
+    pixels = params.from_config(_param_config("pixel", cfg.data))
+    jobs = []  # (name, regularizer, objective cfg, spec, seeds)
+    names = layer_names(model)
+    for what, objective_name, overrides, seeds in DEMO_RENDERS:
+        if overrides.get("layer") and overrides["layer"] not in names:
+            print(f"demo: {cfg.model.name} has no layer {overrides['layer']!r}; skipping its filter renders")
+            continue
+        objective_cfg = OmegaConf.merge(load("objective", objective_name), overrides)
+        jobs += [(f"{what}_{reg}", reg, objective_cfg, pixels, seeds) for reg in DEMO_REGULARIZERS]
+    if generator is not None:
+        what, objective_name, overrides, seeds = DEMO_LATENT
+        spec = params.from_config(_param_config("latent", cfg.data), generator)
+        jobs.append((f"{what}_latent", "none", OmegaConf.merge(load("objective", objective_name), overrides), spec,
+                     seeds))
+
+    done = []
+    for name, reg, objective_cfg, spec, seeds in jobs:
+        rendering = render_config(model, objective_cfg, spec, regularizers.from_config(load("regularizer", reg)),
+                                  _demo_settings(seeds))
+        report_failures(rendering, "demo")
+        done.append((name, reg, spec.name, seeds, rendering))
+
+    metrics, items, artifacts = {}, [], {}
+    for name, reg, param_name, seeds, rendering in done:  # written only once every render is done
+        saved = save_rendering(rendering, run_dir / "visualize" / name, run_dir, seeds,
+                               extra={"render": name, "regularizer": reg, "param": param_name})
+        m = summary(rendering)
+        if judge is not None:
+            per_image, judged = judge_rendering(judge, rendering)
+            for item, extra in zip(saved.items, per_image):
+                item["metrics"].update(extra)
+            m.update(judged)
+        items += saved.items
+        artifacts.update({f"visualize/{name}/{k}": v for k, v in saved.artifacts.items()})
+        metrics.update({f"visualize/{name}/{k}": v for k, v in m.items() if k != "failures"})
+        log_rendering(tracker, rendering, saved, run_dir, f"visualize/{name}")
+        _print_summary(f"demo: {name.replace('_', ' with ', 1)}", m, saved.grid)
+    return Result(metrics, items, artifacts)

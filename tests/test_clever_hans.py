@@ -1,0 +1,98 @@
+"""The Clever Hans experiment: a model that learned a corner mark, and explanations that find it."""
+
+import json
+
+import pytest
+import torch
+
+from studio.errors import StudioError
+from studio.explain.clever_hans import Mark, mark_found_pixels, mark_found_segments
+from studio.explain.compare import MetricOptions, compare_methods
+from studio.explain_command import clever_hans_story
+from tests.conftest import QUIET_TRAINER, compose_config, run_studio
+
+GRADIENT_METHODS = ["saliency", "smoothgrad", "ig", "occlusion", "gradcam"]
+
+
+@pytest.fixture(scope="module")
+def marked(outputs):
+    """(config, data module, trained model) of `studio explain experiment=clever_hans` (same cache entry)."""
+    from studio.data import build_datamodule
+    from studio.train import trained_classifier
+
+    cfg = compose_config("explain", ["experiment=clever_hans", *QUIET_TRAINER])
+    dm = build_datamodule(cfg.data)
+    return cfg, dm, trained_classifier(cfg.model, cfg.data, cfg.trainer, dm, cfg.paths.models).model
+
+
+def test_mark_geometry_and_detection():
+    x = torch.zeros(3, 1, 28, 28)
+    mark = Mark(size=4, corner="lower_left", margin=2)
+    rows, cols = mark.box(28, 28)
+    assert (rows.start, rows.stop, cols.start, cols.stop) == (22, 26, 2, 6)
+    planted = mark.plant(x[:2])
+    assert mark.present(planted).all() and not mark.present(x).any() and x.sum() == 0
+    assert mark.region(28, 28).sum() == 16
+    with pytest.raises(StudioError, match="unknown mark corner 'middle'"):
+        Mark(corner="middle")
+
+
+def test_marked_data_puts_the_mark_on_one_class_in_training_and_on_every_class_in_test(marked):
+    cfg, dm, _ = marked
+    mark, k = Mark(), cfg.data.options.mark_class
+    x, y = dm.split("train")
+    on = mark.present(x)
+    assert on[y == k].all() and not on[y != k].any()
+    xt, yt = dm.split("test")
+    on_test = mark.present(xt)
+    for c in range(10):  # about half of every class's test images carry the mark
+        assert 0.3 < on_test[yt == c].float().mean() < 0.7
+
+
+def test_found_helpers():
+    region = torch.zeros(8, 8, dtype=torch.bool)
+    region[6:8, 0:2] = True
+    segments = torch.zeros(1, 8, 8, dtype=torch.long)
+    segments[0, 6:8, 0:2] = 1
+    assert mark_found_segments(torch.tensor([[1, 0]]), segments, region).item()
+    assert not mark_found_segments(torch.tensor([[0, -1]]), segments, region).item()
+    heat = torch.zeros(1, 1, 8, 8)
+    heat[0, 0, 6:8, 0:2] = 1.0
+    assert mark_found_pixels(heat, region, top_fraction=0.0625).item()
+    assert not mark_found_pixels(-heat, region, top_fraction=0.0625).item()
+
+
+def test_the_model_leans_on_the_mark(marked):
+    cfg, dm, model = marked
+    x, y = dm.split("test")
+    story = clever_hans_story(model, x, y, Mark(), cfg.data.options.mark_class)
+    assert story["clean_acc"] > 0.9                       # a good digit classifier on clean images ...
+    assert story["mark_lift"] > 0.02                      # ... whose class-0 probability rises with the mark
+    assert story["mark_class_recall_marked"] > story["mark_class_recall_unmarked"]
+
+
+def test_explanations_point_at_the_mark(marked):
+    cfg, dm, model = marked
+    x, _ = dm.split("test")
+    mark = Mark()
+    chosen = mark.present(x).nonzero().flatten()[:20]
+    result = compare_methods(model, x[chosen], ["lime", *GRADIENT_METHODS], target=cfg.data.options.mark_class,
+                             options={"lime": {"progress": False}, "smoothgrad": {"samples": 20}},
+                             metrics=MetricOptions(stability_seeds=0, sanity=False, steps=10),
+                             region=mark.region(28, 28))
+    found = {name: r.metrics["mark_found"].mean().item() for name, r in result.methods.items()}
+    assert found["lime"] >= 0.9, found
+    assert sum(found[name] >= 0.9 for name in GRADIENT_METHODS) >= 2, found
+
+
+def test_cli_experiment_writes_mark_found(marked, outputs, tmp_path):
+    result = run_studio("explain", "experiment=clever_hans", "explain.images=4", "explain.metrics.sanity=false",
+                        "explain.metrics.stability_seeds=0", f"hydra.run.dir={tmp_path}", *QUIET_TRAINER,
+                        outputs=outputs)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "manifest.json").read_text())["metrics"]
+    for name in ("lime", *GRADIENT_METHODS):
+        assert 0 <= metrics[f"mark_found_{name}"] <= 1
+    assert metrics["mark_found_lime"] >= 0.75
+    assert {"clever_hans/hijack_rate", "clever_hans/clean_acc", "clever_hans/mark_lift"} <= set(metrics)
+    assert len(list((tmp_path / "panels").glob("*.png"))) == 4

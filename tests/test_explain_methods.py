@@ -1,0 +1,118 @@
+"""Gradient methods behind one verb, and the metrics that say how far to trust a map."""
+
+import pytest
+import torch
+
+from studio.errors import StudioError
+from studio.explain import METHODS, build_method, heatmap, method_names
+from studio.explain.compare import MetricOptions, compare_methods
+from studio.explain.gradients import IntegratedGradients, default_gradcam_layer
+from studio.explain.metrics import (deletion_insertion, gaussian_blur, jaccard, pixel_order, randomized_copy,
+                                    spearman, stability, weighted_r2)
+from studio.models import Classifier, build_net
+
+FAST = {"lime": {"samples": 300, "heldout": 50, "progress": False}, "smoothgrad": {"samples": 10}}
+NOISE_SEGMENTS = {"n_segments": 30, "compactness": 1.0}  # pure-noise test images: let position shape the segments
+
+
+@pytest.fixture(scope="module")
+def digits(datamodule):
+    x, y = datamodule.split("test")
+    return x[:6], y[:6]
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_every_method_returns_maps_for_grey_and_rgb(channels):
+    torch.manual_seed(0)
+    model = Classifier(build_net("small_cnn", channels, 5), [0.5] * channels, [0.25] * channels).eval()
+    x = torch.rand(3, channels, 32, 32)
+    for name in METHODS:
+        options = {**FAST.get(name, {}), **({"segmentation_options": NOISE_SEGMENTS} if name == "lime" else {})}
+        maps = build_method(name, model, **options).attribute(x, target=torch.tensor([0, 2, 4]))
+        assert maps.shape[0] == 3 and maps.shape[-2:] == (32, 32) and maps.shape[1] in (1, channels), name
+        assert heatmap(maps).shape == (3, 1, 32, 32) and torch.isfinite(maps).all(), name
+
+
+def test_integrated_gradients_completeness(small_cnn, digits):
+    x, _ = digits
+    model = small_cnn.model
+    ig = IntegratedGradients(model, steps=200)
+    target = model(x).argmax(1)
+    maps = ig.attribute(x, target)
+    with torch.no_grad():
+        gap = (model(x) - model(torch.zeros_like(x))).gather(1, target[:, None]).squeeze(1)
+    # Σ IG = f(x) - f(x') (Sundararajan et al.): within 2% of the logit gap, and captum's delta agrees
+    assert torch.allclose(maps.flatten(1).sum(1), gap, rtol=0.02, atol=0.05)
+    assert (ig.last_delta.abs() <= 0.02 * gap.abs() + 0.05).all()
+
+
+def test_deletion_of_lime_and_ig_beats_a_random_order(small_cnn, digits):
+    x, _ = digits
+    result = compare_methods(small_cnn.model, x, ["lime", "ig", "gradcam"],
+                             options={"lime": {"progress": False}},
+                             metrics=MetricOptions(stability_seeds=0, sanity=False, steps=28))
+    random_deletion = result.baseline["deletion_auc"].mean()
+    for name in ("lime", "ig"):
+        assert result.methods[name].metrics["deletion_auc"].mean() < random_deletion, name
+    assert result.methods["lime"].metrics["insertion_auc"].mean() > result.baseline["insertion_auc"].mean()
+    assert result.methods["lime"].metrics["r2"].mean() >= 0.8
+
+
+def test_stability_and_randomization_sanity(small_cnn, digits):
+    x, _ = digits
+    result = compare_methods(small_cnn.model, x[:3], ["lime", "smoothgrad", "gradcam"], options=FAST,
+                             metrics=MetricOptions(stability_seeds=3, steps=10))
+    lime, smooth, cam = (result.methods[n].metrics for n in ("lime", "smoothgrad", "gradcam"))
+    assert "stability" in lime and "stability" in smooth and "stability" not in cam  # deterministic
+    assert ((lime["stability"] > 0) & (lime["stability"] <= 1)).all()
+    # Grad-CAM depends on the learned weights: its map changes after re-initialization (Adebayo et al.)
+    assert cam["sanity"].mean() < 0.5
+
+
+def test_metric_helpers():
+    a = torch.tensor([[0, 1, 2]])
+    assert jaccard(a, torch.tensor([[2, 1, 0]])).item() == 1.0
+    assert jaccard(a, torch.tensor([[3, 4, 2]])).item() == pytest.approx(1 / 5)
+    assert stability([a, a, a]).item() == 1.0
+    y = torch.rand(2, 50, 1, dtype=torch.float64)
+    w = torch.rand(2, 50, dtype=torch.float64)
+    assert torch.allclose(weighted_r2(y, y, w), torch.ones(2, 1, dtype=torch.float64))
+    m = torch.rand(2, 1, 8, 8)
+    assert torch.allclose(spearman(m, 2 * m + 1), torch.ones(2))
+    rank = pixel_order(m)
+    assert (rank.flatten(1).sort(1).values == torch.arange(64)).all()
+    assert rank[0].view(-1)[m[0].flatten().argmax()] == 0  # the brightest pixel goes first
+    x = torch.rand(1, 3, 16, 16)
+    assert torch.allclose(gaussian_blur(x, 2.0).mean(), x.mean(), atol=0.02)
+
+
+def test_deletion_curve_end_points(small_cnn, digits):
+    """Deleting everything gives the probability of a black image; nothing deleted gives the model's own."""
+    x, _ = digits
+    model = small_cnn.model
+    target = model(x).argmax(1)
+    scores = deletion_insertion(model, x, pixel_order(torch.rand(len(x), 1, 28, 28)), target, steps=4)
+    assert ((scores["deletion_auc"] >= 0) & (scores["deletion_auc"] <= 1)).all()
+    assert ((scores["insertion_auc"] >= 0) & (scores["insertion_auc"] <= 1)).all()
+
+
+def test_randomized_copy_changes_every_layer_but_keeps_the_original(small_cnn):
+    model = small_cnn.model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    twin = randomized_copy(model, seed=0)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+    assert not torch.equal(twin.net.conv1.weight, model.net.conv1.weight)
+    assert torch.equal(twin.mean, model.mean)  # the input normalization is not a learned weight
+
+
+def test_gradcam_layers_and_method_names(small_cnn):
+    assert default_gradcam_layer(small_cnn.model) == "conv3"
+    resnet = Classifier(build_net("torchvision", 3, 10, arch="resnet18"), [0.5] * 3, [0.25] * 3)
+    assert default_gradcam_layer(resnet) == "layer4"
+    assert method_names("all") == list(METHODS) and method_names("ig") == ["ig"]
+    with pytest.raises(StudioError, match="unknown method 'bogus'; choose from: all, gradcam, ig, lime"):
+        method_names("bogus")
+    with pytest.raises(StudioError, match="unknown layer 'conv9'"):
+        build_method("gradcam", small_cnn.model, layer="conv9")
+    with pytest.raises(StudioError, match="unknown IG baseline 'grey'"):
+        build_method("ig", small_cnn.model, baseline="grey")

@@ -1,0 +1,305 @@
+"""Feature visualization from Python: activations rise, classes are reached, renders are repeatable,
+every regularizer moves the image the way it claims, and bad input fails in one line."""
+
+from collections import OrderedDict
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from studio.cli import CONF_DIR, config_choices
+from studio.errors import StudioError
+from studio.models import Classifier, build_net
+from studio.optvis import (blur, channel, class_, clip_contrib, clip_norm, deepdream, direction, diversity, fft,
+                           hf, jitter, l1, l2, neuron, pixel, register, render, standard, tv, weight_decay)
+from studio.optvis import objectives, params, regularizers
+from studio.optvis.regularizers import (REGULARIZERS, high_frequency, l1_penalty, l2_penalty, total_variation)
+from studio.optvis.transforms import compose, rotate, scale
+from studio.visualize import Settings, render_config
+from tests.conftest import compose_config
+
+FILTERS = [0, 3, 6, 9]  # four of conv2's twelve: enough to see every effect, cheap on two cores
+
+
+def test_every_conv2_filter_rises_well_above_its_start(small_cnn):
+    r = render(small_cnn.model, channel("conv2", range(12)), steps=64)
+    assert r.images.shape == (12, 1, 28, 28) and r.targets[7] == "conv2:7"
+    assert 0 <= r.images.min() and r.images.max() <= 1
+    # well above: the final objective beats the start by at least half a unit and by 50 % of its size
+    assert (r.activation_gain > 0.5).all(), r.activation_gain
+    assert (r.objective > r.start + 0.5 * r.start.abs()).all()
+    assert r.history["objective"].shape == (64, 12)
+    assert r.history["objective"][-8:].mean() > r.history["objective"][:8].mean()
+
+
+@pytest.mark.parametrize("regularizer", ["none", "l2_tv"])
+def test_class_renders_reach_099_on_the_model_itself(small_cnn, regularizer):
+    cfg = compose_config("visualize", ["objective=class", f"regularizer={regularizer}", "progress=false"])
+    spec = params.from_config(cfg.param)  # the shipped defaults: steps, lr, log-softmax, l2_tv weights
+    rendering = render_config(small_cnn.model, cfg.objective, spec, regularizers.from_config(cfg.regularizer),
+                              Settings.from_config(cfg))
+    assert rendering.targets == [f"class:{i}" for i in range(10)]
+    assert rendering.target_prob.min() >= 0.99, rendering.target_prob
+    with torch.no_grad():  # the probability is the model's own verdict on the saved pixels
+        again = small_cnn.model(rendering.images).softmax(1).diagonal()
+    assert torch.allclose(again, rendering.target_prob, atol=1e-5)
+
+
+def test_same_seed_same_pixels_other_seed_other_pixels(small_cnn):
+    def run(seeds):
+        return render(small_cnn.model, channel("conv2", [1, 5]), steps=12, seeds=seeds, transforms=standard(),
+                      regularizers=[0.1 * tv(), blur(0.5, every=4), clip_contrib(0.1, every=4)])
+
+    a, b, c = run([0]), run([0]), run([1])
+    assert torch.equal(a.images, b.images) and torch.equal(a.history["total"], b.history["total"])
+    assert not torch.equal(a.images, c.images)
+    both = run([0, 1])  # a seed's starting image does not depend on what else is in the batch
+    assert torch.equal(both.start_images[0], a.start_images[0]) and both.seeds == [0, 1, 0, 1]
+    assert both.targets == ["conv2:1", "conv2:1", "conv2:5", "conv2:5"]
+
+
+def test_one_channel_and_rgb_models_both_render(small_cnn):
+    grey = render(small_cnn.model, channel("conv3", [0, 1]), param=fft(28, channels=1), steps=24)
+    assert grey.images.shape == (2, 1, 28, 28) and (grey.activation_gain > 0).all()
+
+    torch.manual_seed(0)
+    resnet = Classifier(build_net("torchvision", 3, 10, arch="resnet18", weights=None),
+                        [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    rgb = render(resnet, channel("layer2", [0, 1]), param=fft(48, channels=3), steps=8, transforms=[jitter(4)])
+    assert rgb.images.shape == (2, 3, 48, 48) and (rgb.activation_gain > 0).all()
+    assert not torch.equal(rgb.images[0, 0], rgb.images[0, 1])  # colour, not grey in three channels
+    px = render(resnet, channel("layer1.0.conv1", 3), param=pixel(32, channels=3, decorrelate=True), steps=8)
+    assert px.images.shape == (1, 3, 32, 32) and px.activation_gain.item() > 0
+
+
+def _counting(module: nn.Module) -> list:
+    calls = []
+    module.register_forward_hook(lambda *_: calls.append(1))
+    return calls
+
+
+def test_forward_pass_stops_after_the_deepest_needed_layer(small_cnn):
+    model = small_cnn.model
+    fc_calls = _counting(model.net.fc)
+    fast = render(model, channel("conv2", [2, 4]), steps=10)
+    assert len(fc_calls) == 2  # the probe and the final evaluation; none of the 10 steps
+    slow = render(model, channel("conv2", [2, 4]), steps=10, stop_early=False)
+    assert len(fc_calls) == 2 + 12
+    assert torch.allclose(fast.images, slow.images, atol=1e-6)
+
+    torch.manual_seed(0)
+    resnet = Classifier(build_net("torchvision", 3, 10, arch="resnet18", weights=None), [0.5] * 3, [0.25] * 3)
+    layer3 = _counting(resnet.net.layer3)
+    relu = _counting(resnet.net.layer1[0].relu)  # called twice per pass: the stop waits for the second call
+    render(resnet, channel("layer1.0.relu", 0), param=pixel(32, channels=3), steps=3)
+    assert len(layer3) == 2 and len(relu) == 2 * (2 + 3)
+
+
+def test_weights_stay_frozen_and_modes_are_restored(small_cnn):
+    model = small_cnn.model.train()
+    render(model, class_([0, 1]), steps=3)
+    assert model.training and all(p.requires_grad and p.grad is None for p in model.parameters())
+    model.eval()
+
+
+def test_objectives_are_batch_aware_and_compose_like_maths():
+    acts = {"conv": torch.arange(4 * 3 * 2 * 2, dtype=torch.float32).view(4, 3, 2, 2),
+            "logits": torch.tensor([[1.0, 2.0, 3.0]] * 4)}
+    two = channel("conv", [0, 2])  # 2 targets x 2 seeds: elements (0, 0, 2, 2)
+    assert two(acts).tolist() == [acts["conv"][0, 0].mean(), acts["conv"][1, 0].mean(),
+                                  acts["conv"][2, 2].mean(), acts["conv"][3, 2].mean()]
+    combined = 2 * two - two + 1 - 0.5 * class_(1)
+    assert torch.allclose(combined(acts), two(acts) + 1 - 1.0)
+    assert combined.targets == ("conv:0", "conv:2") and combined.layers == {"conv", "logits"}
+    assert (-two)(acts).tolist() == [-v for v in two(acts).tolist()]
+    assert neuron("conv", 1, x=0, y=1)(acts).tolist() == [acts["conv"][b, 1, 1, 0] for b in range(4)]
+    assert torch.allclose(class_(2, log_softmax=True)(acts), acts["logits"].log_softmax(1)[:, 2])
+    assert torch.allclose(deepdream("conv")(acts), acts["conv"].pow(2).flatten(1).mean(1))
+    v = torch.tensor([1.0, 0.0, -1.0])
+    assert torch.allclose(direction("conv", v)(acts), (acts["conv"][:, 0] - acts["conv"][:, 2]).flatten(1).mean(1))
+    with pytest.raises(StudioError, match="cannot combine objectives with 2 and 3 targets"):
+        channel("conv", [0, 1]) + channel("conv", [0, 1, 2])
+
+
+def test_diversity_makes_seeds_of_one_target_differ(small_cnn):
+    model = small_cnn.model
+
+    def gram_diversity(images):  # what diversity() claims to raise: dissimilar conv2 Gram matrices
+        acts = {}
+        hook = model.net.conv2.register_forward_hook(lambda _m, _i, out: acts.update(conv2=out))
+        with torch.no_grad():
+            model(images)
+        hook.remove()
+        return diversity("conv2")(acts).mean()
+
+    seeds = [0, 1, 2, 3]
+    alone = render(model, channel("conv2", 6), steps=48, seeds=seeds)
+    diverse = render(model, channel("conv2", 6) + 2.0 * diversity("conv2"), steps=48, seeds=seeds)
+    assert gram_diversity(diverse.images) > gram_diversity(alone.images) + 0.3
+
+
+# --- regularizers: each moves the image the way it claims ---------------------------------------
+def _zeros(images):
+    return (images == 0).float().mean()
+
+
+CLAIMS = {  # name -> (regularizers, transforms, measure, direction): measure(with) vs measure(none)
+    "l2": ([1.0 * l2()], [], l2_penalty, "lower"),
+    "l1": ([1.0 * l1()], [], l1_penalty, "lower"),
+    "tv": ([1.0 * tv()], [], total_variation, "lower"),
+    "hf": ([3.0 * hf()], [], high_frequency, "lower"),
+    "blur": ([blur(0.5, every=4)], [], total_variation, "lower"),
+    "weight_decay": ([weight_decay(0.05)], [], l2_penalty, "lower"),
+    "clip_norm": ([clip_norm(0.5, every=8)], [], _zeros, "higher"),  # ~40 % are already 0: clip more
+    "clip_contrib": ([clip_contrib(0.5, every=8)], [], _zeros, "higher"),
+}
+
+
+@pytest.fixture(scope="module")
+def unregularized(small_cnn):
+    return render(small_cnn.model, channel("conv2", FILTERS), steps=48)
+
+
+def test_every_registered_regularizer_has_a_claim_test():
+    assert set(REGULARIZERS) == set(CLAIMS)
+
+
+@pytest.mark.parametrize("name", sorted(CLAIMS))
+def test_regularizer_changes_the_image_in_the_direction_it_claims(small_cnn, unregularized, name):
+    regs, transforms, measure, way = CLAIMS[name]
+    r = render(small_cnn.model, channel("conv2", FILTERS), steps=48, regularizers=regs, transforms=transforms)
+    before, after = measure(unregularized.images).mean(), measure(r.images).mean()
+    assert (after < 0.95 * before) if way == "lower" else (after > before * 1.05), (name, before, after)
+    assert (r.activation_gain > 0).all()  # regularized, the filters still fire more than at the start
+
+
+@pytest.mark.parametrize("transforms", [[jitter(4)], standard()], ids=["jitter", "standard"])
+def test_transforms_make_class_renders_robust_to_them(small_cnn, transforms):
+    model, objective = small_cnn.model, class_(range(10), log_softmax=True)
+
+    def prob_under(images):
+        torch.manual_seed(123)
+        apply = compose(transforms)
+        with torch.no_grad():
+            return torch.stack([model(apply(images)).softmax(1).diagonal() for _ in range(8)]).mean()
+
+    plain = render(model, objective, steps=64)
+    robust = render(model, objective, steps=64, transforms=transforms)
+    assert prob_under(robust.images) > prob_under(plain.images) + 0.1
+
+
+def test_regularizer_configs_build_and_list_the_registry_on_a_typo():
+    built = regularizers.from_config(compose_config("visualize", ["regularizer=standard"]).regularizer)
+    assert [type(t).__name__ for t in built.transforms] == ["pad", "jitter", "scale", "rotate", "jitter"]
+    both = regularizers.from_config({"l2": {"weight": 0.5}, "blur": {"weight": 1.0, "every": 2}})
+    assert both.penalty is not None and [(p.name, p.every) for p in both.projections] == [("blur", 2)]
+    as_list = regularizers.from_config([{"name": "tv", "weight": 2.0}])
+    assert as_list.penalty.name.startswith("2.0 * tv")
+    with pytest.raises(StudioError, match=r"unknown regularizer 'tvv'; choose from: .*blur.*jitter.*l2.*tv"):
+        regularizers.from_config({"tvv": {"weight": 1}})
+    with pytest.raises(StudioError, match="regularizer 'tv' has no option 'gamma'; its options: beta"):
+        regularizers.from_config({"tv": {"weight": 1, "gamma": 2}})
+    with pytest.raises(StudioError, match="transform 'jitter' takes no weight"):
+        regularizers.from_config({"jitter": {"weight": 1, "pixels": 2}})
+
+
+@pytest.mark.parametrize("name", config_choices("regularizer"))
+def test_every_regularizer_config_builds_and_renders(small_cnn, name):
+    built = regularizers.from_config(OmegaConf.load(CONF_DIR / "regularizer" / f"{name}.yaml"))
+    r = render(small_cnn.model, channel("conv2", [0, 1]), steps=8, transforms=built.transforms,
+               regularizers=built.as_list())
+    assert r.images.shape == (2, 1, 28, 28) and not r.failed
+
+
+def test_a_new_regularizer_is_one_registered_function():
+    @register("brightness", "penalty", 1.0)
+    def brightness(images, target: float = 0.5):
+        return (images.mean((1, 2, 3)) - target).abs()
+
+    try:
+        built = regularizers.from_config({"brightness": {"weight": 2.0, "target": 0.1}})
+        acts = {"image": torch.full((3, 1, 4, 4), 0.3)}
+        assert torch.allclose(built.penalty(acts), torch.full((3,), 0.4))
+    finally:
+        del REGULARIZERS["brightness"]
+
+
+# --- parameterizations and transforms -----------------------------------------------------------
+@pytest.mark.parametrize("spec", [pixel(20, channels=1), pixel(20, channels=3, decorrelate=True),
+                                  fft(20, channels=3), fft(21, channels=1)],
+                         ids=["pixel", "pixel-rgb", "fft-rgb", "fft-odd"])
+def test_params_show_valid_images_and_load_them_back(spec):
+    image = spec.build([0, 1], "cpu")
+    params_, image_fn = image  # Lucent-style unpacking
+    x = image_fn()
+    assert x.shape == (2, spec.channels, *spec.size) and 0 <= x.min() and x.max() <= 1
+    assert all(p.requires_grad and p.is_leaf for p in params_)
+    target = torch.rand_like(x) * 0.9 + 0.05
+    image.load(target)
+    assert torch.allclose(image(), target, atol=1e-4)
+
+
+def test_transforms_are_batched_per_image_and_fuse_exactly():
+    x = torch.rand(6, 1, 16, 16)
+    torch.manual_seed(0)
+    shifted = jitter(5)(x)
+    moved = [next((dx, dy) for dx in range(-2, 3) for dy in range(-2, 3)
+                  if torch.allclose(shifted[b, :, 3:-3, 3:-3], torch.roll(x[b], (dy, dx), (1, 2))[:, 3:-3, 3:-3],
+                                    atol=1e-5)) for b in range(6)]
+    assert len(set(moved)) > 1  # every image has its own integer shift
+    torch.manual_seed(1)
+    fused = compose([scale([1.1]), rotate([5.0])])(x)
+    torch.manual_seed(1)
+    matrices = scale([1.1]).matrices(6, 16, 16, "cpu") @ rotate([5.0]).matrices(6, 16, 16, "cpu")
+    from studio.optvis.transforms import warp
+    assert torch.allclose(fused, warp(x, matrices), atol=1e-6)
+    assert compose(standard())(x).shape == (6, 1, 40, 40)  # padded by 12, nothing upsampled
+
+
+# --- bad input --------------------------------------------------------------------------------
+def test_bad_targets_fail_in_one_line(small_cnn):
+    model = small_cnn.model
+    with pytest.raises(StudioError, match=r"unknown layer 'conv9'; choose from: bn1, bn2.*conv2.*fc"):
+        render(model, channel("conv9", 0), steps=1)
+    with pytest.raises(StudioError, match=r"channel 12 is out of range: layer 'conv2' has 12 channels \(0\.\.11\)"):
+        render(model, channel("conv2", [3, 12]), steps=1)
+    with pytest.raises(StudioError, match=r"class 10 is out of range: the model has 10 classes \(0\.\.9\)"):
+        render(model, class_(10), steps=1)
+    with pytest.raises(StudioError, match=r"unknown optimizer 'adamm'; choose from: adam, adamw, rmsprop, sgd"):
+        render(model, class_(1), steps=1, optimizer="adamm")
+    with pytest.raises(StudioError, match=r"threshold 9 is outside the 4 optimization steps"):
+        render(model, class_(1), steps=4, thresholds=[2, 9])
+    with pytest.raises(StudioError, match=r"the model cannot take images of shape \(3, 28, 28\)"):
+        render(model, class_(1), param=pixel(28, channels=3), steps=1)
+    cfg = compose_config("visualize", ["objective.channels=[1,99]"])
+    with pytest.raises(StudioError, match=r"channel 99 is out of range: layer 'conv2' has 12 channels"):
+        objectives.config_targets(cfg.objective, {"conv2": (12, 14, 14)})
+    with pytest.raises(StudioError, match=r"unknown objective 'chanel'; choose from: channel, class, direction"):
+        objectives.from_config(compose_config("visualize", ["objective.name=chanel"]).objective, [0])
+    with pytest.raises(StudioError, match=r"unknown param 'pixels'; choose from: fft, pixel"):
+        params.from_config({"name": "pixels", "size": 28, "channels": 1})
+    with pytest.raises(StudioError, match=r"param 'fft' has no option 'decay'; its options: size, channels, sd"):
+        params.from_config({"name": "fft", "size": 28, "channels": 1, "decay": 2})
+
+
+class Overflow(nn.Module):
+    """Duplicates a grey image into two channels; channel 1 overflows to +inf once a pixel passes 0.95."""
+
+    def forward(self, x):
+        return torch.cat([x, torch.where(x > 0.95, torch.full_like(x, float("inf")), x)], dim=1)
+
+
+def overflowing_model() -> Classifier:
+    net = nn.Sequential(OrderedDict(dup=Overflow(), pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(),
+                                    fc=nn.Linear(2, 2)))
+    return Classifier(net, [0.0], [1.0])
+
+
+def test_a_target_that_turns_inf_stops_and_the_others_go_on():
+    r = render(overflowing_model(), channel("dup", [0, 1]), param=pixel(8, channels=1, init_sd=0.05), steps=40,
+               lr=0.02)
+    assert list(r.failed) == [1] and "objective became inf at step" in r.failed[1]
+    step = int(r.failed[1].rsplit(" ", 1)[1])
+    assert 1 < step < 40  # it went wrong during the optimization, not at the start
+    assert r.succeeded == [0] and r.activation_gain[0] > 0.2 and torch.isfinite(r.images[0]).all()

@@ -30,6 +30,16 @@ class Generator(nn.Module):
         return self.upsample(self.project(z).view(-1, 2 * self.width, self.base, self.base))
 
 
+class MinibatchStd(nn.Module):
+    """Appends the batch's mean feature standard deviation as one more channel (Karras et al. 2018):
+    a discriminator that sees how varied a batch is punishes a generator that keeps making the same
+    few digits, so every class keeps its share of the samples."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        std = x.std(0, unbiased=False).mean() if len(x) > 1 else x.new_zeros(())
+        return torch.cat([x, std.expand(len(x), 1, *x.shape[2:])], 1)
+
+
 class Discriminator(nn.Module):
     """images in [0, 1] -> one realism logit per image."""
 
@@ -39,7 +49,7 @@ class Discriminator(nn.Module):
         self.net = nn.Sequential(
             nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2),
             nn.Conv2d(width, 2 * width, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * width), nn.LeakyReLU(0.2),
-            nn.Flatten(), nn.Linear(2 * width * base ** 2, 1))
+            MinibatchStd(), nn.Flatten(), nn.Linear((2 * width + 1) * base ** 2, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x * 2 - 1).squeeze(1)

@@ -92,6 +92,7 @@ class VAEModule(GeneratorModule):
         return torch.optim.Adam(self.parameters(), lr=self.lr)
 
     def realism(self, x: torch.Tensor) -> torch.Tensor:
-        """The ELBO of x (at the encoder's mean): high for images the VAE can explain."""
+        """The ELBO of x (at the encoder's mean) per pixel, in nats: high for images the VAE can explain.
+        Per pixel so one realism_weight means about the same at any image size."""
         mu, logvar = self.encoder(x)
-        return -negative_elbo(x, self.generator(mu), mu, logvar)
+        return -negative_elbo(x, self.generator(mu), mu, logvar) / x[0].numel()

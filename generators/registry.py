@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import ModelCheckpoint
 import torch
 from torchvision.utils import make_grid, save_image
 
@@ -67,16 +68,20 @@ def trained_generator(gen_cfg, data_cfg, trainer_cfg, dm: ImageDataModule, model
     stem = f"{gen_cfg.name}-{data_cfg.name}-{config_hash(generator=gen_cfg, data=data_key)}"
 
     def train(workdir: Path) -> dict:
+        # A checkpoint after every epoch: a run killed mid-way resumes from it (the work dir survives
+        # until the weights are safely in the cache).
+        last = workdir / "last.ckpt"
+        checkpoint = ModelCheckpoint(dirpath=workdir, save_last=True, save_top_k=0)
         trainer = pl.Trainer(**runtime, max_epochs=gen_cfg.max_epochs, precision=gen_cfg.precision,
-                             logger=logger, default_root_dir=workdir, enable_checkpointing=False,
-                             enable_model_summary=False, log_every_n_steps=10,
-                             enable_progress_bar=trainer_cfg.get("enable_progress_bar", True),
-                             callbacks=[SampleGrid(samples_dir)])
+                             logger=logger, default_root_dir=workdir, enable_model_summary=False,
+                             log_every_n_steps=10, enable_progress_bar=trainer_cfg.get("enable_progress_bar", True),
+                             callbacks=[SampleGrid(samples_dir), checkpoint])
         loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*dm.split("train")),
                                              batch_size=gen_cfg.batch_size, shuffle=True, drop_last=True,
                                              generator=torch.Generator().manual_seed(gen_cfg.seed))
-        trainer.fit(module, loader)
-        return {"generator": dict(gen_cfg), "data": data_cfg.name}
+        resumed = last.is_file()
+        trainer.fit(module, loader, ckpt_path=last if resumed else None, weights_only=True)
+        return {"generator": dict(gen_cfg), "data": data_cfg.name, "resumed": resumed}
 
     path, cached, facts = load_or_train(module, models_dir, stem, train)
     return TrainedGenerator(module.eval(), path, cached, facts["train_seconds"])

@@ -147,3 +147,22 @@ def _embed_plot(name: str, maps: dict, scores: dict, labels: np.ndarray, classes
         ax.set_yticks([])
     np.atleast_1d(axes)[-1].legend(markerscale=3, fontsize=7, loc="center left", bbox_to_anchor=(1, 0.5))
     return fig
+
+
+def demo_inside(cfg, tracker: Tracker, run_dir: Path, embed_images: int = 500) -> Result:
+    """The demo's step: `studio probe` and `studio embed` with their shipped settings (conf/probe.yaml,
+    conf/embed.yaml; t-SNE on `embed_images` test images to keep the demo quick), under probe/ and embed/."""
+    from omegaconf import OmegaConf
+
+    from studio.cli import CONF_DIR
+
+    probe_cfg, embed_cfg = OmegaConf.load(CONF_DIR / "probe.yaml"), OmegaConf.load(CONF_DIR / "embed.yaml")
+    sub = OmegaConf.merge(OmegaConf.to_container(cfg, resolve=True),
+                          {"probe": probe_cfg.probe, "embed": {**embed_cfg.embed, "images": embed_images},
+                           "layers": embed_cfg.layers})
+    run_dir = Path(run_dir)
+    probed, embedded = probe(sub, tracker, run_dir / "probe"), embed(sub, tracker, run_dir / "embed")
+    items = [{**item, "image": f"embed/{item['image']}"} for item in embedded.items]
+    artifacts = {f"probe/{k}": f"probe/{v}" for k, v in probed.artifacts.items()}
+    artifacts.update({f"embed/{k}": f"embed/{v}" for k, v in embedded.artifacts.items()})
+    return Result({**probed.metrics, **embedded.metrics}, items, artifacts)

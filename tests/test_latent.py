@@ -13,8 +13,8 @@ from tests.conftest import FAST_GENERATOR, QUIET_TRAINER, run_studio
 
 
 def test_latent_class_renders_raise_the_target_probability(small_cnn, dcgan):
-    rendering = render(small_cnn.model, class_([0, 3, 7]), param=latent(dcgan.module, prior_weight=1e-3),
-                       steps=64, lr=0.05, seeds=[0, 1])
+    rendering = render(small_cnn.model, class_([0, 3, 7], log_softmax=True),
+                       param=latent(dcgan.module, prior_weight=1e-3), steps=96, lr=0.05, seeds=[0, 1])
     assert rendering.images.shape == (6, 1, 28, 28)
     start = small_cnn.model.eval()(rendering.start_images).softmax(1)[torch.arange(6), torch.tensor([0, 0, 3, 3, 7, 7])]
     assert (rendering.target_prob > start).all()

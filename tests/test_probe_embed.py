@@ -99,3 +99,18 @@ def test_embed_unknown_layer_lists_names(outputs, small_cnn, tmp_path):
     result = run_studio("embed", "layers=[conv9]", "trainer.enable_progress_bar=false", outputs=outputs)
     assert result.returncode == 2
     assert "unknown layer 'conv9'; choose from: " in result.stderr and "fc1" in result.stderr
+
+
+def test_any_torchvision_model_by_layer_name(datamodule):
+    from omegaconf import OmegaConf
+
+    from studio.models import build_classifier
+
+    cfg = OmegaConf.create({"name": "resnet18", "arch": "torchvision", "options": {"arch": "resnet18", "weights": None}})
+    model = build_classifier(cfg, 1, 10, [0.5], [0.25])
+    images, labels = datamodule.split("test")
+    features = collect(model, images[:64], ["pixels", "layer1", "layer4", "avgpool"], pool=2)
+    assert {k: tuple(v.shape) for k, v in features.items()} == {
+        "pixels": (64, 784), "layer1": (64, 64 * 4), "layer4": (64, 512), "avgpool": (64, 512)}
+    with pytest.raises(StudioError, match="unknown layer 'layer9'.*layer4"):
+        collect(model, images[:4], ["layer9"])

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from studio import explain_command, generation, hidden, visualize
+from studio import explain_command, generation, hidden, report, visualize
 from studio.data import build_datamodule
 from studio.metrics import Judge
 from studio.models import build_classifier, checkpoint_path, layer_shapes, load_state_dict_file, load_weights
@@ -56,9 +56,13 @@ def demo(cfg, tracker: Tracker, run_dir: Path) -> Result:
     generator = generation.generator_for(cfg, dm, tracker, samples_dir=run_dir / "generator")
     shown = visualize.demo_visualizations(cfg, tracker, run_dir, model.model, Judge.for_data(judge.model, dm),
                                           generator.module)
-    return Result({**metrics, **shown.metrics}, shown.items,
+    inside = hidden.demo_inside(cfg, tracker, run_dir)
+    explained = explain_command.demo_explanations(cfg, tracker, run_dir, model.model)
+    return Result({**metrics, **shown.metrics, **inside.metrics, **explained.metrics},
+                  shown.items + inside.items + explained.items,
                   artifacts={"model_checkpoint": str(model.path.resolve()),
-                             "judge_checkpoint": str(judge.path.resolve()), **shown.artifacts})
+                             "judge_checkpoint": str(judge.path.resolve()), "generator": str(generator.path.resolve()),
+                             **shown.artifacts, **inside.artifacts, **explained.artifacts})
 
 
 @dataclass(frozen=True)
@@ -79,4 +83,6 @@ COMMANDS = {
     "embed": Command(hidden.embed, "PCA / t-SNE maps of chosen layers, coloured by class, with separation"),
     "explain": Command(explain_command.explain, "explain single images (LIME, saliency, SmoothGrad, IG, "
                        "occlusion, Grad-CAM) and score the maps"),
+    "report": Command(report.command, "a sweep's jobs side by side: table, plots, comparison grid, HTML gallery "
+                      "(studio report <sweep dir>)"),
 }

@@ -1,7 +1,7 @@
 """`studio explain`: explain single decisions with LIME and gradient methods, and score the maps.
 
-For the first `explain.images` images of `data.split` (or, in the Clever Hans experiment, of its
-marked images): every method's map, per-image metrics, one comparison panel per image, one
+For `explain.images` images of `data.split`, the classes in turn (or, in the Clever Hans experiment,
+of its marked images): every method's map, per-image metrics, one comparison panel per image, one
 manifest item per (image, method) and a W&B table. Everything is computed before anything is
 written, so a bad input leaves no half-written run.
 """
@@ -23,7 +23,11 @@ ITEM_METRICS = ("deletion_auc", "insertion_auc", "r2", "r2_heldout", "stability"
 def method_options(ecfg) -> dict[str, dict]:
     """Constructor keyword arguments of every method from the `explain` config block."""
     common = {"batch_size": int(ecfg.batch_size), "seed": int(ecfg.seed)}
-    block = lambda name: OmegaConf.to_container(ecfg.get(name) or {}, resolve=True)  # noqa: E731
+
+    def block(name: str) -> dict:
+        node = ecfg.get(name)
+        return OmegaConf.to_container(node, resolve=True) if node is not None else {}
+
     lime = block("lime")
     lime["segmentation_options"] = (lime.pop("segmentations", None) or {}).get(lime.get("segmentation"), {})
     return {"lime": {**lime, **common}, "saliency": dict(common),
@@ -168,8 +172,18 @@ def _print_summary(result, metrics: dict, prefix: str) -> None:
               f"{cell('r2_heldout', 7)} {cell('stability', 6)} {cell('sanity', 7)} {cell('mark_found', 5)}")
 
 
+def classes_in_turn(labels: torch.Tensor, count: int) -> torch.Tensor:
+    """Positions of `count` images taking the classes in turn: the first image of every class, then the
+    second of every class, ... A split sorted by class (mnist5k's is) would otherwise give N zeros."""
+    rank = torch.empty_like(labels)
+    for c in labels.unique():
+        rank[labels == c] = torch.arange(int((labels == c).sum()))
+    return torch.argsort(rank * (int(labels.max()) + 1) + labels)[:count]
+
+
 def _select(cfg, dm, model):
-    """(x, y, index, mark, story) of the images to explain."""
+    """(x, y, index, mark, story) of the images to explain: `explain.images` of data.split (Clever Hans:
+    of its marked images), the classes in turn."""
     from studio.explain.clever_hans import Mark
 
     ecfg = cfg.explain
@@ -188,7 +202,7 @@ def _select(cfg, dm, model):
         pool = mark.present(x_all).nonzero().flatten()
         if not len(pool):
             raise StudioError(f"no marked images in data.split={cfg.data.split}; set data.options.test_rate > 0")
-    index = pool[:int(ecfg.images)]
+    index = pool[classes_in_turn(y_all[pool], int(ecfg.images))]
     return x_all[index], y_all[index], index, mark, story
 
 
@@ -220,29 +234,42 @@ def _compose(overrides: list[str]):
         return compose(config_name="explain", overrides=overrides)
 
 
-def explain_demo(cfg, tracker, run_dir: Path, images: int = 4):
-    """The demo's explanation step: all methods on a few test digits of the demo's model, and the
-    Clever Hans experiment (the marked model, trained once and cached). Returns a Result whose
-    metric keys start with explain/ and clever_hans/."""
+def demo_explanations(cfg, tracker, run_dir: Path, model) -> Result:
+    """The demo's explanation step: every method on the first `explain.images` test images of the demo's
+    model, then (explain.clever_hans) the Clever Hans experiment, exactly as `studio explain
+    experiment=clever_hans` runs it (same cached marked model, trained once), on as many marked images.
+    Settings: conf/explain.yaml's, with conf/demo.yaml's `explain` block on top. Files go under explain/
+    and clever_hans/ in the run dir; metric keys start with explain/ and clever_hans/."""
     from studio.data import build_datamodule
     from studio.explain import method_names
 
-    metrics, items = {}, []
-    for name, overrides in (("explain", []), ("clever_hans", ["experiment=clever_hans"])):
-        sub = _compose([*overrides, f"explain.images={images}"])
-        sub.paths, sub.model = cfg.paths, cfg.model
-        if overrides:  # the experiment brings its data and epochs; the rest of training is the demo's
-            sub.trainer = OmegaConf.merge(cfg.trainer, {"max_epochs": sub.trainer.max_epochs})
-        else:
-            sub.trainer, sub.data = cfg.trainer, cfg.data
-        dm = build_datamodule(sub.data)
-        trained = train_one(sub, sub.model, dm, tracker, f"{name} model")
-        x, y, index, mark, story = _select(sub, dm, trained.model)
-        print(f"{name}: {len(x)} images, methods: all")
-        sub_metrics, sub_items = explain_run(sub, trained.model, x, y, index, method_names("all"),
-                                             Path(run_dir) / name, tracker, prefix=f"{name}/", mark=mark,
-                                             story=story)
-        metrics.update(sub_metrics)
-        items += [{**item, "image": f"{name}/{item['image']}", "panel": f"{name}/{item['panel']}",
-                   "run": name} for item in sub_items]
-    return Result(metrics, items, {"explain_panels": "explain/panels", "clever_hans_panels": "clever_hans/panels"})
+    demo_block = OmegaConf.to_container(cfg.explain, resolve=True) if "explain" in cfg else {}
+    with_clever_hans = bool(demo_block.pop("clever_hans", False))
+    names = method_names("all")
+
+    plain = _compose([])
+    plain.data, plain.explain = cfg.data, OmegaConf.merge(plain.explain, demo_block)
+    x, y, index, _, _ = _select(plain, build_datamodule(cfg.data), model)
+    print(f"demo: explaining {len(x)} test images with {', '.join(names)}")
+    runs = [("explain", explain_run(plain, model, x, y, index, names, Path(run_dir) / "explain", tracker,
+                                    prefix="explain/"))]
+    if with_clever_hans:
+        hans = _compose(["experiment=clever_hans"])
+        # the experiment's data, epochs and explain settings; the demo's paths, model and trainer otherwise
+        hans.paths, hans.model = cfg.paths, cfg.model
+        hans.trainer = OmegaConf.merge(cfg.trainer, {"max_epochs": hans.trainer.max_epochs})
+        hans.explain = OmegaConf.merge(hans.explain, demo_block)
+        dm = build_datamodule(hans.data)
+        trained = train_one(hans, hans.model, dm, tracker, "clever_hans model")
+        x, y, index, mark, story = _select(hans, dm, trained.model)
+        print(f"demo: Clever Hans: explaining {len(x)} marked test images (why class {hans.explain.target}?)")
+        runs.append(("clever_hans", explain_run(hans, trained.model, x, y, index, names,
+                                                Path(run_dir) / "clever_hans", tracker, prefix="clever_hans/",
+                                                mark=mark, story=story)))
+    metrics, items, artifacts = {}, [], {}
+    for name, (run_metrics, run_items) in runs:
+        metrics.update(run_metrics)
+        items += [{**item, "run": name, "image": f"{name}/{item['image']}", "panel": f"{name}/{item['panel']}"}
+                  for item in run_items]
+        artifacts[f"{name}/panels"] = f"{name}/panels"
+    return Result(metrics, items, artifacts)

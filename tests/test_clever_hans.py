@@ -8,7 +8,7 @@ import torch
 from studio.errors import StudioError
 from studio.explain.clever_hans import Mark, mark_found_pixels, mark_found_segments
 from studio.explain.compare import MetricOptions, compare_methods
-from studio.explain_command import clever_hans_story
+from studio.explain_command import classes_in_turn, clever_hans_story
 from tests.conftest import QUIET_TRAINER, compose_config, run_studio
 
 GRADIENT_METHODS = ["saliency", "smoothgrad", "ig", "occlusion", "gradcam"]
@@ -73,11 +73,14 @@ def test_the_model_leans_on_the_mark(marked):
 
 def test_explanations_point_at_the_mark(marked):
     cfg, dm, model = marked
-    x, _ = dm.split("test")
+    x, y = dm.split("test")
     mark = Mark()
-    chosen = mark.present(x).nonzero().flatten()[:20]
+    marked_ones = mark.present(x).nonzero().flatten()
+    chosen = marked_ones[classes_in_turn(y[marked_ones], 20)]  # two of every class, as `studio explain` picks
+    assert set(y[chosen].tolist()) == set(range(10))
     result = compare_methods(model, x[chosen], ["lime", *GRADIENT_METHODS], target=cfg.data.options.mark_class,
-                             options={"lime": {"progress": False}, "smoothgrad": {"samples": 20}},
+                             options={"lime": {"samples": 500, "heldout": 0, "progress": False},
+                                      "smoothgrad": {"samples": 20}},
                              metrics=MetricOptions(stability_seeds=0, sanity=False, steps=10),
                              region=mark.region(28, 28))
     found = {name: r.metrics["mark_found"].mean().item() for name, r in result.methods.items()}
@@ -87,12 +90,38 @@ def test_explanations_point_at_the_mark(marked):
 
 def test_cli_experiment_writes_mark_found(marked, outputs, tmp_path):
     result = run_studio("explain", "experiment=clever_hans", "explain.images=4", "explain.metrics.sanity=false",
-                        "explain.metrics.stability_seeds=0", f"hydra.run.dir={tmp_path}", *QUIET_TRAINER,
-                        outputs=outputs)
+                        "explain.metrics.stability_seeds=0", "logger=none", f"hydra.run.dir={tmp_path}",
+                        *QUIET_TRAINER, outputs=outputs)
     assert result.returncode == 0, result.stderr
-    metrics = json.loads((tmp_path / "manifest.json").read_text())["metrics"]
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    metrics, items = manifest["metrics"], manifest["items"]
     for name in ("lime", *GRADIENT_METHODS):
         assert 0 <= metrics[f"mark_found_{name}"] <= 1
-    assert metrics["mark_found_lime"] >= 0.75
+    assert metrics["mark_found_lime"] >= 0.75 and metrics["mark_found_ig"] >= 0.75
     assert {"clever_hans/hijack_rate", "clever_hans/clean_acc", "clever_hans/mark_lift"} <= set(metrics)
     assert len(list((tmp_path / "panels").glob("*.png"))) == 4
+    _, dm, _ = marked
+    x, _ = dm.split("test")
+    assert Mark().present(x[[item["index"] for item in items]]).all()  # only marked images are explained
+    assert {item["target"] for item in items} == {0}  # "why the mark's class?" ...
+    assert sorted({item["label"] for item in items}) == [0, 1, 2, 3]  # ... asked of marked digits of every class
+    assert all(isinstance(item["metrics"]["mark_found"], bool) for item in items)
+
+
+def test_demo_explains_test_digits_and_the_clever_hans_model(small_cnn, marked, tmp_path):
+    """`studio demo`'s explanation step (in-process, with fewer images and metrics than the demo's)."""
+    from studio.explain_command import demo_explanations
+    from studio.tracking import Tracker
+
+    cfg = compose_config("demo", ["logger=none", "explain.images=2", "+explain.metrics.sanity=false",
+                                  "+explain.metrics.stability_seeds=0", *QUIET_TRAINER])
+    with Tracker(cfg, "demo", tmp_path, str(tmp_path)) as tracker:
+        result = demo_explanations(cfg, tracker, tmp_path, small_cnn.model)
+    assert {(item["run"], item["method"]) for item in result.items} == {
+        (run, name) for run in ("explain", "clever_hans") for name in ("lime", *GRADIENT_METHODS)}
+    assert len(result.items) == 2 * 2 * 6
+    for item in result.items:
+        assert (tmp_path / item["image"]).is_file() and (tmp_path / item["panel"]).is_file()
+    m = result.metrics
+    assert m["explain/lime/r2"] >= 0.8 and "clever_hans/mark_found_lime" in m
+    assert "clever_hans/lime/r2" in m and "clever_hans/clean_acc" in m

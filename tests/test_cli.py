@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from studio.tracking import read_offline_run
-from tests.conftest import run_studio
+from tests.conftest import FAST_GENERATOR, run_studio
 
 QUIET = ["trainer.enable_progress_bar=false"]
 
@@ -65,11 +65,29 @@ def test_train_writes_manifest_and_a_readable_wandb_run(small_cnn, outputs, tmp_
     assert logged["config"]["model"]["arch"] == "small_cnn"
 
 
-def test_demo_reports_both_models(small_cnn, judge, outputs, tmp_path):
-    result = run_studio("demo", f"hydra.run.dir={tmp_path}", *QUIET, outputs=outputs)
+def test_demo_runs_every_step(small_cnn, judge, dcgan, outputs, tmp_path):
+    result = run_studio("demo", f"hydra.run.dir={tmp_path}", *QUIET, *FAST_GENERATOR["dcgan"], outputs=outputs)
     assert result.returncode == 0, result.stderr
-    metrics = _manifest(tmp_path)["metrics"]
+    manifest = _manifest(tmp_path)
+    metrics = manifest["metrics"]
     assert metrics["model/test_acc"] >= 0.97 and metrics["judge/test_acc"] >= 0.97
+    renders: dict = {}
+    for item in manifest["items"]:
+        if "render" in item:
+            renders.setdefault(item["render"], []).append(item)
+    assert {k: len(v) for k, v in renders.items()} == {"conv2_none": 12, "conv2_l2_tv": 12, "classes_none": 40,
+                                                       "classes_l2_tv": 40, "classes_latent": 40}
+    for name in ("conv2_none", "conv2_l2_tv"):
+        assert metrics[f"visualize/{name}/activation_gain_min"] > 0.3
+    for name in ("classes_none", "classes_l2_tv"):
+        assert metrics[f"visualize/{name}/target_prob_min"] >= 0.99
+    logged = read_offline_run(Path(manifest["artifacts"]["wandb_run"]))
+    assert all(any(f"visualize/{name}/grid/_type" in row for row in logged["history"]) for name in renders)
+    assert "visualize/classes_none/realism_ratio" in metrics and "probe_acc/fc1" in metrics
+    assert "separation/fc1" in metrics
+    for item in manifest["items"]:
+        if "image" in item:
+            assert (tmp_path / item["image"]).is_file(), item
 
 
 def test_layers_prints_names_and_shapes(outputs, tmp_path):

@@ -15,11 +15,11 @@ GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name not 
 def _cases():
     for command in COMMANDS:
         defaults = OmegaConf.load(CONF_DIR / f"{command}.yaml").defaults
-        used = {next(iter(d)).split("@")[0] for d in defaults if isinstance(d, dict) or OmegaConf.is_dict(d)}
-        for group in GROUPS:
-            if group in used:
-                for choice in config_choices(group):
-                    yield command, f"{group}={choice}"
+        slots = {next(iter(d)) for d in defaults if isinstance(d, dict) or OmegaConf.is_dict(d)}  # model, model@judge
+        for slot in sorted(slots):
+            if slot.split("@")[0] in GROUPS:
+                for choice in config_choices(slot.split("@")[0]):
+                    yield command, f"{slot}={choice}"
 
 
 @pytest.mark.parametrize("command,override", list(_cases()))

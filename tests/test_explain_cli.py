@@ -1,8 +1,14 @@
 """`studio explain` through the real CLI: panels, maps, manifest items, the W&B table, one-line errors."""
 
 import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+from PIL import Image
 
 from studio.explain import METHODS
+from studio.models import build_net
 from studio.tracking import read_offline_run
 from tests.conftest import QUIET_TRAINER, run_studio
 
@@ -15,7 +21,7 @@ def _one_line_error(result, *fragments):
         assert fragment in lines[0], lines[0]
 
 
-def test_explain_all_methods_writes_panels_manifest_and_wandb(small_cnn, outputs, tmp_path):
+def test_explain_all_methods_writes_panels_manifest_and_wandb(small_cnn, datamodule, outputs, tmp_path):
     result = run_studio("explain", "method=all", "data.split=test", "explain.images=2",
                         "explain.metrics.stability_seeds=2", f"hydra.run.dir={tmp_path}", *QUIET_TRAINER,
                         outputs=outputs)
@@ -23,42 +29,76 @@ def test_explain_all_methods_writes_panels_manifest_and_wandb(small_cnn, outputs
     assert "reused from cache" in result.stdout and "deletion" in result.stdout
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["command"] == "explain" and manifest["status"] == "complete"
-    items = manifest["items"]
-    assert len(items) == 2 * len(METHODS)
-    assert {item["method"] for item in items} == set(METHODS)
-    for item in items:
-        assert (tmp_path / item["image"]).is_file() and (tmp_path / item["panel"]).is_file()
-        assert {"target", "method", "image", "metrics"} <= set(item)
-        assert {"deletion_auc", "insertion_auc"} <= set(item["metrics"])
-    lime = [item for item in items if item["method"] == "lime"]
-    assert all({"r2", "r2_heldout", "stability"} <= set(item["metrics"]) for item in lime)
-    assert len(list((tmp_path / "panels").glob("*.png"))) == 2
-    metrics = manifest["metrics"]
-    assert metrics["lime/r2"] >= 0.8 and metrics["lime/deletion_auc"] < metrics["random/deletion_auc"]
 
+    # one item per (image, method), with the issue's keys; its map and its image's panel exist
+    items = manifest["items"]
+    x, y = datamodule.split("test")
+    shown = sorted({item["index"] for item in items})
+    assert sorted(y[shown].tolist()) == [0, 1]  # the classes in turn (the split is sorted by class)
+    assert sorted((item["index"], item["method"]) for item in items) == sorted(
+        (i, name) for i in shown for name in METHODS)
+    predictions = small_cnn.model(x).argmax(1)
+    for item in items:
+        assert item["target"] == item["prediction"] == int(predictions[item["index"]])  # explain.target=pred
+        assert Image.open(tmp_path / item["image"]).size[0] >= 112  # 28 px maps upscaled to be readable
+        assert (tmp_path / item["panel"]).is_file()
+        m = item["metrics"]
+        assert 0 <= m["deletion_auc"] <= 1 and 0 <= m["insertion_auc"] <= 1 and "sanity" in m
+        assert ("r2" in m and "r2_heldout" in m) == (item["method"] == "lime")
+        assert ("stability" in m) == (item["method"] in ("lime", "smoothgrad"))  # the stochastic ones
+    assert sorted(p.name for p in (tmp_path / "panels").glob("*.png")) == [f"{i:05d}.png" for i in shown]
+    panel = Image.open(tmp_path / "panels" / f"{shown[0]:05d}.png")
+    assert panel.size[0] > 3 * panel.size[1]  # image | one column per method, side by side
+
+    metrics = manifest["metrics"]
+    assert metrics["lime/r2"] >= 0.8 and metrics["images"] == 2
+    assert {"random/deletion_auc", "random/insertion_auc", "ig/ig_delta", "smoothgrad/stability"} <= set(metrics)
+
+    # the W&B mirror, read back from the offline run on disk
     logged = read_offline_run(manifest["artifacts"]["wandb_run"])
     assert logged["run"]["job_type"] == "explain"
     assert logged["summary"]["lime/r2"] == metrics["lime/r2"]
-    assert logged["summary"]["explanations/_type"] == "table-file"  # the W&B table, one row per item
-    assert logged["summary"]["explanations/nrows"] == len(items)
+    assert logged["summary"]["explanations/_type"] == "table-file"
+    table_file = Path(manifest["artifacts"]["wandb_run"]) / "files" / logged["summary"]["explanations/path"]
+    table = json.loads(table_file.read_text())
+    rows = [dict(zip(table["columns"], row)) for row in table["data"]]
+    assert len(rows) == len(items)
+    lime_rows = {row["index"]: row for row in rows if row["method"] == "lime"}
+    for item in items:
+        if item["method"] == "lime":
+            assert lime_rows[item["index"]]["r2"] == item["metrics"]["r2"]
 
 
-def test_one_method(small_cnn, outputs, tmp_path):
-    result = run_studio("explain", "method=gradcam", "explain.images=1", "explain.target=label",
+def test_one_method_and_the_true_label_as_target(small_cnn, outputs, tmp_path):
+    result = run_studio("explain", "method=gradcam", "explain.images=3", "explain.target=label",
                         f"hydra.run.dir={tmp_path}", "logger=none", *QUIET_TRAINER, outputs=outputs)
     assert result.returncode == 0, result.stderr
     items = json.loads((tmp_path / "manifest.json").read_text())["items"]
-    assert [item["method"] for item in items] == ["gradcam"] and items[0]["target"] == items[0]["label"]
+    assert [item["method"] for item in items] == ["gradcam"] * 3
+    assert all(item["target"] == item["label"] for item in items)
 
 
 def test_bad_input_is_one_line_and_writes_nothing(small_cnn, outputs, tmp_path):
-    for args, fragments in (
-            (["method=bogus"], ["unknown method 'bogus'", "all, gradcam, ig, lime, occlusion, saliency, smoothgrad"]),
-            (["explain.target=12"], ["explain.target 12 is out of range", "10 classes"]),
-            (["method=lime", "explain.lime.segmentation=grid", "explain.lime.segmentations.grid.cell=28"],
-             ["produced 1 segment", "at least 2"])):
-        run_dir = tmp_path / args[-1].replace("=", "_")
-        result = run_studio("explain", *args, "explain.images=1", "logger=none", f"hydra.run.dir={run_dir}",
-                            *QUIET_TRAINER, outputs=outputs)
-        _one_line_error(result, *fragments)
-        assert not (run_dir / "manifest.json").exists() and not (run_dir / "panels").exists()
+    broken = {k: v.clone() for k, v in small_cnn.model.state_dict().items()}
+    broken["net.fc.bias"].fill_(float("nan"))
+    torch.save(broken, tmp_path / "nan.pt")
+    torch.save(build_net("small_cnn", 3, 10).state_dict(), tmp_path / "rgb.pt")
+    cases = {
+        "target": (["explain.target=12"], ["explain.target 12 is out of range", "10 classes (0..9)"]),
+        "one_segment": (["method=lime", "explain.lime.segmentation=grid", "explain.lime.segmentations.grid.cell=28"],
+                        ["segmentation 'grid'", "produced 1 segment", "at least 2"]),
+        "nan": (["model=checkpoint", f"model.path={tmp_path / 'nan.pt'}"], ["non-finite outputs (nan/inf)"]),
+        "channels": (["model=checkpoint", f"model.path={tmp_path / 'rgb.pt'}"],
+                     ["does not fit this model", "net.conv1.weight has shape (32, 3, 3, 3)", "expected (32, 1, 3, 3)"]),
+    }
+
+    def run(name):  # the four CLI runs overlap: each mostly waits for imports
+        return run_studio("explain", *cases[name][0], "explain.images=2", "logger=none",
+                          f"hydra.run.dir={tmp_path / name}", *QUIET_TRAINER, outputs=outputs)
+
+    with ThreadPoolExecutor(len(cases)) as pool:
+        results = dict(zip(cases, pool.map(run, cases)))
+    for name, (_, fragments) in cases.items():
+        _one_line_error(results[name], *fragments)
+        left = {p.name for p in (tmp_path / name).iterdir()} - {".hydra", "explain.log"}  # Hydra's own records
+        assert not left, (name, left)  # no manifest, panels or maps

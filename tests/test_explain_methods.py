@@ -7,6 +7,7 @@ from studio.errors import StudioError
 from studio.explain import METHODS, build_method, heatmap, method_names
 from studio.explain.compare import MetricOptions, compare_methods
 from studio.explain.gradients import IntegratedGradients, default_gradcam_layer
+from studio.explain_command import classes_in_turn
 from studio.explain.metrics import (deletion_insertion, gaussian_blur, jaccard, pixel_order, randomized_copy,
                                     spearman, stability, weighted_r2)
 from studio.models import Classifier, build_net
@@ -46,8 +47,9 @@ def test_integrated_gradients_completeness(small_cnn, digits):
     assert (ig.last_delta.abs() <= 0.02 * gap.abs() + 0.05).all()
 
 
-def test_deletion_of_lime_and_ig_beats_a_random_order(small_cnn, digits):
-    x, _ = digits
+def test_deletion_of_lime_and_ig_beats_a_random_order(small_cnn, datamodule):
+    x, y = datamodule.split("test")
+    x = x[classes_in_turn(y, 10)]  # one digit of every class
     result = compare_methods(small_cnn.model, x, ["lime", "ig", "gradcam"],
                              options={"lime": {"progress": False}},
                              metrics=MetricOptions(stability_seeds=0, sanity=False, steps=28))
@@ -86,14 +88,18 @@ def test_metric_helpers():
     assert torch.allclose(gaussian_blur(x, 2.0).mean(), x.mean(), atol=0.02)
 
 
-def test_deletion_curve_end_points(small_cnn, digits):
-    """Deleting everything gives the probability of a black image; nothing deleted gives the model's own."""
+def test_deleting_what_a_map_ranks_first_hurts_more(small_cnn, digits):
+    """A map that ranks the digit's strokes first must beat one that ranks the black background first:
+    deleting strokes (→ 0) drops the probability at once, deleting background changes nothing."""
     x, _ = digits
     model = small_cnn.model
     target = model(x).argmax(1)
-    scores = deletion_insertion(model, x, pixel_order(torch.rand(len(x), 1, 28, 28)), target, steps=4)
-    assert ((scores["deletion_auc"] >= 0) & (scores["deletion_auc"] <= 1)).all()
-    assert ((scores["insertion_auc"] >= 0) & (scores["insertion_auc"] <= 1)).all()
+    strokes_first = deletion_insertion(model, x, pixel_order(x), target, steps=14)
+    background_first = deletion_insertion(model, x, pixel_order(-x), target, steps=14)
+    assert (strokes_first["deletion_auc"] < background_first["deletion_auc"] - 0.3).all()
+    assert strokes_first["insertion_auc"].mean() > background_first["insertion_auc"].mean()
+    for scores in (strokes_first, background_first):
+        assert ((scores["deletion_auc"] >= 0) & (scores["deletion_auc"] <= 1)).all()
 
 
 def test_randomized_copy_changes_every_layer_but_keeps_the_original(small_cnn):

@@ -277,7 +277,7 @@ def test_bad_targets_fail_in_one_line(small_cnn):
         objectives.config_targets(cfg.objective, {"conv2": (12, 14, 14)})
     with pytest.raises(StudioError, match=r"unknown objective 'chanel'; choose from: channel, class, direction"):
         objectives.from_config(compose_config("visualize", ["objective.name=chanel"]).objective, [0])
-    with pytest.raises(StudioError, match=r"unknown param 'pixels'; choose from: fft, pixel"):
+    with pytest.raises(StudioError, match=r"unknown param 'pixels'; choose from: fft, latent, pixel"):
         params.from_config({"name": "pixels", "size": 28, "channels": 1})
     with pytest.raises(StudioError, match=r"param 'fft' has no option 'decay'; its options: size, channels, sd"):
         params.from_config({"name": "fft", "size": 28, "channels": 1, "decay": 2})

@@ -108,7 +108,8 @@ def compare_methods(model: nn.Module, x: torch.Tensor, names: list[str], target=
             scores["sanity"] = sanity_similarity(maps, _maps(twin_method, x, target, segments)[0])
         if region is not None:
             scores["mark_found"] = (
-                mark_found_segments(explanation.top_segments(m.mark_top_segments), segments, region, m.mark_share)
+                mark_found_segments(explanation.top_segments(m.mark_top_segments, positive_only=True), segments,
+                                    region, m.mark_share)
                 if explanation is not None else
                 mark_found_pixels(maps, region, m.mark_top_pixels, m.mark_share)).float()
         results[name] = MethodResult(name, maps, scores, time.perf_counter() - start)

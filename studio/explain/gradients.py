@@ -13,7 +13,7 @@ from torch import nn
 
 from studio.errors import StudioError, lookup
 from studio.explain.checks import check_finite, eval_mode, logits, resolve_target
-from studio.models import get_layer
+from studio.explain.metrics import gaussian_blur
 
 
 class GradientMethod:
@@ -74,7 +74,22 @@ class SmoothGrad(GradientMethod):
             nt_samples_batch_size=per_batch, abs=True)
 
 
-BASELINES = ("zero", "mean", "blur")
+def zero_baseline(x: torch.Tensor) -> torch.Tensor:
+    """Black: the usual choice for images on a black background (MNIST)."""
+    return torch.zeros_like(x)
+
+
+def mean_baseline(x: torch.Tensor) -> torch.Tensor:
+    """Each image's mean colour: no edges, the same brightness."""
+    return x.mean((2, 3), keepdim=True).expand_as(x).contiguous()
+
+
+def blur_baseline(x: torch.Tensor) -> torch.Tensor:
+    """A blur with σ = 0.1 × the image side: the path then adds detail, not brightness."""
+    return gaussian_blur(x, 0.1 * max(x.shape[-2:]))
+
+
+BASELINES = {"zero": zero_baseline, "mean": mean_baseline, "blur": blur_baseline}
 
 
 class IntegratedGradients(GradientMethod):
@@ -87,17 +102,8 @@ class IntegratedGradients(GradientMethod):
     def __init__(self, model, steps: int = 50, baseline: str = "zero", batch_size: int = 256, seed: int = 0):
         super().__init__(model, batch_size, seed)
         self.steps = steps
-        self.baseline = lookup({b: b for b in BASELINES}, "IG baseline", baseline)
+        self.baselines = lookup(BASELINES, "IG baseline", baseline)
         self.last_delta: torch.Tensor | None = None
-
-    def baselines(self, x: torch.Tensor) -> torch.Tensor:
-        if self.baseline == "zero":
-            return torch.zeros_like(x)
-        if self.baseline == "mean":
-            return x.mean((2, 3), keepdim=True).expand_as(x).contiguous()
-        from studio.explain.metrics import gaussian_blur
-
-        return gaussian_blur(x, 0.1 * max(x.shape[-2:]))
 
     def _attribute(self, x, target):
         from captum.attr import IntegratedGradients as CaptumIG
@@ -155,7 +161,8 @@ class GradCam(GradientMethod):
     def __init__(self, model, layer: str | None = None, batch_size: int = 256, seed: int = 0):
         super().__init__(model, batch_size, seed)
         self.layer_name = layer or default_gradcam_layer(model)
-        self.layer = get_layer(model, self.layer_name) if hasattr(model, "net") else model.get_submodule(self.layer_name)
+        net = getattr(model, "net", model)  # a studio Classifier's layers are named inside .net (`studio layers`)
+        self.layer = lookup({k: m for k, m in net.named_modules() if k}, "layer", self.layer_name)
 
     def _attribute(self, x, target):
         from captum.attr import LayerGradCam

@@ -25,7 +25,6 @@ from studio.explain.fast import inference_twin
 from studio.explain.metrics import gaussian_blur, weighted_r2
 from studio.explain.segments import check_segments, segment, segment_means
 
-FILLS = ("mean", "constant", "blur")
 OUTPUTS = ("prob", "logit")
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -75,7 +74,9 @@ class LimeExplanation:
         present = torch.arange(w.shape[1]).expand_as(w) < self.num_segments[:, None]
         w[~present] = -torch.inf
         values, index = w.topk(min(k, w.shape[1]), dim=1)
-        bad = ~torch.isfinite(values) | ((values <= 0) if positive_only else torch.zeros_like(values, dtype=bool))
+        bad = ~torch.isfinite(values)  # fewer than k segments
+        if positive_only:
+            bad |= values <= 0
         return index.masked_fill(bad, -1)
 
     def mask(self, k: int = 5, label: int = 0, positive_only: bool = True) -> torch.Tensor:
@@ -103,18 +104,31 @@ class LimeExplanation:
         return (0.5 * grey * (1 - alpha) + colour * alpha).clamp(0, 1)
 
 
-def fill_images(x: torch.Tensor, segments: torch.Tensor, fill: str = "mean", value: float = 0.0,
-                blur_sigma: float = 0.1) -> torch.Tensor:
-    """What a hidden segment shows: its mean colour, a constant, or a blur (σ = blur_sigma × image side)."""
-    lookup({f: f for f in FILLS}, "LIME fill", fill)
-    if fill == "constant":
-        return torch.full_like(x, float(value))
-    if fill == "blur":
-        return gaussian_blur(x, blur_sigma * max(x.shape[-2:]))
+def mean_fill(x: torch.Tensor, segments: torch.Tensor, **_) -> torch.Tensor:
+    """Every pixel gets its segment's mean colour (lime's hide_color=None)."""
     n, c = x.shape[:2]
     flat = segments.reshape(n, -1)
     means = torch.stack([segment_means(x[:, ch], segments) for ch in range(c)], 1)  # N×C×S
     return means.gather(2, flat.unsqueeze(1).expand(-1, c, -1)).view_as(x).to(x.dtype)
+
+
+def constant_fill(x: torch.Tensor, segments: torch.Tensor, value: float = 0.0, **_) -> torch.Tensor:
+    return torch.full_like(x, float(value))
+
+
+def blur_fill(x: torch.Tensor, segments: torch.Tensor, blur_sigma: float = 0.1, **_) -> torch.Tensor:
+    """A Gaussian blur with σ = blur_sigma × the image side: a hidden segment loses its detail but keeps
+    the colours around it, so hiding does not paint a new shape of its own."""
+    return gaussian_blur(x, blur_sigma * max(x.shape[-2:]))
+
+
+FILLS = {"mean": mean_fill, "constant": constant_fill, "blur": blur_fill}
+
+
+def fill_images(x: torch.Tensor, segments: torch.Tensor, fill: str = "mean", value: float = 0.0,
+                blur_sigma: float = 0.1) -> torch.Tensor:
+    """What hidden segments show (N×C×H×W): FILLS[fill] of the images."""
+    return lookup(FILLS, "LIME fill", fill)(x, segments, value=value, blur_sigma=blur_sigma)
 
 
 def sample_masks(num_segments: torch.Tensor, samples: int, generator: torch.Generator,
@@ -161,7 +175,9 @@ def _forward_selection(gram, rhs, yy, present, alpha: float, k: int) -> torch.Te
     for _ in range(min(k, s)):
         candidates = active.unsqueeze(2) | eye  # N×L×S(candidate)×S
         beta = _solve_masked(g, rhs.unsqueeze(2), candidates, alpha)
-        rss = yy.unsqueeze(2) - 2 * (beta * rhs.unsqueeze(2)).sum(-1) + (beta.unsqueeze(-2) @ g @ beta.unsqueeze(-1)).squeeze(-1).squeeze(-1)
+        # weighted residual sum of squares of each candidate fit: yᵀWy − 2βᵀb + βᵀGβ
+        quadratic = (beta.unsqueeze(-2) @ g @ beta.unsqueeze(-1)).squeeze(-1).squeeze(-1)
+        rss = yy.unsqueeze(2) - 2 * (beta * rhs.unsqueeze(2)).sum(-1) + quadratic
         gain = -rss.masked_fill(active | ~present.unsqueeze(1), torch.inf)
         best = gain.argmax(2)
         can_add = torch.isfinite(gain.gather(2, best.unsqueeze(2))).squeeze(2)
@@ -169,7 +185,7 @@ def _forward_selection(gram, rhs, yy, present, alpha: float, k: int) -> torch.Te
     return active
 
 
-def _lasso(gram, rhs, alpha: float, present, steps: int = 500) -> torch.Tensor:
+def _fista(gram, rhs, alpha: float, present, steps: int = 500) -> torch.Tensor:
     """Weighted lasso by FISTA: min ½ βᵀGβ − βᵀb + alpha·|β|₁ (G, b already divided by Σw, as in
     scikit-learn's Lasso with sample weights that average 1). gram N×S×S, rhs N×L×S → N×L×S."""
     lipschitz = torch.linalg.eigvalsh(gram)[:, -1].clamp_min(1e-12).view(-1, 1, 1)
@@ -184,34 +200,48 @@ def _lasso(gram, rhs, alpha: float, present, steps: int = 500) -> torch.Tensor:
     return beta
 
 
+def ridge(gram, rhs, present, alpha: float, **_) -> torch.Tensor:
+    """Every segment of the image, ridge penalty alpha: lime's default surrogate."""
+    return _solve_masked(gram.unsqueeze(1), rhs, present.unsqueeze(1).expand_as(rhs), alpha)
+
+
+def forward(gram, rhs, present, alpha: float, yy, num_features: int, **_) -> torch.Tensor:
+    """lime's forward_selection: num_features segments chosen greedily, then ridge on them."""
+    active = _forward_selection(gram, rhs, yy, present, alpha, num_features)
+    return _solve_masked(gram.unsqueeze(1), rhs, active, alpha)
+
+
+def lasso(gram, rhs, present, alpha: float, wsum, **_) -> torch.Tensor:
+    """Weighted lasso, alpha on the mean-weighted loss (scikit-learn's Lasso with sample weights)."""
+    return _fista(gram / wsum, rhs / wsum, alpha, present)
+
+
+SOLVERS = {"ridge": ridge, "lasso": lasso, "forward": forward}
+
+
 def fit_surrogate(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, present: torch.Tensor,
                   solver: str = "ridge", alpha: float = 1.0, num_features: int = 10):
     """Weighted linear surrogate y ≈ intercept + z·β per image and label, solved in float64.
 
-    z N×M×S (0/1), y N×M×L, w N×M, present N×S (the image's real segments). solver: 'ridge'
-    (scikit-learn Ridge(alpha) with sample_weight: unpenalized intercept), 'lasso' (weighted lasso,
-    alpha on the mean-weighted loss) or 'forward' (forward selection of num_features, then ridge).
+    z N×M×S (0/1), y N×M×L, w N×M, present N×S (the image's real segments). solver: a SOLVERS name;
+    'ridge' is scikit-learn's Ridge(alpha) with sample_weight (unpenalized intercept), as lime fits it.
     Returns (intercept N×L, weights N×L×S).
     """
-    solvers = ("ridge", "lasso", "forward")
-    lookup({s: s for s in solvers}, "LIME solver", solver)
+    solve = lookup(SOLVERS, "LIME solver", solver)
     z, y, w = z.double(), y.double(), w.double()
     zc, yc, z_mean, y_mean = _center(z, y, w)
     wz = zc * w.unsqueeze(2)
-    gram = wz.transpose(1, 2) @ zc              # N×S×S
+    gram = wz.transpose(1, 2) @ zc                   # N×S×S
     rhs = (wz.transpose(1, 2) @ yc).transpose(1, 2)  # N×L×S
-    labels = y.shape[2]
-    if solver == "lasso":
-        wsum = w.sum(1).view(-1, 1, 1)
-        beta = _lasso(gram / wsum, rhs / wsum, alpha, present)
-    else:
-        active = present.unsqueeze(1).expand(-1, labels, -1)
-        if solver == "forward":
-            yy = (w.unsqueeze(2) * yc ** 2).sum(1)
-            active = _forward_selection(gram, rhs, yy, present, alpha, num_features)
-        beta = _solve_masked(gram.unsqueeze(1), rhs, active, alpha)
+    yy = (w.unsqueeze(2) * yc ** 2).sum(1)           # N×L: weighted total sum of squares
+    beta = solve(gram, rhs, present, alpha, yy=yy, wsum=w.sum(1).view(-1, 1, 1), num_features=num_features)
     intercept = y_mean - (beta * z_mean.unsqueeze(1)).sum(2)
     return intercept, beta
+
+
+def surrogate(intercept: torch.Tensor, weights: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """The linear surrogate's prediction for on/off vectors z (N×M×S): intercept N×L, weights N×L×S → N×M×L."""
+    return intercept.unsqueeze(1) + z.to(weights.dtype) @ weights.transpose(1, 2)
 
 
 def _autocast(precision: str, device: torch.device):
@@ -226,10 +256,12 @@ class LimeImage:
     model: N×C×H×W in [0, 1] → N×K scores. segmentation: 'slic', 'quickshift', 'felzenszwalb' or
     'grid' (+ `segmentation_options`). fill: 'blur' (σ = blur_sigma × image side), 'mean' (lime's
     default; but superpixels are uniform by construction, so a segment filled with its own mean
-    colour hardly changes: a planted mark stays visible) or 'constant' (`fill_value`). output: 'logit' (what gradient methods attribute; a linear surrogate fits it far better
-    than a saturating probability) or 'prob' (softmax, lime's). fast: evaluate perturbations on the model's
+    colour hardly changes: a planted mark stays visible) or 'constant' (`fill_value`).
+    output: 'logit' (what gradient methods attribute; a linear surrogate fits it far better than a
+    saturating probability) or 'prob' (softmax, lime's). fast: evaluate perturbations on the model's
     folded, channels-last twin (same fp32 function, see fast.py). precision 'bf16'/'fp16' and
-    channels_last speed up big models; check that the top segments agree with fp32 before relying on them.
+    channels_last speed up big models; check that the top segments agree with fp32 before relying
+    on them (bench/bench_lime.py does).
     """
 
     name = "lime"
@@ -245,14 +277,15 @@ class LimeImage:
         if samples < 2 or heldout < 0:
             raise StudioError(f"LIME needs samples ≥ 2 and heldout ≥ 0, got samples={samples}, heldout={heldout}")
         self.samples, self.heldout = int(samples), int(heldout)
-        self.fill = lookup({f: f for f in FILLS}, "LIME fill", fill)
+        lookup(FILLS, "LIME fill", fill)  # an unknown name fails here, before any work
+        self.fill = fill
         self.fill_value, self.blur_sigma = fill_value, blur_sigma
         self.kernel_width, self.solver, self.alpha, self.num_features = kernel_width, solver, alpha, num_features
         self.output = lookup({o: o for o in OUTPUTS}, "LIME output", output)
         self.precision = lookup({p: p for p in PRECISIONS}, "precision", precision)
         self.batch_size, self.seed, self.channels_last, self.progress = batch_size, seed, channels_last, progress
         self.fast, self._twin = fast, None
-        lookup({s: s for s in ("ridge", "lasso", "forward")}, "LIME solver", solver)
+        lookup(SOLVERS, "LIME solver", solver)
 
     def segments(self, x: torch.Tensor) -> torch.Tensor:
         """The superpixels this explainer uses for x: N×H×W int64."""
@@ -266,13 +299,12 @@ class LimeImage:
             self._twin = inference_twin(self.model, x[:16])
         return self._twin
 
-    @torch.no_grad()
     def _responses(self, x: torch.Tensor, fill: torch.Tensor, segments: torch.Tensor, z: torch.Tensor,
                    labels: torch.Tensor, what: str) -> torch.Tensor:
         """Model output for `labels` on every perturbation z (N×M×S): N×M×L, in batches of batch_size."""
         n, m, s = z.shape
         c, h, w = x.shape[1:]
-        flat_z = z.reshape(n * m, s)
+        flat_z = z.reshape(n * m, s).to(x.device)
         flat_segments = segments.reshape(n, h * w).to(x.device)
         diff = x - fill
         out = torch.empty(n * m, labels.shape[1], device=x.device)
@@ -283,7 +315,7 @@ class LimeImage:
                       leave=False):
             rows = torch.arange(a, min(a + self.batch_size, n * m), device=x.device)
             image = rows // m
-            on = flat_z[rows].to(x.device).gather(1, flat_segments[image]).view(-1, 1, h, w).to(x.dtype)
+            on = flat_z[rows].gather(1, flat_segments[image]).view(-1, 1, h, w).to(x.dtype)
             batch = fill[image] + on * diff[image]
             if channels_last:
                 batch = batch.contiguous(memory_format=torch.channels_last)
@@ -295,6 +327,7 @@ class LimeImage:
             out[rows] = scores.gather(1, labels[image])
         return out.view(n, m, -1).cpu()
 
+    @torch.no_grad()
     def explain(self, x: torch.Tensor, target=None, top_labels: int | None = None,
                 segments: torch.Tensor | None = None, seed: int | None = None) -> LimeExplanation:
         """Explain a batch x (N×C×H×W in [0, 1]). target: None (the model's prediction), an int or N
@@ -326,13 +359,12 @@ class LimeImage:
             y = self._responses(x, fill, segments, z, labels, "samples")
             w = kernel_weights(z, num_segments, self.kernel_width)
             intercept, beta = fit_surrogate(z, y, w, present, self.solver, self.alpha, self.num_features)
-            prediction = intercept.unsqueeze(1) + z.double() @ beta.transpose(1, 2)
-            score = weighted_r2(y.double(), prediction, w)
+            score = weighted_r2(y.double(), surrogate(intercept, beta, z), w)
             if self.heldout:
                 zh = sample_masks(num_segments, self.heldout, generator, original_first=False)
                 yh = self._responses(x, fill, segments, zh, labels, "held-out")
                 wh = kernel_weights(zh, num_segments, self.kernel_width)
-                score_heldout = weighted_r2(yh.double(), intercept.unsqueeze(1) + zh.double() @ beta.transpose(1, 2), wh)
+                score_heldout = weighted_r2(yh.double(), surrogate(intercept, beta, zh), wh)
             else:
                 score_heldout = torch.full_like(score, float("nan"))
         local_pred = intercept + beta.sum(2)  # all segments on (absent ones have weight 0)

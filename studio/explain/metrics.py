@@ -70,7 +70,8 @@ def _curve(model: nn.Module, start: torch.Tensor, end: torch.Tensor, rank: torch
     """Target probability while pixels move from `start` to `end` in rank order: N×(steps+1)."""
     n, c, h, w = start.shape
     hw = h * w
-    counts = torch.round(torch.linspace(0, hw, steps + 1)).long()
+    counts = torch.round(torch.linspace(0, hw, steps + 1, device=start.device)).long()
+    rank, target = rank.to(start.device), target.to(start.device)
     probs = torch.empty(n, steps + 1)
     per_image = steps + 1
     images_per_batch = max(1, batch_size // per_image)

@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-# Debian packages the tests use for real (Fashion-MNIST files). Installed only when missing.
+# Debian packages the tests use for real (Fashion-MNIST files; chromium + chromedriver for the gallery test). Installed only when missing.
 system-deps:
 	@./scripts/system-deps.sh
 

@@ -64,7 +64,7 @@ def test_mismatched_generator_checkpoint_names_expected_and_found(dcgan, tmp_pat
 
 
 def test_cli_trains_scores_and_rejects_bad_generators(dcgan, judge, outputs, tmp_path):
-    done = run_studio("train-generator", *FAST_GENERATOR["dcgan"], *QUIET_TRAINER, f"hydra.run.dir={tmp_path / 'run'}",
+    done = run_studio("train-generator", "generator=dcgan", *FAST_GENERATOR["dcgan"], *QUIET_TRAINER, f"hydra.run.dir={tmp_path / 'run'}",
                       outputs=outputs)
     assert done.returncode == 0, done.stderr
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())

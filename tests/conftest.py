@@ -95,3 +95,20 @@ def judged(judge, datamodule):
     from studio.metrics import Judge
 
     return Judge.for_data(judge.model, datamodule)
+
+
+def read_manifest(run_dir: Path) -> dict:
+    """A run's manifest.json."""
+    import json
+
+    return json.loads((Path(run_dir) / "manifest.json").read_text())
+
+
+def assert_one_line_error(result, *fragments):
+    """The CLI failed as a user mistake: exit 2 and one stderr line holding every fragment."""
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]

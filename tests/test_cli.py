@@ -1,28 +1,14 @@
 """The real CLI in a subprocess: commands, manifests, W&B offline runs read back, multirun, errors."""
 
-import json
 import sys
 from pathlib import Path
 
 import pytest
 
 from studio.tracking import read_offline_run
-from tests.conftest import FAST_GENERATOR, run_studio
+from tests.conftest import FAST_GENERATOR, assert_one_line_error, read_manifest, run_studio
 
 QUIET = ["trainer.enable_progress_bar=false"]
-
-
-def _manifest(run_dir: Path) -> dict:
-    return json.loads((run_dir / "manifest.json").read_text())
-
-
-def _one_line_error(result, *fragments):
-    assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr  # one clear line, no traceback wall
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def test_help_lists_every_command(outputs):
@@ -39,10 +25,10 @@ def test_command_help_is_hydras(outputs):
 
 
 def test_unknown_command_and_unknown_choice(outputs):
-    _one_line_error(run_studio("trian", outputs=outputs), "unknown command 'trian'", "demo, train, layers")
-    _one_line_error(run_studio("train", "model=resnet99", outputs=outputs),
+    assert_one_line_error(run_studio("trian", outputs=outputs), "unknown command 'trian'", "demo, train, layers")
+    assert_one_line_error(run_studio("train", "model=resnet99", outputs=outputs),
                     "unknown model 'resnet99'", "small_cnn", "judge_cnn", "resnet18", "checkpoint")
-    _one_line_error(run_studio("train", "-m", "data=mnist5k,mnist6k", outputs=outputs), "unknown data 'mnist6k'")
+    assert_one_line_error(run_studio("train", "-m", "data=mnist5k,mnist6k", outputs=outputs), "unknown data 'mnist6k'")
 
 
 def test_train_writes_manifest_and_a_readable_wandb_run(small_cnn, outputs, tmp_path):
@@ -50,7 +36,7 @@ def test_train_writes_manifest_and_a_readable_wandb_run(small_cnn, outputs, tmp_
     result = run_studio("train", f"hydra.run.dir={run_dir}", *QUIET, outputs=outputs)
     assert result.returncode == 0, result.stderr
     assert "test accuracy" in result.stdout and "reused from cache" in result.stdout
-    manifest = _manifest(run_dir)
+    manifest = read_manifest(run_dir)
     assert manifest["command"] == "train" and manifest["status"] == "complete"
     assert manifest["metrics"]["test_acc"] == pytest.approx(small_cnn.test_acc)
     assert manifest["metrics"]["cached"] is True  # the session's trained model was reused
@@ -68,7 +54,7 @@ def test_train_writes_manifest_and_a_readable_wandb_run(small_cnn, outputs, tmp_
 def test_demo_runs_every_step(small_cnn, judge, vae, outputs, tmp_path):
     result = run_studio("demo", f"hydra.run.dir={tmp_path}", *QUIET, *FAST_GENERATOR["vae"], outputs=outputs)
     assert result.returncode == 0, result.stderr
-    manifest = _manifest(tmp_path)
+    manifest = read_manifest(tmp_path)
     metrics = manifest["metrics"]
     assert metrics["model/test_acc"] >= 0.97 and metrics["judge/test_acc"] >= 0.97
     renders: dict = {}
@@ -95,7 +81,7 @@ def test_layers_prints_names_and_shapes(outputs, tmp_path):
     assert result.returncode == 0, result.stderr
     assert any(line.split()[:2] == ["conv2", "Conv2d"] and "(12, 14, 14)" in line
                for line in result.stdout.splitlines())
-    items = _manifest(tmp_path)["items"]
+    items = read_manifest(tmp_path)["items"]
     assert {"layer": "fc", "type": "Linear", "shape": [10]} in items
 
 
@@ -105,18 +91,18 @@ def test_multirun_one_job_per_choice(outputs, tmp_path, launcher):
                         f"hydra.sweep.dir={tmp_path}", outputs=outputs)
     assert result.returncode == 0, result.stderr
     jobs = sorted(p.parent for p in tmp_path.glob("*/manifest.json"))
-    assert [_manifest(j)["config"]["model"]["name"] for j in jobs] == ["small_cnn", "resnet18"]
+    assert [read_manifest(j)["config"]["model"]["name"] for j in jobs] == ["small_cnn", "resnet18"]
 
 
-def test_logger_none_still_writes_the_manifest(outputs, tmp_path):
+def test_logger_none_still_writes_theread_manifest(outputs, tmp_path):
     result = run_studio("layers", "logger=none", f"hydra.run.dir={tmp_path}", outputs=outputs)
-    assert result.returncode == 0 and "wandb_run" not in _manifest(tmp_path)["artifacts"]
+    assert result.returncode == 0 and "wandb_run" not in read_manifest(tmp_path)["artifacts"]
 
 
 def test_missing_data_files_fail_in_one_line(outputs, tmp_path):
     result = run_studio("train", "data=fashion_mnist", f"data.options.root={tmp_path / 'absent'}",
                         f"hydra.run.dir={tmp_path / 'run'}", outputs=outputs)
-    _one_line_error(result, "Fashion-MNIST not found", "apt-get install dataset-fashion-mnist")
+    assert_one_line_error(result, "Fashion-MNIST not found", "apt-get install dataset-fashion-mnist")
     assert not (tmp_path / "run" / "manifest.json").exists()
 
 
@@ -125,19 +111,19 @@ def test_bad_checkpoints_fail_in_one_line(outputs, tmp_path):
     evil.write_bytes(b"\x80\x04cos\nsystem\n(S'touch " + str(tmp_path / "pwned").encode() + b"'\ntR.")
     result = run_studio("layers", "model=checkpoint", f"model.path={evil}", f"hydra.run.dir={tmp_path / 'r1'}",
                         outputs=outputs)
-    _one_line_error(result, "refusing to load checkpoint", "evil.pt")
+    assert_one_line_error(result, "refusing to load checkpoint", "evil.pt")
     assert not (tmp_path / "pwned").exists() and not (tmp_path / "r1" / "manifest.json").exists()
     result = run_studio("layers", "model=checkpoint", f"model.path={tmp_path / 'absent.pt'}", outputs=outputs)
-    _one_line_error(result, "checkpoint not found", "absent.pt")
+    assert_one_line_error(result, "checkpoint not found", "absent.pt")
     result = run_studio("layers", "model=checkpoint", outputs=outputs)
-    _one_line_error(result, "missing value for model.path")
+    assert_one_line_error(result, "missing value for model.path")
 
 
 def test_user_checkpoint_loads(small_cnn, outputs, tmp_path):
     result = run_studio("train", "model=checkpoint", f"model.path={small_cnn.path}",
                         f"hydra.run.dir={tmp_path}", *QUIET, outputs=outputs)
     assert result.returncode == 0, result.stderr
-    assert _manifest(tmp_path)["metrics"]["test_acc"] == pytest.approx(small_cnn.test_acc)
+    assert read_manifest(tmp_path)["metrics"]["test_acc"] == pytest.approx(small_cnn.test_acc)
 
 
 def test_debug_flag_shows_the_trace(outputs):
@@ -157,4 +143,4 @@ def test_wandb_failure_warns_and_keeps_local_results(outputs, tmp_path):
                         "logger.init_timeout=20", outputs=outputs, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "W&B init failed" in result.stdout + result.stderr
-    assert _manifest(tmp_path / "run")["status"] == "complete"
+    assert read_manifest(tmp_path / "run")["status"] == "complete"

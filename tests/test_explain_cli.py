@@ -10,15 +10,7 @@ from PIL import Image
 from studio.explain import METHODS
 from studio.models import build_net
 from studio.tracking import read_offline_run
-from tests.conftest import QUIET_TRAINER, run_studio
-
-
-def _one_line_error(result, *fragments):
-    assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
+from tests.conftest import QUIET_TRAINER, assert_one_line_error, run_studio
 
 
 def test_explain_all_methods_writes_panels_manifest_and_wandb(small_cnn, datamodule, outputs, tmp_path):
@@ -99,6 +91,6 @@ def test_bad_input_is_one_line_and_writes_nothing(small_cnn, outputs, tmp_path):
     with ThreadPoolExecutor(len(cases)) as pool:
         results = dict(zip(cases, pool.map(run, cases)))
     for name, (_, fragments) in cases.items():
-        _one_line_error(results[name], *fragments)
+        assert_one_line_error(results[name], *fragments)
         left = {p.name for p in (tmp_path / name).iterdir()} - {".hydra", "explain.log"}  # Hydra's own records
         assert not left, (name, left)  # no manifest, panels or maps

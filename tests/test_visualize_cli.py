@@ -1,6 +1,5 @@
 """`studio visualize` and the demo's visualizations through the real CLI: manifest, PNGs, W&B, errors."""
 
-import json
 from pathlib import Path
 
 import pytest
@@ -11,22 +10,10 @@ from studio.errors import StudioError
 from studio.optvis import channel, pixel, render
 from studio.tracking import read_offline_run
 from studio.visualize import report_failures, save_rendering, summary
-from tests.conftest import run_studio
+from tests.conftest import assert_one_line_error, read_manifest, run_studio
 from tests.test_optvis import overflowing_model
 
 FAST = ["progress=false", "trainer.enable_progress_bar=false"]
-
-
-def _manifest(run_dir: Path) -> dict:
-    return json.loads((run_dir / "manifest.json").read_text())
-
-
-def _one_line_error(result, *fragments):
-    assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def test_visualize_a_whole_layer_writes_manifest_pngs_and_wandb(small_cnn, outputs, tmp_path):
@@ -35,7 +22,7 @@ def test_visualize_a_whole_layer_writes_manifest_pngs_and_wandb(small_cnn, outpu
                         outputs=outputs)
     assert result.returncode == 0, result.stderr
     assert "12 image(s)" in result.stdout
-    manifest = _manifest(tmp_path)
+    manifest = read_manifest(tmp_path)
     assert manifest["command"] == "visualize" and manifest["status"] == "complete"
     items = manifest["items"]
     assert [i["target"] for i in items] == [f"conv2:{c}" for c in range(12)]
@@ -67,7 +54,7 @@ def test_visualize_every_class_with_seeds(small_cnn, outputs, tmp_path):
     result = run_studio("visualize", "objective=class", "objective.classes=all", "seeds=2", "regularizer=none",
                         "logger=none", f"hydra.run.dir={tmp_path}", *FAST, outputs=outputs)
     assert result.returncode == 0, result.stderr
-    items = _manifest(tmp_path)["items"]
+    items = read_manifest(tmp_path)["items"]
     assert [(i["target"], i["seed"]) for i in items] == [(f"class:{c}", s) for c in range(10) for s in (0, 1)]
     assert all(i["metrics"]["target_prob"] >= 0.99 for i in items)
     assert items[3]["image"] == "images/class_1_s1.png"
@@ -110,7 +97,7 @@ def test_bad_input_is_refused_before_any_training(outputs, tmp_path, case):
 ], ids=["layer", "regularizer"])
 def test_bad_input_fails_in_one_line_on_the_command_line(outputs, tmp_path, args, fragments):
     result = run_studio("visualize", *args, "logger=none", f"hydra.run.dir={tmp_path}", *FAST, outputs=outputs)
-    _one_line_error(result, *fragments)
+    assert_one_line_error(result, *fragments)
     assert not (tmp_path / "manifest.json").exists() and not (tmp_path / "images").exists()
 
 

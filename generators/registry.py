@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import ModelCheckpoint
 import torch
 from torchvision.utils import make_grid, save_image
 
@@ -16,6 +15,7 @@ from studio.data import ImageDataModule
 from studio.errors import StudioError, lookup
 from studio.files import atomic_path
 from studio.models import load_state_dict_file
+from studio.train import RngState, every_epoch_checkpoint, last_checkpoint
 
 GENERATORS = {"dcgan": GANModule, "vae": VAEModule}
 RUNTIME_KEYS = ("accelerator", "devices", "strategy", "num_nodes")
@@ -33,6 +33,7 @@ class TrainedGenerator:
     path: Path
     cached: bool
     train_seconds: float
+    resumed_after_epoch: int = 0  # trained now, from the checkpoint of a stopped run that had finished this many
 
 
 class SampleGrid(pl.Callback):
@@ -71,20 +72,24 @@ def trained_generator(gen_cfg, data_cfg, trainer_cfg, dm: ImageDataModule, model
         # A checkpoint after every epoch: a run killed mid-way resumes from it (the work dir survives
         # until the weights are safely in the cache).
         last = workdir / "last.ckpt"
-        checkpoint = ModelCheckpoint(dirpath=workdir, save_last=True, save_top_k=0)
+        _, resumed_after = last_checkpoint(workdir)  # before the Trainer: its banner would precede the error line
+        checkpoint = every_epoch_checkpoint(workdir)
+        # RngState: the resumed epochs draw the noise and the shuffles an uninterrupted run would
         trainer = pl.Trainer(**runtime, max_epochs=gen_cfg.max_epochs, precision=gen_cfg.precision,
                              logger=logger, default_root_dir=workdir, enable_model_summary=False,
                              log_every_n_steps=10, enable_progress_bar=trainer_cfg.get("enable_progress_bar", True),
-                             callbacks=[SampleGrid(samples_dir), checkpoint])
+                             callbacks=[SampleGrid(samples_dir), checkpoint, RngState()])
         loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*dm.split("train")),
                                              batch_size=gen_cfg.batch_size, shuffle=True, drop_last=True,
                                              generator=torch.Generator().manual_seed(gen_cfg.seed))
         resumed = last.is_file()
         trainer.fit(module, loader, ckpt_path=last if resumed else None, weights_only=True)
-        return {"generator": dict(gen_cfg), "data": data_cfg.name, "resumed": resumed}
+        return {"generator": dict(gen_cfg), "data": data_cfg.name, "resumed": resumed,
+                "resumed_after_epoch": resumed_after}
 
     path, cached, facts = load_or_train(module, models_dir, stem, train)
-    return TrainedGenerator(module.eval(), path, cached, facts["train_seconds"])
+    return TrainedGenerator(module.eval(), path, cached, facts["train_seconds"],
+                            resumed_after_epoch=0 if cached else facts.get("resumed_after_epoch", 0))
 
 
 def load_generator_weights(module: GeneratorModule, path: str) -> None:

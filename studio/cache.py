@@ -43,6 +43,8 @@ def load_or_train(module: nn.Module, models_dir: str | Path, stem: str,
     load = load or (lambda m, state, source: m.load_state_dict(state))
     with FileLock(str(models_dir / f"{stem}.lock")):
         if path.is_file() and sidecar.is_file():
+            # a run killed after storing the entry but before clearing its work dir left the dir behind
+            shutil.rmtree(models_dir / f"{stem}.work", ignore_errors=True)
             load(module, load_state_dict_file(path), str(path))
             return path, True, json.loads(sidecar.read_text())
         workdir = models_dir / f"{stem}.work"

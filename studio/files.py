@@ -9,6 +9,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+# Read once at import, before any thread could create a file while it is briefly changed.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 @contextmanager
 def atomic_path(path: str | Path):
     """Yield a temp path beside `path`; on success it is renamed onto `path`, on error removed."""
@@ -18,6 +23,8 @@ def atomic_path(path: str | Path):
     os.close(fd)
     try:
         yield Path(tmp)
+        # mkstemp makes the file private (0600); give it the mode a plain open() would have given it
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -24,6 +24,8 @@ def generator_for(cfg, dm, tracker, samples_dir: Path | None = None) -> TrainedG
     gen = trained_generator(cfg.generator, cfg.data, cfg.trainer, dm, cfg.paths.models,
                             logger=tracker.lightning_logger(prefix="generator"), samples_dir=samples_dir)
     how = "reused" if gen.cached else f"trained in {gen.train_seconds:.0f} s"
+    if gen.resumed_after_epoch:  # a stopped run's work was kept, not thrown away
+        how += f", resumed after epoch {gen.resumed_after_epoch}"
     print(f"generator: {cfg.generator.name} on {cfg.data.name} ({how}) -> {gen.path}")
     return gen
 

@@ -22,6 +22,8 @@ def train_one(cfg, model_cfg, dm, tracker: Tracker, role: str) -> Trained:
     trained = trained_classifier(model_cfg, cfg.data, cfg.trainer, dm, cfg.paths.models,
                                  logger=tracker.lightning_logger(prefix=role))
     how = "reused from cache" if trained.cached else f"trained in {trained.train_seconds:.0f} s"
+    if trained.resumed_after_epoch:  # a stopped run's work was kept, not thrown away
+        how += f", resumed after epoch {trained.resumed_after_epoch}"
     print(f"{role}: {model_cfg.name} on {cfg.data.name}: test accuracy {trained.test_acc:.2%} ({how}) "
           f"-> {trained.path}")
     return trained

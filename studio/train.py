@@ -17,6 +17,7 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
 from studio.cache import config_hash, load_or_train
 from studio.data import ImageDataModule
+from studio.errors import StudioError
 from studio.models import Classifier, build_classifier, checkpoint_path, load_state_dict_file, load_weights
 
 # Trainer keys that change where/how fast training runs, not which weights come out.
@@ -103,22 +104,87 @@ class Trained:
     val_acc: float
     cached: bool
     train_seconds: float
+    resumed_after_epoch: int = 0  # trained now, from the checkpoint of a stopped run that had finished this many
 
 
-def fit(model: Classifier, model_cfg, trainer_cfg, dm: ImageDataModule, workdir: Path, logger=False) -> Classifier:
-    """Train `model` in place with Lightning (early stopping on val_loss); returns it with the best weights."""
+class RngState(pl.Callback):
+    """Keeps the random state in every checkpoint and puts it back when training resumes from one, so a run
+    killed after epoch k and resumed trains the same weights as a run never interrupted: the global torch
+    RNG (shift augmentation, VAE noise) and the train loader's shuffling generator (CPU; CUDA RNG is not kept)."""
+
+    KEY = "studio_rng"
+
+    def __init__(self):
+        self._pending = None
+
+    @staticmethod
+    def _loader_generator(trainer) -> torch.Generator | None:
+        return getattr(trainer.train_dataloader, "generator", None)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        generator = self._loader_generator(trainer)
+        checkpoint[self.KEY] = {"torch": torch.get_rng_state(),
+                                "loader": generator.get_state() if generator is not None else None}
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint):
+        self._pending = checkpoint.get(self.KEY)
+
+    def on_train_start(self, trainer, pl_module):
+        # here, not on load: the loader exists now, and Lightning's sanity check (which runs in between) is over
+        if self._pending is not None:
+            torch.set_rng_state(self._pending["torch"])
+            generator = self._loader_generator(trainer)
+            if generator is not None and self._pending["loader"] is not None:
+                generator.set_state(self._pending["loader"])
+                # Lightning made the first epoch's iterator already (drawing from the loader's generator
+                # before its state was back); a new one draws as an uninterrupted run's next epoch does
+                fetcher = getattr(trainer.fit_loop, "_data_fetcher", None)
+                if fetcher is not None:
+                    iter(fetcher)
+            self._pending = None
+
+
+def every_epoch_checkpoint(workdir: Path) -> ModelCheckpoint:
+    """Saves the whole training state (weights, optimizer, schedule, callbacks, RNG) as workdir/last.ckpt at
+    the end of every epoch, for a stopped run to resume from. Not `save_last=True`: Lightning writes that
+    file only in epochs where a top-k checkpoint was saved too (never with save_top_k=0, only on improvement
+    with a monitor)."""
+    return ModelCheckpoint(dirpath=workdir, filename="last", save_top_k=1, enable_version_counter=False)
+
+
+def last_checkpoint(workdir: Path) -> tuple[Path | None, int]:
+    """`workdir/last.ckpt` of a run that was stopped and how many epochs it had finished, or (None, 0).
+    Lightning writes it atomically, so one that does not load was not written by a studio run: refused."""
+    last = Path(workdir) / "last.ckpt"
+    if not last.is_file():
+        return None, 0
+    try:
+        return last, int(torch.load(last, map_location="cpu", weights_only=True)["epoch"]) + 1
+    except Exception as e:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError, ...
+        raise StudioError(f"cannot resume training from {str(last)!r} ({type(e).__name__}); delete it to "
+                          "train from scratch") from None
+
+
+def fit(model: Classifier, model_cfg, trainer_cfg, dm: ImageDataModule, workdir: Path, logger=False) -> int:
+    """Train `model` in place with Lightning (early stopping on val_loss), leaving it with the best weights.
+    Resumes from workdir/last.ckpt when an earlier run was stopped; returns the epochs it resumed after (0: none)."""
     pl.seed_everything(model_cfg.seed, workers=True, verbose=False)
     module = ClassifierModule(model, model_cfg.optim.lr, model_cfg.optim.weight_decay, model_cfg.augment.max_shift)
     trainer_kwargs = OmegaConf.to_container(trainer_cfg, resolve=True)
     patience = trainer_kwargs.pop("early_stopping_patience")
     # val_loss, not val_acc: on a few hundred validation images accuracy moves in coarse, noisy steps
     checkpoint = ModelCheckpoint(dirpath=workdir, monitor="val_loss", mode="min", save_weights_only=True)
+    # A killed run resumes from the epoch checkpoint (the work dir survives until the weights are safely in
+    # the cache). It comes after `checkpoint` so that it holds that callback's state of the same epoch.
     trainer = pl.Trainer(**trainer_kwargs, logger=logger, default_root_dir=workdir, enable_model_summary=False,
-                         callbacks=[EarlyStopping("val_loss", mode="min", patience=patience), checkpoint])
-    trainer.fit(module, datamodule=dm)
+                         callbacks=[EarlyStopping("val_loss", mode="min", patience=patience), checkpoint,
+                                    every_epoch_checkpoint(workdir), RngState()])
+    last, resumed_after = last_checkpoint(workdir)
+    trainer.fit(module, datamodule=dm, ckpt_path=last, weights_only=True)
     best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(best)
-    return model.eval()
+    model.eval()
+    return resumed_after
 
 
 def trained_classifier(model_cfg, data_cfg, trainer_cfg, dm: ImageDataModule, models_dir: str | Path,
@@ -140,11 +206,12 @@ def trained_classifier(model_cfg, data_cfg, trainer_cfg, dm: ImageDataModule, mo
     stem = f"{model_cfg.name}-{data_cfg.name}-{cache_key(model_cfg, data_cfg, trainer_cfg)}"
 
     def train(workdir: Path) -> dict:
-        fit(model, model_cfg, trainer_cfg, dm, workdir, logger)
+        resumed_after = fit(model, model_cfg, trainer_cfg, dm, workdir, logger)
         return {"model": OmegaConf.to_container(model_cfg, resolve=True), "data": data_cfg.name,
-                "test_acc": accuracy(model, x_test, y_test)}
+                "test_acc": accuracy(model, x_test, y_test), "resumed_after_epoch": resumed_after}
 
     path, cached, facts = load_or_train(model, models_dir, stem, train, load=load_weights)
     model.eval()
     return Trained(model, path, accuracy(model, x_test, y_test), accuracy(model, x_val, y_val),
-                   cached=cached, train_seconds=facts["train_seconds"])
+                   cached=cached, train_seconds=facts["train_seconds"],
+                   resumed_after_epoch=0 if cached else facts["resumed_after_epoch"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.resources
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,10 +147,15 @@ def load_image_folder(root: str, size: int, channels: int) -> Images:
             if file.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
             try:
-                with Image.open(file) as img:
-                    img = img.convert(mode).resize((size, size), Image.BILINEAR)
-                    images.append(np.asarray(img, dtype=np.uint8))
-            except (OSError, Image.DecompressionBombError) as e:
+                # Pillow only warns for images between MAX_IMAGE_PIXELS and twice that; a folder of
+                # user files is untrusted, so a warning-sized bomb is refused like a bigger one
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error", Image.DecompressionBombWarning)
+                    with Image.open(file) as img:
+                        img = img.convert(mode).resize((size, size), Image.BILINEAR)
+                        images.append(np.asarray(img, dtype=np.uint8))
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning,  # "... decompression bomb ..."
+                    OSError, ValueError, SyntaxError, EOFError) as e:  # what Pillow raises for corrupt files
                 raise StudioError(f"cannot read image {str(file)!r}: {e}") from None
             labels.append(label)
     if not images:

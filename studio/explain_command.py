@@ -210,8 +210,13 @@ def explain(cfg, tracker, run_dir: Path):
     """The `explain` command: train (or reuse) the model, explain images, write panels + manifest items."""
     from studio.data import build_datamodule
     from studio.explain import method_names
+    from studio.models import check_layer_names
 
     names = method_names(str(cfg.method))
+    # names and indices fail before any training: an untrained copy has the trained model's layers
+    resolve_config_target(cfg.explain.target, torch.zeros(0, dtype=torch.long), int(cfg.data.num_classes))
+    if cfg.explain.gradcam_layer and "gradcam" in names:
+        check_layer_names(cfg.model, cfg.data, [cfg.explain.gradcam_layer])
     dm = build_datamodule(cfg.data)
     trained = train_one(cfg, cfg.model, dm, tracker, "model")
     x, y, index, mark, story = _select(cfg, dm, trained.model)

@@ -17,6 +17,7 @@ from studio.activations import PIXELS, collect, default_layers  # noqa: E402
 from studio.data import build_datamodule  # noqa: E402
 from studio.embed import knn_separation, pca_2d, tsne_2d  # noqa: E402
 from studio.files import atomic_path, write_text  # noqa: E402
+from studio.models import check_layer_names  # noqa: E402
 from studio.probe import fit_probe, majority_accuracy  # noqa: E402
 from studio.runs import Result, train_one  # noqa: E402
 from studio.tracking import Tracker  # noqa: E402
@@ -47,6 +48,7 @@ def _table(rows: list[dict], columns: list[str]) -> tuple[str, str]:
 def probe(cfg, tracker: Tracker, run_dir: Path) -> Result:
     """A linear probe on every layer (plus raw pixels and the majority class as baselines)."""
     settings = cfg.probe
+    check_layer_names(cfg.model, cfg.data, [n for n in settings.layers or () if n != PIXELS])
     dm = build_datamodule(cfg.data)
     trained = train_one(cfg, cfg.model, dm, tracker, "model")
     layers = list(settings.layers) if settings.layers else default_layers(trained.model)
@@ -106,6 +108,7 @@ def _probe_plot(rows, majority: float, model_acc: float, model_name: str):
 def embed(cfg, tracker: Tracker, run_dir: Path) -> Result:
     """PCA and t-SNE maps of chosen layers on held-out images, coloured by class, with a separation score."""
     settings = cfg.embed
+    check_layer_names(cfg.model, cfg.data, [n for n in cfg.layers if n != PIXELS])
     dm = build_datamodule(cfg.data)
     trained = train_one(cfg, cfg.model, dm, tracker, "model")
     x, y = dm.split(cfg.data.split)

@@ -155,13 +155,24 @@ def load_weights(model: Classifier, state: dict[str, torch.Tensor], source: str)
         detail = (f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}" if unexpected
                   else f"{wrong[0]} has shape {tuple(state[wrong[0]].shape)}, "
                        f"expected {tuple(expected[wrong[0]].shape)}")
-        raise StudioError(f"checkpoint {source!r} does not fit this model: {detail}")
+        raise StudioError(f"checkpoint {source!r} does not fit this model: {detail}; the weights must match "
+                          "model.arch, data.channels and data.num_classes")
     model.load_state_dict(state)
 
 
 def checkpoint_path(model_cfg) -> str | None:
     """The user's weights file of a `model=checkpoint` config (raises if it is still ???), else None."""
     return model_cfg.path if "path" in model_cfg.keys() else None  # `in` alone skips ??? values
+
+
+def check_layer_names(model_cfg, data_cfg, names) -> None:
+    """Unknown layer names fail in one line before any training: an untrained copy has the same names."""
+    if (model_cfg.get("options") or {}).get("weights") is not None:
+        return  # pretrained weights would be downloaded just for a check; the trained model checks later
+    d = data_cfg
+    model = build_classifier(model_cfg, d.channels, d.num_classes, [0.0] * d.channels, [1.0] * d.channels)
+    for name in names:
+        get_layer(model, str(name))
 
 
 def layer_names(model: Classifier) -> list[str]:
@@ -191,6 +202,10 @@ def layer_shapes(model: Classifier, image_shape: tuple[int, int, int]) -> dict[s
     was_training = model.training
     try:
         model.eval()(torch.zeros(1, *image_shape))
+    except RuntimeError as e:  # e.g. images too small for the net's pooling: torch's reason, not its trace
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise StudioError(f"the model cannot take images of shape {tuple(image_shape)} (data.channels, data.size, "
+                          f"data.size): {reason}") from None
     finally:
         model.train(was_training)
         for hook in hooks:

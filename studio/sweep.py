@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
@@ -54,8 +56,36 @@ def sweep_exit_code(sweep_dir: Path) -> int:
     return USER_ERROR_EXIT if all(job.manifest.get("user_error") for job in failed) else 1
 
 
+def check_output_dir(config, mode: str) -> None:
+    """Exit with one error line if hydra.<mode>.dir cannot be created (a parent is a file, or not writable).
+
+    Runs before Hydra makes the dir, which would fail with a traceback. Nothing is created here: the
+    dir's name may hold a timestamp that Hydra resolves again."""
+    try:
+        path, command = Path(str(config.hydra[mode].dir)), str(config.get("command", ""))
+    except Exception:  # noqa: BLE001 - an unresolvable dir: Hydra's own message says why
+        return
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    why = ("is not a directory" if not existing.is_dir()
+           else "is not writable" if not os.access(existing, os.W_OK | os.X_OK) else None)
+    if why is None or os.environ.get("STUDIO_DEBUG"):
+        return
+    print(f"studio {command}: error: cannot create the output dir {str(path)!r}: {str(existing)!r} {why}; "
+          "choose another with hydra.run.dir=... (or hydra.sweep.dir=... with -m)", file=sys.stderr)
+    sys.exit(USER_ERROR_EXIT)
+
+
 class ExitCode(Callback):
-    """Hydra callback: when a multirun ends, set `exit_code` from the sweep's jobs on disk."""
+    """Hydra callback: when a multirun ends, set `exit_code` from the sweep's jobs on disk. It also
+    refuses, in one line, an output dir that cannot be created (before Hydra tries to)."""
+
+    def on_run_start(self, config, **kwargs) -> None:
+        check_output_dir(config, "run")
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        check_output_dir(config, "sweep")
 
     def on_multirun_end(self, config, **kwargs) -> None:
         global exit_code

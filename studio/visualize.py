@@ -59,7 +59,10 @@ class Settings:
         batch_size = int(cfg.get("batch_size", 256))
         if batch_size < 1:
             raise StudioError(f"batch_size={batch_size} must be at least 1")
-        return cls(int(cfg.steps), float(cfg.lr), str(cfg.get("optimizer", "adam")),
+        lr = float(cfg.lr)
+        if not 0 < lr < torch.finfo(torch.float32).max:  # nan fails this too; torch would fail only after training
+            raise StudioError(f"lr={lr} must be a positive finite number (the default is 0.1)")
+        return cls(int(cfg.steps), lr, str(cfg.get("optimizer", "adam")),
                    tuple(range(first, first + seeds)), tuple(int(t) for t in cfg.get("thresholds") or ()),
                    batch_size, str(cfg.get("device", "auto")), str(cfg.get("precision", "auto")),
                    bool(cfg.get("progress", True)))
@@ -217,14 +220,24 @@ def summary(rendering: Rendering) -> dict:
     return metrics
 
 
-def report_failures(rendering: Rendering, command: str) -> None:
-    """A stopped target is one warning line each; if nothing rendered, one error line."""
+def report_failures(rendering: Rendering, command: str, hint: str = "") -> None:
+    """A stopped target is one warning line each; if nothing rendered, one error line (plus `hint`: the
+    settings that can blow the objective up)."""
     lines = summary(rendering).get("failures", [])
     if lines and not rendering.succeeded:
         more = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""
-        raise StudioError(f"every target failed: {lines[0]}{more}")
+        raise StudioError(f"every target failed: {lines[0]}{more}{'; ' + hint if hint else ''}")
     for line in lines:
         print(f"studio {command}: warning: stopped {line}; the other targets went on", file=sys.stderr)
+
+
+def _overflow_hint(cfg) -> str:
+    """What to lower when the objective turned non-finite: lr and the regularizer weights, with their values."""
+    regularizer = cfg.get("regularizer")
+    terms = OmegaConf.to_container(regularizer, resolve=True) if OmegaConf.is_config(regularizer) else {}
+    weights = [f"regularizer.{k}.weight={t['weight']}" for k, t in terms.items()
+               if isinstance(t, dict) and t.get("weight") is not None]
+    return f"lower lr={cfg.lr}" + (f" or {', '.join(weights)}" if weights else "")
 
 
 def log_rendering(tracker, rendering: Rendering, saved: Saved, run_dir: Path, prefix: str) -> None:
@@ -309,13 +322,13 @@ def visualize(cfg, tracker, run_dir: Path):
         check_targets(untrained, cfg.objective, spec)
 
     dm = build_datamodule(cfg.data)
-    trained = train_one(cfg, cfg.model, dm, tracker, "model")
-    if latent:
+    if latent:  # before the classifier: a generator checkpoint that does not fit costs no training
         spec = params.from_config(cfg.param, generator_for(cfg, dm, tracker).module)
+    trained = train_one(cfg, cfg.model, dm, tracker, "model")
 
     rendering = render_config(trained.model, cfg.objective, spec, regularization, settings,
                               desc=f"{cfg.objective.name} {cfg.objective.get('layer') or ''}".strip())
-    report_failures(rendering, "visualize")
+    report_failures(rendering, "visualize", _overflow_hint(cfg))
     saved = save_rendering(rendering, run_dir, run_dir, len(settings.seeds))
     metrics = {**summary(rendering), "targets": len(rendering.targets) // len(settings.seeds),
                "seeds": len(settings.seeds), "model_test_acc": trained.test_acc}

@@ -10,8 +10,9 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 demo: $(STAMP)
 	$(VENV)/bin/studio demo
 
+# -n auto: one pytest-xdist worker per core; --cov: line coverage of studio/ and generators/, CLI subprocesses included
 test: $(STAMP) system-deps
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n auto --dist worksteal --cov --cov-report=term-missing:skip-covered --cov-fail-under=90
 
 setup: $(STAMP)
 

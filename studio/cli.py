@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 
 from studio.errors import StudioError, unknown
+from studio.validate import check_overrides
 
 CONF_DIR = Path(os.environ.get("STUDIO_CONF_DIR", Path(__file__).resolve().parent.parent / "conf"))
 USER_ERROR_EXIT = 2
@@ -135,16 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0
-    from studio.commands import COMMANDS
-
     command, overrides = argv[0], argv[1:]
     try:
-        if command not in COMMANDS:
-            raise unknown("command", command, list(COMMANDS))
-        if command == "report" and overrides and "=" not in overrides[0] and not overrides[0].startswith("-"):
-            overrides[0] = _sweep_override(overrides[0])  # studio report <sweep dir>
-        overrides = _experiment_overrides(command, overrides)
-        check_config_choices(overrides)
+        overrides = checked_overrides(command, overrides)
     except StudioError as e:
         print(f"studio: error: {e}", file=sys.stderr)
         return USER_ERROR_EXIT
@@ -163,6 +157,22 @@ def main(argv: list[str] | None = None) -> int:
     sweep.exit_code = 0
     app()
     return sweep.exit_code  # non-zero when a job of a multirun failed
+
+
+def checked_overrides(command: str, overrides: list[str]) -> list[str]:
+    """The command line as Hydra will take it, checked before any work starts: the command, every group
+    choice, every key and the type of every value (a StudioError names the first bad one)."""
+    from studio.commands import COMMANDS
+
+    if command not in COMMANDS:
+        raise unknown("command", command, list(COMMANDS))
+    overrides = list(overrides)
+    if command == "report" and overrides and "=" not in overrides[0] and not overrides[0].startswith("-"):
+        overrides[0] = _sweep_override(overrides[0])  # studio report <sweep dir>
+    overrides = _experiment_overrides(command, overrides)
+    check_config_choices(overrides)
+    check_overrides(command, overrides, CONF_DIR)
+    return overrides
 
 
 def _sweep_override(path: str) -> str:

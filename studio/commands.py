@@ -1,88 +1,40 @@
-"""What each `studio <command>` does, given its composed config. Registered in COMMANDS."""
+"""The registry of `studio <command>`s: name -> what runs it and one line of help.
+
+A command's module is imported only when it runs, so `studio --help` and a command line that fails the
+start-up checks answer without importing torch (a second or more on this CPU).
+"""
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
-
-from studio import explain_command, generation, hidden, report, visualize
-from studio.data import build_datamodule
-from studio.metrics import Judge
-from studio.models import build_classifier, checkpoint_path, layer_shapes, load_state_dict_file, load_weights
-from studio.runs import Result, train_one  # noqa: F401 - Result is re-exported for command modules
-from studio.tracking import Tracker
-from studio.train import Trained
-
-
-def _accuracy_metrics(trained: Trained, prefix: str = "") -> dict:
-    return {f"{prefix}test_acc": trained.test_acc, f"{prefix}val_acc": trained.val_acc,
-            f"{prefix}train_seconds": round(trained.train_seconds, 2), f"{prefix}cached": trained.cached}
-
-
-def train(cfg, tracker: Tracker, run_dir: Path) -> Result:
-    """Train (or reuse) one classifier; report its test accuracy."""
-    dm = build_datamodule(cfg.data)
-    trained = train_one(cfg, cfg.model, dm, tracker, "model")
-    metrics = _accuracy_metrics(trained)
-    tracker.log({"test_acc": trained.test_acc, "val_acc": trained.val_acc})
-    return Result(metrics, artifacts={"checkpoint": str(trained.path.resolve())})
-
-
-def layers(cfg, tracker: Tracker, run_dir: Path) -> Result:
-    """Print every layer of the model with its output shape (needs no training and no data)."""
-    d = cfg.data
-    model = build_classifier(cfg.model, d.channels, d.num_classes, [0.0] * d.channels, [1.0] * d.channels)
-    user_weights = checkpoint_path(cfg.model)
-    if user_weights:
-        load_weights(model, load_state_dict_file(user_weights), user_weights)
-    shapes = layer_shapes(model, (d.channels, d.size, d.size))
-    items = [{"layer": name, "type": type(model.net.get_submodule(name)).__name__, "shape": list(shape)}
-             for name, shape in shapes.items()]
-    width = max(len(item["layer"]) for item in items)
-    print(f"{'layer':<{width}}  {'type':<18} output shape (C, H, W) for input {(d.channels, d.size, d.size)}")
-    for item in items:
-        print(f"{item['layer']:<{width}}  {item['type']:<18} {tuple(item['shape'])}")
-    return Result({"layers": len(items)}, items)
-
-
-def demo(cfg, tracker: Tracker, run_dir: Path) -> Result:
-    """The main job: classifier, judge and generator on the bundled digits, then what they show."""
-    dm = build_datamodule(cfg.data)
-    model = train_one(cfg, cfg.model, dm, tracker, "model")
-    judge = train_one(cfg, cfg.judge, dm, tracker, "judge")
-    metrics = {**_accuracy_metrics(model, "model/"), **_accuracy_metrics(judge, "judge/")}
-    tracker.log({k: v for k, v in metrics.items() if k.endswith("_acc")})
-    generator = generation.generator_for(cfg, dm, tracker, samples_dir=run_dir / "generator")
-    shown = visualize.demo_visualizations(cfg, tracker, run_dir, model.model, Judge.for_data(judge.model, dm),
-                                          generator.module)
-    inside = hidden.demo_inside(cfg, tracker, run_dir)
-    explained = explain_command.demo_explanations(cfg, tracker, run_dir, model.model)
-    return Result({**metrics, **shown.metrics, **inside.metrics, **explained.metrics},
-                  shown.items + inside.items + explained.items,
-                  artifacts={"model_checkpoint": str(model.path.resolve()),
-                             "judge_checkpoint": str(judge.path.resolve()), "generator": str(generator.path.resolve()),
-                             **shown.artifacts, **inside.artifacts, **explained.artifacts})
 
 
 @dataclass(frozen=True)
 class Command:
-    run: Callable[..., Result]
+    target: str  # "module:function"; the function takes (cfg, tracker, run_dir) and returns a runs.Result
     help: str
+
+    @property
+    def run(self) -> Callable:
+        module, function = self.target.split(":")
+        return getattr(importlib.import_module(module), function)
 
 
 COMMANDS = {
-    "demo": Command(demo, "the main job: train the classifier and the judge on the bundled digits"),
-    "train": Command(train, "train (or reuse from the cache) a classifier and report its test accuracy"),
-    "layers": Command(layers, "list a model's layer names and output shapes (what you can visualize)"),
-    "train-generator": Command(generation.train_generator, "train (or reuse) a GAN or VAE generator and score "
-                               "its samples with the judge"),
-    "visualize": Command(visualize.visualize, "render what a layer's filters or the classes respond to "
+    "demo": Command("studio.basics:demo", "the main job: train the classifier and the judge on the bundled digits"),
+    "train": Command("studio.basics:train", "train (or reuse from the cache) a classifier and report its test "
+                     "accuracy"),
+    "layers": Command("studio.basics:layers", "list a model's layer names and output shapes (what you can visualize)"),
+    "train-generator": Command("studio.generation:train_generator", "train (or reuse) a GAN or VAE generator and "
+                               "score its samples with the judge"),
+    "visualize": Command("studio.visualize:visualize", "render what a layer's filters or the classes respond to "
                          "(gradient ascent on pixels, batched)"),
-    "probe": Command(hidden.probe, "linear probe accuracy of every layer, with pixel and majority baselines"),
-    "embed": Command(hidden.embed, "PCA / t-SNE maps of chosen layers, coloured by class, with separation"),
-    "explain": Command(explain_command.explain, "explain single images (LIME, saliency, SmoothGrad, IG, "
+    "probe": Command("studio.hidden:probe", "linear probe accuracy of every layer, with pixel and majority baselines"),
+    "embed": Command("studio.hidden:embed", "PCA / t-SNE maps of chosen layers, coloured by class, with separation"),
+    "explain": Command("studio.explain_command:explain", "explain single images (LIME, saliency, SmoothGrad, IG, "
                        "occlusion, Grad-CAM) and score the maps"),
-    "report": Command(report.command, "a sweep's jobs side by side: table, plots, comparison grid, HTML gallery "
-                      "(studio report <sweep dir>)"),
+    "report": Command("studio.report:command", "a sweep's jobs side by side: table, plots, comparison grid, HTML "
+                      "gallery (studio report <sweep dir>)"),
 }

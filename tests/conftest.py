@@ -13,10 +13,29 @@ from hydra import compose, initialize_config_dir
 from studio.cli import CONF_DIR
 
 
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ... under `pytest -n N`; None in one process
+
+
+def pytest_configure(config):
+    """Split the cores between pytest-xdist workers: torch threads per worker = cores / workers (the CLI
+    subprocesses inherit it). Two workers with two threads each on two cores slow small ops 5-40x."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    if WORKER and workers > 1:
+        import torch
+
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def outputs(tmp_path_factory) -> Path:
-    """The session's outputs/ (models cache, W&B, runs); STUDIO_TEST_OUTPUTS keeps it between sessions."""
-    path = Path(os.environ.get("STUDIO_TEST_OUTPUTS") or tmp_path_factory.mktemp("outputs"))
+    """The session's outputs/ (models cache, W&B, runs), one for all xdist workers: the cache's file lock
+    makes the first worker that needs a model train it and the others wait for it.
+    STUDIO_TEST_OUTPUTS keeps it between sessions."""
+    base = tmp_path_factory.getbasetemp()
+    path = Path(os.environ.get("STUDIO_TEST_OUTPUTS") or (base.parent if WORKER else base) / "outputs")
+    path.mkdir(parents=True, exist_ok=True)
     os.environ["STUDIO_OUTPUTS"] = str(path)
     return path
 

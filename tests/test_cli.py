@@ -1,6 +1,9 @@
 """The real CLI in a subprocess: commands, manifests, W&B offline runs read back, multirun, errors."""
 
+import contextlib
+import socket
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -136,11 +139,39 @@ def test_console_script_is_installed():
     assert (Path(sys.executable).parent / "studio").exists()
 
 
-def test_wandb_failure_warns_and_keeps_local_results(outputs, tmp_path):
-    # online mode with no API key (and no network): W&B cannot start; the run must still complete on disk
-    env = {"HOME": str(tmp_path / "home"), "WANDB_API_KEY": "", "NETRC": str(tmp_path / "none")}
-    result = run_studio("layers", "logger.mode=online", f"hydra.run.dir={tmp_path / 'run'}", "logger=wandb",
-                        "logger.init_timeout=20", outputs=outputs, env=env, timeout=120)
+@pytest.fixture
+def silent_server():
+    """A local 'W&B server' that accepts connections and never answers (a network that hangs)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    accepted = []  # held open, unanswered
+
+    def serve():
+        with contextlib.suppress(OSError):  # the server closed at teardown
+            while True:
+                accepted.append(server.accept())
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+
+
+@pytest.mark.parametrize("fault", ["no API key", "network hangs", "dir not writable"])
+def test_wandb_failure_warns_once_and_keeps_local_results(fault, outputs, tmp_path, silent_server):
+    env = {"HOME": str(tmp_path / "home"), "NETRC": str(tmp_path / "none"), "WANDB_API_KEY": ""}
+    args = ["logger=wandb", f"hydra.run.dir={tmp_path / 'run'}", "logger.init_timeout=5"]
+    if fault == "no API key":
+        args.append("logger.mode=online")
+    elif fault == "network hangs":  # a valid-looking key, and a server that never replies
+        env.update(WANDB_API_KEY="a" * 40, WANDB_BASE_URL=silent_server)
+        args.append("logger.mode=online")
+    else:  # paths.wandb under a regular file: not creatable, even by root
+        (tmp_path / "a-file").write_text("")
+        args.append(f"paths.wandb={tmp_path / 'a-file' / 'wandb'}")
+    # the bound: init_timeout (5 s) plus the command itself, never a hang
+    result = run_studio("layers", *args, outputs=outputs, env=env, timeout=180)
     assert result.returncode == 0, result.stderr
-    assert "W&B init failed" in result.stdout + result.stderr
+    warnings = [line for line in (result.stdout + result.stderr).splitlines() if "W&B" in line]
+    assert len(warnings) == 1 and "W&B init failed" in warnings[0], warnings
+    assert "results are still written to disk" in warnings[0]
     assert read_manifest(tmp_path / "run")["status"] == "complete"
+    assert "conv2" in result.stdout  # the command's own output

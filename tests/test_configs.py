@@ -1,13 +1,16 @@
-"""Every config composes: each command with each choice of each of its groups."""
+"""Every config composes (each command with each choice of each of its groups), and a misspelt key or a
+wrong type is refused before any work starts."""
 
+import shlex
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
-from studio.cli import CONF_DIR, config_choices
+from studio.cli import CONF_DIR, checked_overrides, config_choices
 from studio.commands import COMMANDS
-from tests.conftest import compose_config
+from studio.errors import StudioError
+from tests.conftest import assert_one_line_error, compose_config, run_studio
 
 GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name not in ("hydra", "experiment"))
 
@@ -32,3 +35,60 @@ def test_config_composes(command, override):
 
 def test_every_command_has_a_config():
     assert sorted(COMMANDS) == sorted(p.stem for p in Path(CONF_DIR).glob("*.yaml"))
+
+
+# --- The start-up check of key=value overrides (studio/validate.py) --------------------------------
+
+def _readme_command_lines():
+    """Every `.venv/bin/studio <command> ...` line of the README's examples (placeholders left out)."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for line in readme.splitlines():
+        line = line.split("  #")[0].strip()
+        if line.startswith(".venv/bin/studio ") and "<" not in line and not line.endswith("\\"):
+            args = shlex.split(line)[1:]
+            if args and not args[0].startswith("-") and "--help" not in args:
+                yield args
+
+
+@pytest.mark.parametrize("args", list(_readme_command_lines()), ids=" ".join)
+def test_every_readme_command_line_passes_the_check(args):
+    checked_overrides(args[0], args[1:])
+
+
+@pytest.mark.parametrize("command,overrides,fragments", [
+    ("visualize", ["objective.chanels=all"],
+     ["unknown config key 'objective.chanels'", "did you mean objective.channels?", "objective has: channels, "]),
+    ("visualize", ["stpes=10"], ["unknown config key 'stpes'", "did you mean steps?", "the config has: "]),
+    ("train", ["modle.seed=1"], ["unknown config key 'modle.seed'", "did you mean model?"]),
+    ("visualize", ["-m", "regularizer=none,l2", "regularizer.l2.wieght=1"],
+     ["unknown config key 'regularizer.l2.wieght'", "did you mean regularizer.l2.weight?"]),
+    ("visualize", ["steps=abc"], ["bad value for steps: 'abc' is not an int (the default is steps=256)"]),
+    ("visualize", ["-m", "lr=0.1,fast"], ["bad value for lr: 'fast' is not a number"]),
+    ("visualize", ["progress=maybe"], ["bad value for progress: 'maybe' is not true or false"]),
+    ("train", ["trainer.max_epochs=1.5"], ["bad value for trainer.max_epochs: 1.5 is not an int"]),
+    ("embed", ["layers=conv1"], ["bad value for layers: 'conv1' is not a list like [a,b]"]),
+    ("train", ["data.options.colour=1"], ["unknown config key 'data.options.colour'", "+data.options.colour="]),
+])
+def test_a_misspelt_key_or_a_wrong_type_is_named(command, overrides, fragments):
+    with pytest.raises(StudioError) as caught:
+        checked_overrides(command, overrides)
+    for fragment in fragments:
+        assert fragment in str(caught.value)
+
+
+@pytest.mark.parametrize("command,overrides", [
+    ("visualize", ["objective.channels=3", "seeds=2", "lr=1", "thresholds=[32,128]", "precision=32"]),
+    ("visualize", ["-m", "regularizer=none,l2", "regularizer.l2.weight=0.5"]),  # the key exists in one choice
+    ("visualize", ["+recipe=fft", "param.decorrelate=false", "steps=${seed}"]),
+    ("train", ["trainer.devices=auto", "model.seed=3", "logger.entity=null", "+data.options.extra=1"]),
+    ("explain", ["explain.target=3", "explain.gradcam_layer=conv2"]),
+])
+def test_valid_values_of_every_kind_pass(command, overrides):
+    checked_overrides(command, overrides)
+
+
+def test_a_misspelt_key_stops_the_cli_before_any_work(outputs, tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_studio("visualize", "objective.chanels=all", f"hydra.run.dir={run_dir}", outputs=outputs)
+    assert_one_line_error(result, "unknown config key 'objective.chanels'", "did you mean objective.channels?")
+    assert not run_dir.exists()  # nothing started: no run dir, no manifest

@@ -60,7 +60,7 @@ def trained_generator(gen_cfg, data_cfg, trainer_cfg, dm: ImageDataModule, model
     pl.seed_everything(gen_cfg.seed, workers=True, verbose=False)
     module = build_generator(gen_cfg, channels, size)
     if "path" in gen_cfg.keys():  # a user's generator: load, never train
-        load_generator_weights(module, gen_cfg.path)
+        load_generator_weights(module, gen_cfg.path, dm.image_shape)
         check_fits(module, dm.image_shape, gen_cfg.path)
         return TrainedGenerator(module.eval(), Path(gen_cfg.path), cached=True, train_seconds=0.0)
 
@@ -92,8 +92,10 @@ def trained_generator(gen_cfg, data_cfg, trainer_cfg, dm: ImageDataModule, model
                             resumed_after_epoch=0 if cached else facts.get("resumed_after_epoch", 0))
 
 
-def load_generator_weights(module: GeneratorModule, path: str) -> None:
-    """A whole module's state dict, or just the generator's (keys without the `generator.` prefix)."""
+def load_generator_weights(module: GeneratorModule, path: str, image_shape: tuple[int, int, int] | None = None
+                           ) -> None:
+    """A whole module's state dict, or just the generator's (keys without the `generator.` prefix).
+    image_shape (C, H, W): the images the generator must make, named when the weights do not fit."""
     state = load_state_dict_file(path)
     if not any(k.startswith("generator.") for k in state):
         state = {f"generator.{k}": v for k, v in state.items()}
@@ -101,9 +103,12 @@ def load_generator_weights(module: GeneratorModule, path: str) -> None:
     mismatched = [k for k in state if k in expected and state[k].shape != expected[k].shape]
     if mismatched:
         k = mismatched[0]
-        raise StudioError(f"generator checkpoint {path!r} does not fit generator.arch with "
-                          f"generator.latent_dim={module.latent_dim}: {k} has shape {tuple(state[k].shape)}, "
-                          f"expected {tuple(expected[k].shape)}")
+        arch = next((name for name, cls in GENERATORS.items() if type(module) is cls), type(module).__name__)
+        images = (f" for {image_shape[0]}x{image_shape[1]}x{image_shape[2]} images (data.channels, data.size)"
+                  if image_shape else "")
+        raise StudioError(f"generator checkpoint {path!r} does not fit generator.arch={arch} with "
+                          f"generator.latent_dim={module.latent_dim}{images}: {k} has shape "
+                          f"{tuple(state[k].shape)}, expected {tuple(expected[k].shape)}")
     missing = [k for k in expected if k.startswith("generator.") and k not in state]
     if missing:
         raise StudioError(f"generator checkpoint {path!r} lacks {missing[0]}; is generator.arch right?")

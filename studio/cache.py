@@ -19,6 +19,7 @@ from filelock import FileLock
 from omegaconf import OmegaConf
 from torch import nn
 
+from studio.errors import StudioError
 from studio.files import atomic_path, write_json
 from studio.models import load_state_dict_file, load_weights
 
@@ -45,7 +46,11 @@ def load_or_train(module: nn.Module, models_dir: str | Path, stem: str,
         if path.is_file() and sidecar.is_file():
             # a run killed after storing the entry but before clearing its work dir left the dir behind
             shutil.rmtree(models_dir / f"{stem}.work", ignore_errors=True)
-            load(module, load_state_dict_file(path), str(path))
+            try:
+                state = load_state_dict_file(path)
+            except StudioError as e:  # a damaged or tampered entry: say how to get a good one back
+                raise StudioError(f"model cache entry: {e}; delete it to retrain") from None
+            load(module, state, str(path))
             return path, True, json.loads(sidecar.read_text())
         workdir = models_dir / f"{stem}.work"
         start = time.perf_counter()

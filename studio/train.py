@@ -6,6 +6,7 @@ The first command that needs a model trains it; later ones (any command, any pro
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,7 +160,9 @@ def last_checkpoint(workdir: Path) -> tuple[Path | None, int]:
     if not last.is_file():
         return None, 0
     try:
-        return last, int(torch.load(last, map_location="cpu", weights_only=True)["epoch"]) + 1
+        with warnings.catch_warnings():  # torch warns about pickle protocols before refusing: not the user's line
+            warnings.simplefilter("ignore")
+            return last, int(torch.load(last, map_location="cpu", weights_only=True)["epoch"]) + 1
     except Exception as e:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError, ...
         raise StudioError(f"cannot resume training from {str(last)!r} ({type(e).__name__}); delete it to "
                           "train from scratch") from None
@@ -172,6 +175,7 @@ def fit(model: Classifier, model_cfg, trainer_cfg, dm: ImageDataModule, workdir:
     module = ClassifierModule(model, model_cfg.optim.lr, model_cfg.optim.weight_decay, model_cfg.augment.max_shift)
     trainer_kwargs = OmegaConf.to_container(trainer_cfg, resolve=True)
     patience = trainer_kwargs.pop("early_stopping_patience")
+    last, resumed_after = last_checkpoint(workdir)  # before the Trainer: its banner would precede the error line
     # val_loss, not val_acc: on a few hundred validation images accuracy moves in coarse, noisy steps
     checkpoint = ModelCheckpoint(dirpath=workdir, monitor="val_loss", mode="min", save_weights_only=True)
     # A killed run resumes from the epoch checkpoint (the work dir survives until the weights are safely in
@@ -179,7 +183,6 @@ def fit(model: Classifier, model_cfg, trainer_cfg, dm: ImageDataModule, workdir:
     trainer = pl.Trainer(**trainer_kwargs, logger=logger, default_root_dir=workdir, enable_model_summary=False,
                          callbacks=[EarlyStopping("val_loss", mode="min", patience=patience), checkpoint,
                                     every_epoch_checkpoint(workdir), RngState()])
-    last, resumed_after = last_checkpoint(workdir)
     trainer.fit(module, datamodule=dm, ckpt_path=last, weights_only=True)
     best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(best)

@@ -3,8 +3,8 @@
 Every row must end in exit code 2 and ONE stderr line that names the bad value and what would be
 valid, with no traceback and nothing left in the run dir that looks like a result: no manifest.json,
 no PNG, no half-written *.tmp. Misspelt config keys and wrong value types are studio/validate.py's
-(tests/test_validate.py); bad inputs other tests already cover are not repeated here (visualize:
-test_visualize_cli.py; explain target/channels/NaN model: test_explain_cli.py; report dirs:
+(tested in tests/test_configs.py). Bad inputs other tests already cover are not repeated here
+(visualize: test_visualize_cli.py; explain channels/NaN model: test_explain_cli.py; report dirs:
 test_report.py; missing and pickled checkpoints for `layers`: test_cli.py).
 """
 
@@ -260,6 +260,18 @@ def _poisoned_resume(small_cnn, tmp_path: Path, evil: Path):
             ["cannot resume training from", "last.ckpt", "delete it to train from scratch"])
 
 
+def _poisoned_model_resume(small_cnn, tmp_path: Path, evil: Path):
+    """A fresh cache holding only the classifier's half-trained work dir, its last.ckpt poisoned."""
+    from studio.train import cache_key
+
+    cfg = compose_config("train")
+    work = tmp_path / "models" / f"{cfg.model.name}-{cfg.data.name}-{cache_key(cfg.model, cfg.data, cfg.trainer)}.work"
+    work.mkdir(parents=True)
+    shutil.copy(evil, work / "last.ckpt")
+    return (["train", f"paths.models={tmp_path / 'models'}"],
+            ["cannot resume training from", "last.ckpt", "delete it to train from scratch"])
+
+
 LOADERS = {
     "model-checkpoint": lambda small_cnn, tmp, evil: (["train", "model=checkpoint", f"model.path={evil}"],
                                                       ["refusing to load checkpoint", "evil.pt",
@@ -270,6 +282,7 @@ LOADERS = {
                                                            "not a plain weights file"]),
     "model-cache": _poisoned_cache,
     "generator-resume": _poisoned_resume,
+    "model-resume": _poisoned_model_resume,
 }
 
 
@@ -277,7 +290,7 @@ LOADERS = {
 def test_pickle_that_runs_code_is_refused_by_every_loader(loader, outputs, small_cnn, tmp_path):
     marker = tmp_path / "pwned"
     # a Lightning-shaped dict for the resume file, a state dict for the rest: the payload sits inside
-    wrap = (lambda p: {"state_dict": {"x": p}, "epoch": 1}) if loader == "generator-resume" else None
+    wrap = (lambda p: {"state_dict": {"x": p}, "epoch": 1}) if loader.endswith("resume") else None
     evil = _evil(tmp_path / "evil.pt", marker, *([wrap] if wrap else []))
     args, fragments = LOADERS[loader](small_cnn, tmp_path, evil)
     result = run_studio(*args, f"hydra.run.dir={tmp_path / 'run'}", *QUICK, outputs=outputs)

@@ -10,8 +10,8 @@ What a manifest comparison leaves out, and why (nothing else):
 - artifacts.wandb_run: the W&B run's own directory, named by its time and random run id (W&B is off
   here with logger=none, so it is absent anyway).
 The run dirs themselves never appear in a manifest (item and artifact paths are relative to the run
-dir), so nothing has to be left out for a/b. Of the files, .hydra/ is left out: Hydra's record of the
-run, which names the run dir.
+dir), so nothing has to be left out for a/b. Of the files, Hydra's own are left out: .hydra/ (its record
+of the run, which names the run dir) and the job log <command>.log (every line starts with a timestamp).
 """
 
 from __future__ import annotations
@@ -60,9 +60,10 @@ def comparable(value):
 
 
 def output_files(run_dir: Path) -> dict[str, bytes]:
-    """Every file a run wrote (relative path -> bytes), without the manifest and Hydra's .hydra/."""
+    """Every file a run wrote (relative path -> bytes), without the manifest and Hydra's .hydra/ and job log."""
     return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*"))
-            if p.is_file() and p.name != "manifest.json" and ".hydra" not in p.relative_to(run_dir).parts}
+            if p.is_file() and p.name != "manifest.json" and p.suffix != ".log"
+            and ".hydra" not in p.relative_to(run_dir).parts}
 
 
 def assert_same_runs(a: Path, b: Path, pngs_at_least: int = 1) -> dict:

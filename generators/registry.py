@@ -15,7 +15,7 @@ from studio.data import ImageDataModule
 from studio.errors import StudioError, lookup
 from studio.files import atomic_path
 from studio.models import load_state_dict_file
-from studio.train import RngState, every_epoch_checkpoint, last_checkpoint
+from studio.fit import RngState, every_epoch_checkpoint, last_checkpoint
 
 GENERATORS = {"dcgan": GANModule, "vae": VAEModule}
 RUNTIME_KEYS = ("accelerator", "devices", "strategy", "num_nodes")

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from studio import explain_command, generation, hidden, visualize
 from studio.data import build_datamodule
-from studio.metrics import Judge
 from studio.models import build_classifier, checkpoint_path, layer_shapes, load_state_dict_file, load_weights
 from studio.runs import Result, train_one
 from studio.tracking import Tracker
@@ -47,6 +45,9 @@ def layers(cfg, tracker: Tracker, run_dir: Path) -> Result:
 
 def demo(cfg, tracker: Tracker, run_dir: Path) -> Result:
     """The main job: classifier, judge and generator on the bundled digits, then what they show."""
+    from studio import explain_command, generation, hidden, visualize  # here: `train` and `layers` need none
+    from studio.metrics import Judge
+
     dm = build_datamodule(cfg.data)
     model = train_one(cfg, cfg.model, dm, tracker, "model")
     judge = train_one(cfg, cfg.judge, dm, tracker, "judge")

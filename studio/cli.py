@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 
 from studio.errors import StudioError, unknown
-from studio.validate import check_overrides
+from studio.validate import check_overrides, parse_overrides
 
 CONF_DIR = Path(os.environ.get("STUDIO_CONF_DIR", Path(__file__).resolve().parent.parent / "conf"))
 USER_ERROR_EXIT = 2
@@ -44,14 +44,7 @@ def config_choices(group: str) -> list[str]:
 
 def check_config_choices(overrides: list[str]) -> None:
     """Fail in one line on `group=name` naming a config that does not exist (Hydra says it in ten)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-
-    try:
-        parsed = OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("-")])
-    except HydraException:
-        return  # a syntax error: Hydra's own message is the clearest
-    for override in parsed:
+    for override in parse_overrides(overrides):
         group = override.key_or_group
         if group == "hydra/launcher" and str(override.value()) in LAUNCHER_PLUGINS:
             _check_launcher_plugin(str(override.value()))

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from sklearn.model_selection import train_test_split
@@ -195,13 +194,13 @@ def _stratified(labels: torch.Tensor, fraction: float, seed: int, what: str) -> 
     return np.sort(keep), np.sort(held)
 
 
-class ImageDataModule(pl.LightningDataModule):
-    """One registry source, split train/val/test, served as in-memory tensors."""
+class ImageDataModule:
+    """One registry source, split train/val/test, served as in-memory tensors and DataLoaders. (Not a
+    LightningDataModule: loading cached models must not import Lightning, which takes seconds.)"""
 
     def __init__(self, source: str, options: dict | None = None, batch_size: int = 128,
                  val_fraction: float = 0.1, test_fraction: float = 0.2, split_seed: int = 0,
                  num_workers: int = 0):
-        super().__init__()
         self.loader = lookup(SOURCES, "data source", source)
         self.source, self.options = source, dict(options or {})
         self.batch_size, self.num_workers = batch_size, num_workers

@@ -26,15 +26,36 @@ FLEXIBLE = {"channels", "classes", "devices", "precision", "target", "num_nodes"
 _MAX_COMPOSES = 24  # group choices checked per command line (a sweep over every recipe is 10)
 
 
-def check_overrides(command: str, overrides: list[str], conf_dir: Path) -> None:
-    """Raise a one-line StudioError for the first value override naming no key, or of the wrong type."""
+# Hydra's command-line flags that take the next argument as their value (not an override)
+_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+                     "--config-dir", "-cd", "--experimental-rerun"}
+GRAMMAR = "https://hydra.cc/docs/advanced/override_grammar/basic"
+
+
+def parse_overrides(arguments: list[str]) -> list:
+    """Hydra's parsed overrides of a command line (flags left out); one that does not parse is a one-line
+    StudioError naming it (Hydra's own says it in three lines, after a stack trace hint)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    try:
-        parsed = OverridesParser.create().parse_overrides([o for o in overrides if not o.startswith("-")])
-    except HydraException:
-        return  # a syntax error: Hydra's own message is the clearest
+    parser, parsed, skip = OverridesParser.create(), [], False
+    for text in arguments:
+        if skip or text.startswith("-"):
+            skip = not skip and text in _FLAGS_WITH_VALUE
+            continue
+        try:
+            parsed += parser.parse_overrides([text])
+        except HydraException as e:
+            lines = [line for line in str(e).splitlines()
+                     if line.strip() and not line.startswith(("See https", "Error parsing override"))]
+            raise StudioError(f"cannot parse {text!r}: {lines[0] if lines else 'syntax error'}; quote a value that "
+                              f"holds = , [ ] or spaces (key='a=b'); grammar: {GRAMMAR}") from None
+    return parsed
+
+
+def check_overrides(command: str, overrides: list[str], conf_dir: Path) -> None:
+    """Raise a one-line StudioError for the first value override naming no key, or of the wrong type."""
+    parsed = parse_overrides(overrides)
     groups = [o for o in parsed if (conf_dir / o.key_or_group).is_dir() and not o.is_delete()]
     values = [o for o in parsed if o not in groups and not _skipped(o)]
     if not values:

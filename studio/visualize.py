@@ -21,11 +21,9 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 from PIL import Image
-from torchvision.utils import make_grid
 
 from studio.data import build_datamodule
 from studio.errors import StudioError
-from studio.generation import generator_for
 from studio.metrics import Judge
 from studio.files import atomic_path, write_text
 from studio.models import build_classifier, get_layer, layer_names
@@ -157,6 +155,8 @@ def save_png(image: torch.Tensor, path: Path) -> None:
 
 def grid(images: torch.Tensor, columns: int) -> torch.Tensor:
     """One image of all `images` (N×C×H×W), `columns` per row, upscaled for viewing."""
+    from torchvision.utils import make_grid  # here: importing torchvision costs more than a small render
+
     factor = max(1, GRID_CELL // max(images.shape[-2:]))
     if factor > 1:
         images = F.interpolate(images, scale_factor=factor, mode="nearest")
@@ -323,6 +323,8 @@ def visualize(cfg, tracker, run_dir: Path):
 
     dm = build_datamodule(cfg.data)
     if latent:  # before the classifier: a generator checkpoint that does not fit costs no training
+        from studio.generation import generator_for  # Lightning and the generators: only when used
+
         spec = params.from_config(cfg.param, generator_for(cfg, dm, tracker).module)
     trained = train_one(cfg, cfg.model, dm, tracker, "model")
 

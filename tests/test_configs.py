@@ -68,6 +68,8 @@ def test_every_readme_command_line_passes_the_check(args):
     ("train", ["trainer.max_epochs=1.5"], ["bad value for trainer.max_epochs: 1.5 is not an int"]),
     ("embed", ["layers=conv1"], ["bad value for layers: 'conv1' is not a list like [a,b]"]),
     ("train", ["data.options.colour=1"], ["unknown config key 'data.options.colour'", "+data.options.colour="]),
+    ("layers", ["hydra.run.dir=/tmp/a=b"], ["cannot parse 'hydra.run.dir=/tmp/a=b'", "quote a value", "key='a=b'"]),
+    ("visualize", ["objective.channels=[1,"], ["cannot parse 'objective.channels=[1,'"]),
 ])
 def test_a_misspelt_key_or_a_wrong_type_is_named(command, overrides, fragments):
     with pytest.raises(StudioError) as caught:
@@ -82,6 +84,7 @@ def test_a_misspelt_key_or_a_wrong_type_is_named(command, overrides, fragments):
     ("visualize", ["+recipe=fft", "param.decorrelate=false", "steps=${seed}"]),
     ("train", ["trainer.devices=auto", "model.seed=3", "logger.entity=null", "+data.options.extra=1"]),
     ("explain", ["explain.target=3", "explain.gradcam_layer=conv2"]),
+    ("layers", ["--cfg", "job", "hydra.run.dir='/tmp/a=b'"]),  # a flag's value is no override; quoting works
 ])
 def test_valid_values_of_every_kind_pass(command, overrides):
     checked_overrides(command, overrides)

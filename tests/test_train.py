@@ -2,7 +2,8 @@
 
 import torch
 
-from studio.train import cache_key, random_shift, trained_classifier
+from studio.fit import random_shift
+from studio.train import cache_key, trained_classifier
 from tests.conftest import QUIET_TRAINER, compose_config
 
 

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 import torch
-from torchvision.transforms.v2 import functional as TF
 
 from studio.errors import StudioError, unknown
 from studio.optvis.objectives import IMAGE, Objective
@@ -103,6 +102,8 @@ def gaussian_blur(images: torch.Tensor, grad, weight: float) -> torch.Tensor:
     """Gaussian blur with sigma = weight (pixels)."""
     if weight <= 0:
         return images
+    from torchvision.transforms.v2 import functional as TF  # here: torchvision takes a second to import
+
     radius = max(1, math.ceil(3 * weight))
     return TF.gaussian_blur(images, kernel_size=[2 * radius + 1] * 2, sigma=[float(weight)] * 2)
 

@@ -58,6 +58,8 @@ def check_overrides(command: str, overrides: list[str], conf_dir: Path) -> None:
     parsed = parse_overrides(overrides)
     groups = [o for o in parsed if (conf_dir / o.key_or_group).is_dir() and not o.is_delete()]
     values = [o for o in parsed if o not in groups and not _skipped(o)]
+    if not ({"-m", "--multirun"} & set(overrides) or _experiment_sweeps(groups, conf_dir)):
+        _check_no_sweep(parsed, groups)
     if not values:
         return
     configs = _composed(command, groups, conf_dir)
@@ -75,6 +77,29 @@ def check_overrides(command: str, overrides: list[str], conf_dir: Path) -> None:
             if not any(_fits(value, default, key) for default in defaults):
                 raise StudioError(f"bad value for {key}: {value!r} is not {_kind(defaults[0])} "
                                   f"(the default is {key}={_show(defaults[0])})")
+
+
+def _experiment_sweeps(groups: list, conf_dir: Path) -> bool:
+    """Whether a chosen experiment makes the run a multirun by itself (`hydra.mode: MULTIRUN`)."""
+    for override in groups:
+        if override.key_or_group == "experiment":
+            for name in (override.sweep_string_iterator() if override.is_sweep_override()
+                         else [override.get_value_element_as_str()]):
+                path = conf_dir / "experiment" / f"{name}.yaml"
+                if path.is_file() and OmegaConf.select(OmegaConf.load(path), "hydra.mode") == "MULTIRUN":
+                    return True
+    return False
+
+
+def _check_no_sweep(parsed: list, groups: list) -> None:
+    """`key=a,b` without -m: Hydra refuses it in four lines; one line says what it could mean."""
+    for override in parsed:
+        if override.is_sweep_override():
+            key, value = override.get_key_element(), ",".join(override.sweep_string_iterator())
+            meant = (f"{key}=[{value}] to combine these configs" if override in groups else
+                     f"{key}=[{value}] for a list, {key}='{value}' for one string")
+            raise StudioError(f"{override.input_line!r} gives several values, a sweep: add -m for one job per "
+                              f"value, or write {meant}")
 
 
 def _skipped(override) -> bool:

@@ -33,7 +33,7 @@ def outputs(tmp_path_factory) -> Path:
     """The session's outputs/ (models cache, W&B, runs), one for all xdist workers: the cache's file lock
     makes the first worker that needs a model train it and the others wait for it.
     STUDIO_TEST_OUTPUTS keeps it between sessions."""
-    base = tmp_path_factory.getbasetemp()
+    base = tmp_path_factory.getbasetemp()  # under xdist, a folder of the controller's basetemp
     path = Path(os.environ.get("STUDIO_TEST_OUTPUTS") or (base.parent if WORKER else base) / "outputs")
     path.mkdir(parents=True, exist_ok=True)
     os.environ["STUDIO_OUTPUTS"] = str(path)

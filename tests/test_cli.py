@@ -7,9 +7,10 @@ import threading
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
-from studio.tracking import read_offline_run
-from tests.conftest import FAST_GENERATOR, assert_one_line_error, read_manifest, run_studio
+from studio.tracking import Tracker, read_offline_run
+from tests.conftest import FAST_GENERATOR, assert_one_line_error, compose_config, read_manifest, run_studio
 
 QUIET = ["trainer.enable_progress_bar=false"]
 
@@ -175,3 +176,21 @@ def test_wandb_failure_warns_once_and_keeps_local_results(fault, outputs, tmp_pa
     assert "results are still written to disk" in warnings[0]
     assert read_manifest(tmp_path / "run")["status"] == "complete"
     assert "conv2" in result.stdout  # the command's own output
+
+
+def test_a_wandb_run_that_dies_midway_warns_once_and_the_command_goes_on(tmp_path, caplog):
+    """A real offline run, finished under the tracker (as a crashed W&B service would leave it): every later
+    call fails inside wandb; the tracker warns once and each call returns, so the command goes on."""
+    cfg = compose_config("layers", ["logger=wandb", f"paths.wandb={tmp_path / 'wandb'}"])
+    image = tmp_path / "a.png"
+    Image.new("L", (4, 4)).save(image)
+    with caplog.at_level("WARNING", logger="studio"), Tracker(cfg, "layers", tmp_path / "run", "g") as tracker:
+        assert tracker.run is not None and tracker.wandb_run_dir.is_dir()
+        tracker.run.finish()
+        tracker.log({"a": 1})
+        tracker.log_table("table", [{"a": 1}])
+        tracker.log_images("images", [image])
+        tracker.summary({"a": 1})
+    warnings = [r.getMessage() for r in caplog.records if "W&B" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].startswith("W&B log failed (UsageError"), warnings
+    assert "results are still written to disk" in warnings[0]

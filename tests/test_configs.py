@@ -70,6 +70,10 @@ def test_every_readme_command_line_passes_the_check(args):
     ("train", ["data.options.colour=1"], ["unknown config key 'data.options.colour'", "+data.options.colour="]),
     ("layers", ["hydra.run.dir=/tmp/a=b"], ["cannot parse 'hydra.run.dir=/tmp/a=b'", "quote a value", "key='a=b'"]),
     ("visualize", ["objective.channels=[1,"], ["cannot parse 'objective.channels=[1,'"]),
+    ("visualize", ["objective.channels=1,2"], ["'objective.channels=1,2' gives several values, a sweep: add -m",
+                                               "objective.channels=[1,2]", "objective.channels='1,2'"]),
+    ("train", ["model=small_cnn,judge_cnn"], ["'model=small_cnn,judge_cnn' gives several values", "add -m",
+                                              "model=[small_cnn,judge_cnn] to combine these configs"]),
 ])
 def test_a_misspelt_key_or_a_wrong_type_is_named(command, overrides, fragments):
     with pytest.raises(StudioError) as caught:
@@ -85,6 +89,8 @@ def test_a_misspelt_key_or_a_wrong_type_is_named(command, overrides, fragments):
     ("train", ["trainer.devices=auto", "model.seed=3", "logger.entity=null", "+data.options.extra=1"]),
     ("explain", ["explain.target=3", "explain.gradcam_layer=conv2"]),
     ("layers", ["--cfg", "job", "hydra.run.dir='/tmp/a=b'"]),  # a flag's value is no override; quoting works
+    ("visualize", ["--multirun", "objective.channels=1,2"]),
+    ("visualize", ["experiment=compare_regularizers", "+recipe=none,l2"]),  # the experiment is a multirun
 ])
 def test_valid_values_of_every_kind_pass(command, overrides):
     checked_overrides(command, overrides)

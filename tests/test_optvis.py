@@ -303,3 +303,71 @@ def test_a_target_that_turns_inf_stops_and_the_others_go_on():
     step = int(r.failed[1].rsplit(" ", 1)[1])
     assert 1 < step < 40  # it went wrong during the optimization, not at the start
     assert r.succeeded == [0] and r.activation_gain[0] > 0.2 and torch.isfinite(r.images[0]).all()
+
+
+# --- objective algebra and objective-config mistakes (no model: activations by hand) -----------------
+def test_objective_algebra_keeps_targets_and_computes_what_it_says():
+    acts = {"conv2": torch.rand(4, 12, 5, 5), "logits": torch.randn(4, 10)}
+    a, b = channel("conv2", [1, 2]), class_([3, 4])
+    base_a, base_b = a(acts), b(acts)
+    assert torch.allclose((a + b)(acts), base_a + base_b) and torch.allclose((2 + a)(acts), 2 + base_a)
+    assert torch.allclose((a - b)(acts), base_a - base_b) and torch.allclose((1 - a)(acts), 1 - base_a)
+    assert torch.allclose((a * 3)(acts), 3 * base_a) and torch.allclose((a / 2)(acts), base_a / 2)
+    assert torch.allclose((-a)(acts), -base_a)
+    assert (a + b).targets == ("conv2:1", "conv2:2") and (a + b).classes == (3, 4)
+    assert repr(a * 3) == "Objective(channel(conv2, [1, 2]) * 3)"
+    with pytest.raises(TypeError):
+        a + "conv2"
+    with pytest.raises(StudioError, match="cannot combine objectives with 2 and 3 targets"):
+        a + class_([1, 2, 3])
+    with pytest.raises(StudioError, match="a batch of 5 images cannot be split evenly among 2 targets"):
+        a({"conv2": torch.rand(5, 12, 5, 5)})
+
+
+def test_neuron_direction_and_diversity_refuse_what_they_cannot_measure():
+    with pytest.raises(StudioError, match=r"neuron needs a layer with a spatial map; 'fc1' has shape \(128,\)"):
+        neuron("fc1", 0)({"fc1": torch.rand(1, 128)})
+    with pytest.raises(StudioError, match=r"neuron position \(x=9, y=0\) is outside 'conv2''s 5x5 map"):
+        neuron("conv2", 0, x=9, y=0)({"conv2": torch.rand(1, 12, 5, 5)})
+    tilted = direction("conv2", torch.ones(12), cossim_pow=2.0)
+    acts = {"conv2": torch.rand(2, 12, 5, 5)}
+    assert (tilted(acts) < direction("conv2", torch.ones(12))(acts)).all()  # cos < 1 scales the dot down
+    with pytest.raises(StudioError, match="direction has 12 values but layer 'conv2' has 8 channels"):
+        tilted({"conv2": torch.rand(2, 8, 5, 5)})
+    with pytest.raises(StudioError, match="direction has 12 values but layer 'conv2' has 8 channels"):
+        tilted.check({"conv2": (8, 5, 5)})
+    with pytest.raises(StudioError, match="layer 'pool9' produced no tensor output"):
+        deepdream("pool9").check({"conv2": (12, 5, 5)})
+    with pytest.raises(StudioError, match="diversity: a batch of 3 cannot be cut into 2 groups"):
+        diversity("conv2", groups=2)({"conv2": torch.rand(3, 12, 5, 5)})
+    assert torch.equal(diversity("conv2", groups=2)({"conv2": torch.rand(2, 12, 5, 5)}), torch.zeros(2))
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["objective.channels='1,x'"], r"channels='1,x' is not 'all', an int or a list of ints"),
+    (["objective.channels=[]"], "channels is empty"),
+    (["objective.channels=[a]"], r"channels=\['a'\] is not 'all', an int or a list of ints"),
+    (["objective.layer=null"], "objective 'channel' needs a layer: set objective.layer=<name>"),
+    (["objective.layer=pool9"], "layer 'pool9' produced no tensor output"),
+    (["objective=direction", "objective.vector=null"], r"needs objective.vector=\[v_0,...,v_C-1\]"),
+    (["objective=direction", "objective.vector=[a,b]"], r"objective.vector=\['a', 'b'\] is not a list of numbers"),
+    (["objective=direction", "objective.vector=[[[1]]]"], r"must be a list of C numbers .* got shape \(1, 1, 1\)"),
+    (["objective=direction", "objective.vector=[1,2]"], "objective.vector has 2 values but layer 'conv2' has 12"),
+])
+def test_objective_config_mistakes_are_one_line(overrides, message):
+    cfg = compose_config("visualize", overrides).objective
+    with pytest.raises(StudioError, match=message):
+        objectives.config_targets(cfg, {"conv2": (12, 14, 14), "logits": (10,)})
+
+
+def test_objective_configs_build_what_they_name():
+    shapes = {"conv2": (12, 14, 14), "logits": (10,)}
+    cfg = compose_config("visualize", ["objective.channels='3, 5'"]).objective  # a string list works too
+    assert objectives.config_targets(cfg, shapes) == [3, 5]
+    cfg = compose_config("visualize", ["objective=direction", "objective.vector=[[1,0,0,0,0,0,0,0,0,0,0,0],"
+                                       "[0,1,0,0,0,0,0,0,0,0,0,0]]"]).objective
+    targets = objectives.config_targets(cfg, shapes)
+    assert targets == [0, 1] and objectives.from_config(cfg, targets).targets == ("direction:conv2:0",
+                                                                                  "direction:conv2:1")
+    cfg = compose_config("visualize", ["objective=layer"]).objective
+    assert objectives.config_targets(cfg, shapes) == [None]

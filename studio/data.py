@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, TensorDataset
 
 from studio.errors import StudioError, lookup
@@ -187,6 +186,8 @@ def _stratified(labels: torch.Tensor, fraction: float, seed: int, what: str) -> 
     if counts[counts > 0].min() < 2:
         raise StudioError(f"too few images for a stratified {what} split: the smallest class has "
                           f"{int(counts[counts > 0].min())} image(s); need at least 2 per class")
+    from sklearn.model_selection import train_test_split  # here: a second to import; `studio layers` needs none
+
     try:
         keep, held = train_test_split(index, test_size=fraction, stratify=labels.numpy(), random_state=seed)
     except ValueError as e:

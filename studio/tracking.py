@@ -50,6 +50,9 @@ class Tracker:
         # Every W&B file under outputs/, so a run is self-contained and `wandb sync` works later.
         for var, sub in WANDB_DIRS.items():
             os.environ[var] = str(wandb_dir / sub)
+        # W&B's own error telemetry (to W&B's servers, not the user's run): after an online init that could
+        # not reach its server, its exporter held the process ~12 s at exit. Opt back in with =true.
+        os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
         try:
             import wandb
 

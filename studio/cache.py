@@ -39,7 +39,11 @@ def load_or_train(module: nn.Module, models_dir: str | Path, stem: str,
     """Fill `module` from `<stem>.pt`, or run `train(workdir)` (which trains `module` in place and returns
     facts for the sidecar) and store it. Returns (weights path, was cached, sidecar dict)."""
     models_dir = Path(models_dir)
-    models_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        models_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a parent that is a file, a read-only disk, no permission
+        raise StudioError(f"cannot create the model cache {str(models_dir)!r}: {e.strerror}; choose a writable "
+                          "dir with paths.models=... (or move all outputs with STUDIO_OUTPUTS=...)") from None
     path, sidecar = models_dir / f"{stem}.pt", models_dir / f"{stem}.json"
     load = load or (lambda m, state, source: m.load_state_dict(state))
     with FileLock(str(models_dir / f"{stem}.lock")):

@@ -160,9 +160,7 @@ def _fits(value, default, key: str) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if isinstance(default, ListConfig):
         return isinstance(value, list)
-    if isinstance(default, DictConfig):
-        return isinstance(value, dict)
-    return True
+    return isinstance(value, dict)  # a mapping: the last type a YAML default can have
 
 
 def _kind(default) -> str:
@@ -174,9 +172,7 @@ def _kind(default) -> str:
         return "a number"
     if isinstance(default, ListConfig):
         return "a list like [a,b]"
-    if isinstance(default, DictConfig):
-        return "a mapping like {k:v}"
-    return "valid"
+    return "a mapping like {k:v}"
 
 
 def _show(default) -> str:

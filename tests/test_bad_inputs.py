@@ -178,6 +178,9 @@ ROWS = {
                                        ["a_file/run", "cannot create the output dir"]),
     "layers-sweep-dir-under-a-file": ("layers", ["-m", "hydra.sweep.dir={inputs}/a_file/sweep"],
                                       ["a_file/sweep", "cannot create the output dir", "hydra.sweep.dir="]),
+    "train-models-dir-under-a-file": ("train", ["paths.models={inputs}/a_file/models"],
+                                      ["cannot create the model cache", "a_file/models", "Not a directory",
+                                       "paths.models="]),
     "report-sweep-is-a-file": ("report", ["sweep={inputs}/a_file"], ["sweep dir not found", "a_file"]),
 }
 

@@ -8,6 +8,7 @@ one line that names the key, the bad value and what would be valid.
 The YAML defaults are the schema: a key whose default is a bool takes a bool, an int an int, a float a
 number, a list a list, a mapping a mapping; a string or null default takes anything (many string
 options also take numbers, e.g. `precision=32`). Keys that take several types are listed in FLEXIBLE.
+An override Hydra cannot parse, and a sweep (`key=a,b`) without -m, are one line here too.
 """
 
 from __future__ import annotations

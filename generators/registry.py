@@ -71,8 +71,7 @@ def trained_generator(gen_cfg, data_cfg, trainer_cfg, dm: ImageDataModule, model
     def train(workdir: Path) -> dict:
         # A checkpoint after every epoch: a run killed mid-way resumes from it (the work dir survives
         # until the weights are safely in the cache).
-        last = workdir / "last.ckpt"
-        _, resumed_after = last_checkpoint(workdir)  # before the Trainer: its banner would precede the error line
+        last, resumed_after = last_checkpoint(workdir)  # before the Trainer: its banner would precede the error line
         checkpoint = every_epoch_checkpoint(workdir)
         # RngState: the resumed epochs draw the noise and the shuffles an uninterrupted run would
         trainer = pl.Trainer(**runtime, max_epochs=gen_cfg.max_epochs, precision=gen_cfg.precision,
@@ -82,9 +81,8 @@ def trained_generator(gen_cfg, data_cfg, trainer_cfg, dm: ImageDataModule, model
         loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*dm.split("train")),
                                              batch_size=gen_cfg.batch_size, shuffle=True, drop_last=True,
                                              generator=torch.Generator().manual_seed(gen_cfg.seed))
-        resumed = last.is_file()
-        trainer.fit(module, loader, ckpt_path=last if resumed else None, weights_only=True)
-        return {"generator": dict(gen_cfg), "data": data_cfg.name, "resumed": resumed,
+        trainer.fit(module, loader, ckpt_path=last, weights_only=True)
+        return {"generator": dict(gen_cfg), "data": data_cfg.name, "resumed": last is not None,
                 "resumed_after_epoch": resumed_after}
 
     path, cached, facts = load_or_train(module, models_dir, stem, train)

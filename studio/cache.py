@@ -44,19 +44,18 @@ def load_or_train(module: nn.Module, models_dir: str | Path, stem: str,
     except OSError as e:  # a parent that is a file, a read-only disk, no permission
         raise StudioError(f"cannot create the model cache {str(models_dir)!r}: {e.strerror}; choose a writable "
                           "dir with paths.models=... (or move all outputs with STUDIO_OUTPUTS=...)") from None
-    path, sidecar = models_dir / f"{stem}.pt", models_dir / f"{stem}.json"
+    path, sidecar, workdir = models_dir / f"{stem}.pt", models_dir / f"{stem}.json", models_dir / f"{stem}.work"
     load = load or (lambda m, state, source: m.load_state_dict(state))
     with FileLock(str(models_dir / f"{stem}.lock")):
         if path.is_file() and sidecar.is_file():
             # a run killed after storing the entry but before clearing its work dir left the dir behind
-            shutil.rmtree(models_dir / f"{stem}.work", ignore_errors=True)
+            shutil.rmtree(workdir, ignore_errors=True)
             try:
                 state = load_state_dict_file(path)
             except StudioError as e:  # a damaged or tampered entry: say how to get a good one back
                 raise StudioError(f"model cache entry: {e}; delete it to retrain") from None
             load(module, state, str(path))
             return path, True, json.loads(sidecar.read_text())
-        workdir = models_dir / f"{stem}.work"
         start = time.perf_counter()
         facts = train(workdir)
         facts = {**facts, "train_seconds": time.perf_counter() - start}

@@ -140,22 +140,22 @@ def load_image_folder(root: str, size: int, channels: int) -> Images:
     if mode is None:
         raise StudioError(f"image_folder channels={channels} is not supported; choose from: 1, 3")
     images, labels = [], []
-    for label, class_dir in enumerate(class_dirs):
-        for file in sorted(class_dir.iterdir()):
-            if file.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            try:
-                # Pillow only warns for images between MAX_IMAGE_PIXELS and twice that; a folder of
-                # user files is untrusted, so a warning-sized bomb is refused like a bigger one
-                with warnings.catch_warnings():
-                    warnings.simplefilter("error", Image.DecompressionBombWarning)
+    # Pillow only warns for images between MAX_IMAGE_PIXELS and twice that; a folder of user files is
+    # untrusted, so a warning-sized bomb is refused like a bigger one
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        for label, class_dir in enumerate(class_dirs):
+            for file in sorted(class_dir.iterdir()):
+                if file.suffix.lower() not in IMAGE_SUFFIXES:
+                    continue
+                try:
                     with Image.open(file) as img:
                         img = img.convert(mode).resize((size, size), Image.BILINEAR)
                         images.append(np.asarray(img, dtype=np.uint8))
-            except (Image.DecompressionBombError, Image.DecompressionBombWarning,  # "... decompression bomb ..."
-                    OSError, ValueError, SyntaxError, EOFError) as e:  # what Pillow raises for corrupt files
-                raise StudioError(f"cannot read image {str(file)!r}: {e}") from None
-            labels.append(label)
+                except (Image.DecompressionBombError, Image.DecompressionBombWarning,  # "... decompression bomb"
+                        OSError, ValueError, SyntaxError, EOFError) as e:  # what Pillow raises for corrupt files
+                    raise StudioError(f"cannot read image {str(file)!r}: {e}") from None
+                labels.append(label)
     if not images:
         raise StudioError(f"image folder {root!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     return Images(_from_uint8(np.stack(images), channels_last=channels == 3),

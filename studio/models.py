@@ -165,13 +165,19 @@ def checkpoint_path(model_cfg) -> str | None:
     return model_cfg.path if "path" in model_cfg.keys() else None  # `in` alone skips ??? values
 
 
-def check_layer_names(model_cfg, data_cfg, names) -> None:
-    """Unknown layer names fail in one line before any training: an untrained copy has the same names."""
+def untrained_copy(model_cfg, data_cfg) -> Classifier | None:
+    """The configured architecture with random weights: enough to check layer names, indices and sizes
+    before any training. None for pretrained weights (they would be downloaded just for a check)."""
     if (model_cfg.get("options") or {}).get("weights") is not None:
-        return  # pretrained weights would be downloaded just for a check; the trained model checks later
+        return None
     d = data_cfg
-    model = build_classifier(model_cfg, d.channels, d.num_classes, [0.0] * d.channels, [1.0] * d.channels)
-    for name in names:
+    return build_classifier(model_cfg, d.channels, d.num_classes, [0.0] * d.channels, [1.0] * d.channels)
+
+
+def check_layer_names(model_cfg, data_cfg, names) -> None:
+    """Unknown layer names fail in one line before any training (the trained model checks them otherwise)."""
+    model = untrained_copy(model_cfg, data_cfg)
+    for name in names if model is not None else ():
         get_layer(model, str(name))
 
 

@@ -26,7 +26,7 @@ from studio.data import build_datamodule
 from studio.errors import StudioError
 from studio.metrics import Judge
 from studio.files import atomic_path, write_text
-from studio.models import build_classifier, get_layer, layer_names
+from studio.models import get_layer, layer_names, untrained_copy
 from studio.optvis import objectives, params, regularizers
 from studio.optvis.objectives import LOGITS
 from studio.optvis.render import Rendering, concat, render
@@ -289,15 +289,6 @@ def _print_summary(label: str, metrics: dict, where: Path) -> None:
     print(f"{label}: {'; '.join(parts)} -> {where}")
 
 
-def _untrained_copy(cfg):
-    """The configured architecture with random weights: enough to check layer names and sizes."""
-    options = cfg.model.get("options") or {}
-    if options.get("weights") is not None:  # pretrained weights would be downloaded just for a check
-        return None
-    d = cfg.data
-    return build_classifier(cfg.model, d.channels, d.num_classes, [0.0] * d.channels, [1.0] * d.channels)
-
-
 def judge_rendering(judge: Judge, rendering: Rendering) -> tuple[list[dict], dict]:
     """The judge's metrics of the succeeded images: per image (class targets: judge_correct, judge_prob)
     and for the set (judge_recognition, realism_ratio, diversity across seeds)."""
@@ -317,7 +308,7 @@ def visualize(cfg, tracker, run_dir: Path):
     latent = params.needs_generator(cfg.param)
     spec = params.pixel(cfg.data.size, cfg.data.channels) if latent else params.from_config(cfg.param)
     regularization = regularizers.from_config(cfg.get("regularizer"))
-    untrained = _untrained_copy(cfg)
+    untrained = untrained_copy(cfg.model, cfg.data)
     if untrained is not None:  # a typo in a layer name or an index costs no training
         check_targets(untrained, cfg.objective, spec)
 

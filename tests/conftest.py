@@ -47,6 +47,7 @@ def compose_config(command: str, overrides: list[str] | None = None):
 
 
 QUIET_TRAINER = ["trainer.enable_progress_bar=false"]
+QUIET_LOCAL = [*QUIET_TRAINER, "logger=none"]  # no progress bars, no W&B run: for runs a test only reads from disk
 
 
 @pytest.fixture(scope="session")

@@ -21,14 +21,13 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import FAST_GENERATOR, QUIET_TRAINER, assert_one_line_error, compose_config, run_studio
+from tests.conftest import FAST_GENERATOR, QUIET_LOCAL, assert_one_line_error, compose_config, run_studio
 
-QUICK = [*QUIET_TRAINER, "logger=none"]
 
 
 def quick(command: str) -> list[str]:
     """No W&B, no progress bar (layers and report have no trainer to quiet)."""
-    return ["logger=none"] if command in ("layers", "report") else QUICK
+    return ["logger=none"] if command in ("layers", "report") else QUIET_LOCAL
 
 
 # --- files a user might hand the studio -------------------------------------------------------------
@@ -211,7 +210,7 @@ def test_bad_input_is_one_line_and_leaves_nothing(row, inputs, outputs, small_cn
 def test_debug_shows_the_whole_trace(inputs, outputs, tmp_path):
     """STUDIO_DEBUG=1: the same mistake, with the traceback a bug report needs."""
     result = run_studio("train", "model=checkpoint", f"model.path={inputs}/garbage.pt", f"hydra.run.dir={tmp_path}",
-                        *QUICK, outputs=outputs, env={"STUDIO_DEBUG": "1"})
+                        *QUIET_LOCAL, outputs=outputs, env={"STUDIO_DEBUG": "1"})
     assert result.returncode != 0
     assert "Traceback (most recent call last)" in result.stderr and "garbage.pt" in result.stderr
 
@@ -220,7 +219,7 @@ def test_nan_render_fails_in_one_line_and_writes_nothing(outputs, small_cnn, tmp
     """A regularizer weight that overflows float32: every target's objective turns -inf at once; the one
     line says so and names the settings to lower."""
     result = run_studio("visualize", "regularizer.l2.weight=1e39", "steps=8", "progress=false",
-                        f"hydra.run.dir={tmp_path}", *QUICK, outputs=outputs)
+                        f"hydra.run.dir={tmp_path}", *QUIET_LOCAL, outputs=outputs)
     assert_one_line_error(result, "every target failed", "objective became -inf at step 1", "(and 11 more)",
                           "lower lr=0.1 or regularizer.l2.weight=1e+39")
     assert _left_behind(tmp_path) == []
@@ -296,7 +295,7 @@ def test_pickle_that_runs_code_is_refused_by_every_loader(loader, outputs, small
     wrap = (lambda p: {"state_dict": {"x": p}, "epoch": 1}) if loader.endswith("resume") else None
     evil = _evil(tmp_path / "evil.pt", marker, *([wrap] if wrap else []))
     args, fragments = LOADERS[loader](small_cnn, tmp_path, evil)
-    result = run_studio(*args, f"hydra.run.dir={tmp_path / 'run'}", *QUICK, outputs=outputs)
+    result = run_studio(*args, f"hydra.run.dir={tmp_path / 'run'}", *QUIET_LOCAL, outputs=outputs)
     assert_one_line_error(result, *fragments)
     assert not marker.exists()
     assert _left_behind(tmp_path / "run") == []

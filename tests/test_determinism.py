@@ -22,9 +22,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import FAST_GENERATOR, read_manifest, run_studio
+from tests.conftest import FAST_GENERATOR, QUIET_LOCAL, read_manifest, run_studio
 
-QUIET = ["logger=none", "trainer.enable_progress_bar=false"]
 
 
 def side_by_side(outputs: Path, *jobs: list[str]) -> list:
@@ -46,7 +45,7 @@ def side_by_side(outputs: Path, *jobs: list[str]) -> list:
 
 def twice(outputs: Path, tmp_path: Path, *args: str) -> tuple[Path, Path]:
     """`studio <args>` into tmp_path/a and tmp_path/b, side by side."""
-    side_by_side(outputs, *([*args, *QUIET, f"hydra.run.dir={tmp_path / run}"] for run in "ab"))
+    side_by_side(outputs, *([*args, *QUIET_LOCAL, f"hydra.run.dir={tmp_path / run}"] for run in "ab"))
     return tmp_path / "a", tmp_path / "b"
 
 
@@ -86,13 +85,13 @@ def test_train_and_layers(small_cnn, outputs, tmp_path):
         if '"seed": 202' in old.read_text():
             old.unlink()
     layers = ["layers", "logger=none"]
-    side_by_side(outputs, [*args, *QUIET, f"hydra.run.dir={tmp_path / 'a'}"],
+    side_by_side(outputs, [*args, *QUIET_LOCAL, f"hydra.run.dir={tmp_path / 'a'}"],
                  [*layers, f"hydra.run.dir={tmp_path / 'layers_a'}"])
     weights = Path(read_manifest(tmp_path / "a")["artifacts"]["checkpoint"])
     first = torch.load(weights, weights_only=True)
     weights.with_suffix(".json").unlink()  # out of the cache: run b trains it again
     weights.unlink()
-    side_by_side(outputs, [*args, *QUIET, f"hydra.run.dir={tmp_path / 'b'}"],
+    side_by_side(outputs, [*args, *QUIET_LOCAL, f"hydra.run.dir={tmp_path / 'b'}"],
                  [*layers, f"hydra.run.dir={tmp_path / 'layers_b'}"])
 
     manifest = assert_same_runs(tmp_path / "a", tmp_path / "b", pngs_at_least=0)
@@ -114,7 +113,7 @@ def render_sweeps(small_cnn, judge, outputs, tmp_path_factory) -> tuple[Path, Pa
     scale and rotation per image and step, and the judge scores the images."""
     root = tmp_path_factory.mktemp("render_sweeps")
     side_by_side(outputs, *(["visualize", "-m", "seed=0,3", "device=cpu", "steps=24", "thresholds=[8]", "seeds=2",
-                             "objective.channels=[0,5]", "regularizer=standard", "progress=false", *QUIET,
+                             "objective.channels=[0,5]", "regularizer=standard", "progress=false", *QUIET_LOCAL,
                              f"hydra.sweep.dir={root / run}"] for run in "ab"))
     return root / "a", root / "b"
 

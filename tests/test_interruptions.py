@@ -23,12 +23,11 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import read_manifest, run_studio
+from tests.conftest import QUIET_LOCAL, read_manifest, run_studio
 
-QUIET = ["logger=none", "trainer.enable_progress_bar=false"]
 # A classifier no other test trains (its own seed, 2 epochs), so every test here starts it uncached.
 # Two epochs are enough: the kill comes right after the first epoch's checkpoint.
-CLASSIFIER = ["train", "model.seed=101", "trainer.max_epochs=2", *QUIET]
+CLASSIFIER = ["train", "model.seed=101", "trainer.max_epochs=2", *QUIET_LOCAL]
 
 
 def start_studio(*args: str, outputs: Path, log: Path) -> subprocess.Popen:
@@ -146,7 +145,7 @@ def test_killed_generator_training_resumes_from_its_last_epoch(judge, tmp_path):
     models.mkdir(parents=True)
     for path in (judge.path, judge.path.with_suffix(".json")):  # only the generator is left to train
         shutil.copy(path, models / path.name)
-    args = ["train-generator", "generator.max_epochs=2", "generator.seed=7", "samples=200", *QUIET]
+    args = ["train-generator", "generator.max_epochs=2", "generator.seed=7", "samples=200", *QUIET_LOCAL]
     process = start_studio(*args, f"hydra.run.dir={tmp_path / 'killed'}", outputs=outputs,
                            log=tmp_path / "killed.log")
     kill9_when(process, lambda: work_checkpoint(models), "the first epoch checkpoint")
@@ -170,7 +169,7 @@ def test_killed_render_leaves_no_partial_output_and_reruns(small_cnn, outputs, t
     run_dir, log = tmp_path / "render", tmp_path / "killed.log"
     steps = 600
     args = ["visualize", f"steps={steps}", "objective.channels=[0,1]", "judge_metrics=false", "progress=true",
-            *QUIET, f"hydra.run.dir={run_dir}"]
+            *QUIET_LOCAL, f"hydra.run.dir={run_dir}"]
 
     def rendering():  # the progress bar (stderr) has passed step 20
         counts = re.findall(rf"(\d+)/{steps}\b", log.read_text(errors="replace"))

@@ -1,5 +1,8 @@
 """Bad inputs through the real CLI, one row per mistake a user can make (issue 8).
 
+Each run is `studio.cli.main` in a process of its own, forked from the test (run_studio_forked): the
+same entry point, exit code and stderr as `studio <command>`, without importing torch again per row.
+
 Every row must end in exit code 2 and ONE stderr line that names the bad value and what would be
 valid, with no traceback and nothing left in the run dir that looks like a result: no manifest.json,
 no PNG, no half-written *.tmp. Misspelt config keys and wrong value types are studio/validate.py's
@@ -21,7 +24,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import FAST_GENERATOR, QUIET_LOCAL, assert_one_line_error, compose_config, run_studio
+from tests.conftest import FAST_GENERATOR, QUIET_LOCAL, assert_one_line_error, compose_config, run_studio_forked
 
 
 
@@ -199,7 +202,7 @@ def test_bad_input_is_one_line_and_leaves_nothing(row, inputs, outputs, small_cn
     run_dir = tmp_path / "run"
     if not any(a.startswith("hydra.run.dir=") for a in args):
         args.append(f"hydra.run.dir={run_dir}")
-    result = run_studio(command, *args, *quick(command), outputs=outputs)
+    result = run_studio_forked(command, *args, *quick(command), outputs=outputs)
     line = assert_one_line_error(result, *fragments)
     assert line.startswith(f"studio {command}: error: ") or line.startswith("studio: error: "), line
     assert "Traceback" not in result.stderr
@@ -209,8 +212,8 @@ def test_bad_input_is_one_line_and_leaves_nothing(row, inputs, outputs, small_cn
 
 def test_debug_shows_the_whole_trace(inputs, outputs, tmp_path):
     """STUDIO_DEBUG=1: the same mistake, with the traceback a bug report needs."""
-    result = run_studio("train", "model=checkpoint", f"model.path={inputs}/garbage.pt", f"hydra.run.dir={tmp_path}",
-                        *QUIET_LOCAL, outputs=outputs, env={"STUDIO_DEBUG": "1"})
+    result = run_studio_forked("train", "model=checkpoint", f"model.path={inputs}/garbage.pt",
+                               f"hydra.run.dir={tmp_path}", *QUIET_LOCAL, outputs=outputs, env={"STUDIO_DEBUG": "1"})
     assert result.returncode != 0
     assert "Traceback (most recent call last)" in result.stderr and "garbage.pt" in result.stderr
 
@@ -218,8 +221,8 @@ def test_debug_shows_the_whole_trace(inputs, outputs, tmp_path):
 def test_nan_render_fails_in_one_line_and_writes_nothing(outputs, small_cnn, tmp_path):
     """A regularizer weight that overflows float32: every target's objective turns -inf at once; the one
     line says so and names the settings to lower."""
-    result = run_studio("visualize", "regularizer.l2.weight=1e39", "steps=8", "progress=false",
-                        f"hydra.run.dir={tmp_path}", *QUIET_LOCAL, outputs=outputs)
+    result = run_studio_forked("visualize", "regularizer.l2.weight=1e39", "steps=8", "progress=false",
+                               f"hydra.run.dir={tmp_path}", *QUIET_LOCAL, outputs=outputs)
     assert_one_line_error(result, "every target failed", "objective became -inf at step 1", "(and 11 more)",
                           "lower lr=0.1 or regularizer.l2.weight=1e+39")
     assert _left_behind(tmp_path) == []
@@ -295,7 +298,7 @@ def test_pickle_that_runs_code_is_refused_by_every_loader(loader, outputs, small
     wrap = (lambda p: {"state_dict": {"x": p}, "epoch": 1}) if loader.endswith("resume") else None
     evil = _evil(tmp_path / "evil.pt", marker, *([wrap] if wrap else []))
     args, fragments = LOADERS[loader](small_cnn, tmp_path, evil)
-    result = run_studio(*args, f"hydra.run.dir={tmp_path / 'run'}", *QUIET_LOCAL, outputs=outputs)
+    result = run_studio_forked(*args, f"hydra.run.dir={tmp_path / 'run'}", *QUIET_LOCAL, outputs=outputs)
     assert_one_line_error(result, *fragments)
     assert not marker.exists()
     assert _left_behind(tmp_path / "run") == []

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from studio.tracking import Tracker, read_offline_run
-from tests.conftest import FAST_GENERATOR, assert_one_line_error, compose_config, read_manifest, run_studio
+from tests.conftest import (FAST_GENERATOR, assert_one_line_error, compose_config, read_manifest, run_studio,
+                            run_studio_forked)
 
 QUIET = ["trainer.enable_progress_bar=false"]
 
@@ -104,8 +105,8 @@ def test_logger_none_still_writes_theread_manifest(outputs, tmp_path):
 
 
 def test_missing_data_files_fail_in_one_line(outputs, tmp_path):
-    result = run_studio("train", "data=fashion_mnist", f"data.options.root={tmp_path / 'absent'}",
-                        f"hydra.run.dir={tmp_path / 'run'}", outputs=outputs)
+    result = run_studio_forked("train", "data=fashion_mnist", f"data.options.root={tmp_path / 'absent'}",
+                               f"hydra.run.dir={tmp_path / 'run'}", outputs=outputs)
     assert_one_line_error(result, "Fashion-MNIST not found", "apt-get install dataset-fashion-mnist")
     assert not (tmp_path / "run" / "manifest.json").exists()
 
@@ -113,13 +114,13 @@ def test_missing_data_files_fail_in_one_line(outputs, tmp_path):
 def test_bad_checkpoints_fail_in_one_line(outputs, tmp_path):
     evil = tmp_path / "evil.pt"
     evil.write_bytes(b"\x80\x04cos\nsystem\n(S'touch " + str(tmp_path / "pwned").encode() + b"'\ntR.")
-    result = run_studio("layers", "model=checkpoint", f"model.path={evil}", f"hydra.run.dir={tmp_path / 'r1'}",
-                        outputs=outputs)
+    result = run_studio_forked("layers", "model=checkpoint", f"model.path={evil}", f"hydra.run.dir={tmp_path / 'r1'}",
+                               outputs=outputs)
     assert_one_line_error(result, "refusing to load checkpoint", "evil.pt")
     assert not (tmp_path / "pwned").exists() and not (tmp_path / "r1" / "manifest.json").exists()
-    result = run_studio("layers", "model=checkpoint", f"model.path={tmp_path / 'absent.pt'}", outputs=outputs)
+    result = run_studio_forked("layers", "model=checkpoint", f"model.path={tmp_path / 'absent.pt'}", outputs=outputs)
     assert_one_line_error(result, "checkpoint not found", "absent.pt")
-    result = run_studio("layers", "model=checkpoint", outputs=outputs)
+    result = run_studio_forked("layers", "model=checkpoint", outputs=outputs)
     assert_one_line_error(result, "missing value for model.path")
 
 

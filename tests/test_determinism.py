@@ -1,7 +1,8 @@
 """Same config and seed, run twice on CPU: the same manifest and the same bytes in every output file.
 
 Each command runs twice into its own run dir (tmp/a, tmp/b), the two side by side to halve the wall
-time. The demo is left out: it costs ~45 s a run here and is made of the commands below (train, the
+time, each in a process forked from the test's (the CLI's entry point, without importing torch again):
+both start from the same process state, as two fresh `studio` processes would. The demo is left out: it costs ~45 s a run here and is made of the commands below (train, the
 generator, visualize, probe, embed, explain), each checked on its own.
 
 What a manifest comparison leaves out, and why (nothing else):
@@ -16,28 +17,19 @@ of the run, which names the run dir) and the job log <command>.log (every line s
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import FAST_GENERATOR, QUIET_LOCAL, read_manifest, run_studio
+from tests.conftest import FAST_GENERATOR, QUIET_LOCAL, finish_forked, read_manifest, start_forked
 
 
 
 def side_by_side(outputs: Path, *jobs: list[str]) -> list:
-    """Run each job (a list of CLI args) in its own process, all at once; every one must succeed."""
-    results = [None] * len(jobs)
-
-    def run(i):
-        results[i] = run_studio(*jobs[i], outputs=outputs)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(jobs))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    """Run each job (a list of CLI args) in its own process (a fork of this one), all at once; every one
+    must succeed."""
+    results = [finish_forked(started) for started in [start_forked(*job, outputs=outputs) for job in jobs]]
     for job, result in zip(jobs, results):
         assert result.returncode == 0, (job, result.stderr[-3000:])
     return results

@@ -11,7 +11,8 @@ from generators import build_generator, trained_generator
 from generators.registry import load_generator_weights
 from studio.errors import StudioError
 from studio.generation import quality
-from tests.conftest import FAST_GENERATOR, QUIET_TRAINER, compose_config, run_studio
+from tests.conftest import FAST_GENERATOR, QUIET_TRAINER, compose_config, run_studio, run_studio_forked
+
 
 def _cfg(arch: str, extra=()):
     return compose_config("train-generator", [f"generator={arch}", *FAST_GENERATOR[arch], *QUIET_TRAINER, *extra])
@@ -64,8 +65,8 @@ def test_mismatched_generator_checkpoint_names_expected_and_found(dcgan, tmp_pat
 
 
 def test_cli_trains_scores_and_rejects_bad_generators(dcgan, judge, outputs, tmp_path):
-    done = run_studio("train-generator", "generator=dcgan", *FAST_GENERATOR["dcgan"], *QUIET_TRAINER, f"hydra.run.dir={tmp_path / 'run'}",
-                      outputs=outputs)
+    done = run_studio("train-generator", "generator=dcgan", *FAST_GENERATOR["dcgan"], *QUIET_TRAINER,
+                      f"hydra.run.dir={tmp_path / 'run'}", outputs=outputs)
     assert done.returncode == 0, done.stderr
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     metrics = manifest["metrics"]
@@ -76,8 +77,8 @@ def test_cli_trains_scores_and_rejects_bad_generators(dcgan, judge, outputs, tmp
 
     wrong = tmp_path / "wrong.pt"
     torch.save({"x": torch.zeros(3)}, wrong)
-    bad = run_studio("train-generator", "generator=checkpoint", f"generator.path={wrong}",
-                     f"hydra.run.dir={tmp_path / 'bad'}", outputs=outputs)
+    bad = run_studio_forked("train-generator", "generator=checkpoint", f"generator.path={wrong}",
+                            f"hydra.run.dir={tmp_path / 'bad'}", outputs=outputs)
     assert bad.returncode == 2
     assert "lacks generator.project.0.weight" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "bad" / "manifest.json").exists()

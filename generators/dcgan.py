@@ -10,7 +10,8 @@ from studio.errors import StudioError
 
 def _base(size: int) -> int:
     if size % 4:
-        raise StudioError(f"DCGAN needs an image size divisible by 4; got data.size={size} (use 28 or 32)")
+        raise StudioError(f"generator=dcgan and generator=vae need an image size divisible by 4; got data.size={size} "
+                          "(use 28 or 32)")
     return size // 4
 
 

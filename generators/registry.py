@@ -61,7 +61,6 @@ def trained_generator(gen_cfg, data_cfg, trainer_cfg, dm: ImageDataModule, model
     module = build_generator(gen_cfg, channels, size)
     if "path" in gen_cfg.keys():  # a user's generator: load, never train
         load_generator_weights(module, gen_cfg.path, dm.image_shape)
-        check_fits(module, dm.image_shape, gen_cfg.path)
         return TrainedGenerator(module.eval(), Path(gen_cfg.path), cached=True, train_seconds=0.0)
 
     runtime = {k: trainer_cfg[k] for k in RUNTIME_KEYS if k in trainer_cfg}
@@ -112,10 +111,3 @@ def load_generator_weights(module: GeneratorModule, path: str, image_shape: tupl
         raise StudioError(f"generator checkpoint {path!r} lacks {missing[0]}; is generator.arch right?")
     module.load_state_dict({**expected, **state})
 
-
-def check_fits(module: GeneratorModule, image_shape: tuple[int, int, int], source: str) -> None:
-    """The generator's images must have the classifier's input shape."""
-    found = tuple(module.sample(1).shape[1:])
-    if found != tuple(image_shape):
-        raise StudioError(f"generator {source!r} makes images of shape {found}, but the classifier takes "
-                          f"{tuple(image_shape)} (data.channels, data.size)")

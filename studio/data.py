@@ -37,12 +37,6 @@ class Images:
     test_labels: torch.Tensor | None = None
 
 
-def _resize(images: torch.Tensor, size: int | None) -> torch.Tensor:
-    if size is None or images.shape[-1] == size and images.shape[-2] == size:
-        return images
-    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
-
-
 def _from_uint8(array: np.ndarray, channels_last: bool = False) -> torch.Tensor:
     images = torch.from_numpy(np.ascontiguousarray(array)).float().div_(255)
     if images.ndim == 3:
@@ -97,7 +91,8 @@ def load_digits8x8(size: int = 28) -> Images:
 
     digits = load_digits()
     images = torch.from_numpy(digits.images).float().div_(16).unsqueeze(1)
-    return Images(_resize(images, size), torch.from_numpy(digits.target.astype(np.int64)), DIGITS)
+    images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
+    return Images(images, torch.from_numpy(digits.target.astype(np.int64)), DIGITS)
 
 
 def load_torchvision(dataset: str, root: str, download: bool = False) -> Images:
@@ -108,11 +103,14 @@ def load_torchvision(dataset: str, root: str, download: bool = False) -> Images:
     cls = lookup(known, "torchvision dataset", dataset)
     try:
         train, test = (cls(root, train=t, download=download) for t in (True, False))
-    except RuntimeError as e:  # torchvision's "Dataset not found or corrupted"
-        hint = "set data.download=true to fetch it (needs network)" if not download else str(e)
-        raise StudioError(f"torchvision {dataset} not found under {root}; {hint}") from None
-    except OSError as e:  # download attempted without network
-        raise StudioError(f"could not download torchvision {dataset} to {root}: {e}") from None
+    except (RuntimeError, OSError) as e:  # torchvision's "Dataset not found or corrupted"; no network
+        if not download:
+            raise StudioError(f"torchvision {dataset} not found under {root}; set data.options.download=true to "
+                              "fetch it (needs network)") from None
+        # MNIST's mirrors say it in several lines ("Tried <mirror>, got: <urlopen error ...>"): the last is the cause
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        raise StudioError(f"could not download torchvision {dataset} to {root}: "
+                          f"{lines[-1] if lines else type(e).__name__}") from None
 
     def tensors(ds):
         data = ds.data.numpy() if torch.is_tensor(ds.data) else np.asarray(ds.data)
@@ -190,9 +188,21 @@ def _stratified(labels: torch.Tensor, fraction: float, seed: int, what: str) -> 
 
     try:
         keep, held = train_test_split(index, test_size=fraction, stratify=labels.numpy(), random_state=seed)
-    except ValueError as e:
-        raise StudioError(f"cannot split {len(labels)} images into {what} with fraction {fraction}: {e}") from None
+    except ValueError as e:  # e.g. "The test_size = 2 should be greater or equal to the number of classes = 10"
+        key = "data.test_fraction" if what == "test" else "data.val_fraction"
+        raise StudioError(f"cannot split {len(labels)} images into {what} with {key}={fraction} "
+                          f"({str(e).splitlines()[0].rstrip('.')}); choose a fraction in (0, 1) that leaves every "
+                          "class at least one image on both sides") from None
     return np.sort(keep), np.sort(held)
+
+
+def classes_in_turn(labels: torch.Tensor, count: int) -> torch.Tensor:
+    """Positions of `count` images taking the classes in turn: the first image of every class, then the
+    second of every class, ... A split sorted by class (mnist5k's is) would otherwise give N zeros."""
+    rank = torch.empty_like(labels)
+    for c in labels.unique():
+        rank[labels == c] = torch.arange(int((labels == c).sum()))
+    return torch.argsort(rank * (int(labels.max()) + 1) + labels)[:count]
 
 
 class ImageDataModule:
@@ -255,9 +265,6 @@ class ImageDataModule:
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
 
 
 def build_datamodule(data_cfg) -> ImageDataModule:

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from studio.data import classes_in_turn
 from studio.errors import StudioError
 from studio.runs import Result, train_one
 
@@ -172,37 +173,41 @@ def _print_summary(result, metrics: dict, prefix: str) -> None:
               f"{cell('r2_heldout', 7)} {cell('stability', 6)} {cell('sanity', 7)} {cell('mark_found', 5)}")
 
 
-def classes_in_turn(labels: torch.Tensor, count: int) -> torch.Tensor:
-    """Positions of `count` images taking the classes in turn: the first image of every class, then the
-    second of every class, ... A split sorted by class (mnist5k's is) would otherwise give N zeros."""
-    rank = torch.empty_like(labels)
-    for c in labels.unique():
-        rank[labels == c] = torch.arange(int((labels == c).sum()))
-    return torch.argsort(rank * (int(labels.max()) + 1) + labels)[:count]
+def check_selection(cfg) -> None:
+    """explain.images and, for the Clever Hans experiment, its data: checked before any data or training."""
+    ecfg = cfg.explain
+    if int(ecfg.images) < 1:
+        raise StudioError(f"explain.images must be ≥ 1, got {ecfg.images}")
+    if ecfg.clever_hans and cfg.data.source != "marked":
+        raise StudioError(f"explain.clever_hans=true needs marked data (data=mnist5k_marked or "
+                          f"experiment=clever_hans); got data={cfg.data.name}")
+
+
+def _pool(cfg, x_all: torch.Tensor):
+    """(positions of the images to choose from, the Clever Hans mark or None): all of data.split, or
+    (explain.clever_hans) its marked images."""
+    from studio.explain.clever_hans import Mark
+
+    if not cfg.explain.clever_hans:
+        return torch.arange(len(x_all)), None
+    o = cfg.data.options
+    mark = Mark(int(o.size), str(o.corner), int(o.margin), float(o.value))
+    pool = mark.present(x_all).nonzero().flatten()
+    if not len(pool):
+        rate = "test_rate" if cfg.data.split == "test" else "train_rate"
+        raise StudioError(f"no marked images in data.split={cfg.data.split}; set data.options.{rate} > 0")
+    return pool, mark
 
 
 def _select(cfg, dm, model):
     """(x, y, index, mark, story) of the images to explain: `explain.images` of data.split (Clever Hans:
     of its marked images), the classes in turn."""
-    from studio.explain.clever_hans import Mark
-
-    ecfg = cfg.explain
-    if int(ecfg.images) < 1:
-        raise StudioError(f"explain.images must be ≥ 1, got {ecfg.images}")
+    check_selection(cfg)
     x_all, y_all = dm.split(cfg.data.split)
-    mark = story = None
-    pool = torch.arange(len(x_all))
-    if ecfg.clever_hans:
-        if cfg.data.source != "marked":
-            raise StudioError(f"explain.clever_hans=true needs marked data (data=mnist5k_marked or "
-                              f"experiment=clever_hans); got data={cfg.data.name}")
-        o = cfg.data.options
-        mark = Mark(int(o.size), str(o.corner), int(o.margin), float(o.value))
-        story = clever_hans_story(model, x_all, y_all, mark, int(o.mark_class))
-        pool = mark.present(x_all).nonzero().flatten()
-        if not len(pool):
-            raise StudioError(f"no marked images in data.split={cfg.data.split}; set data.options.test_rate > 0")
-    index = pool[classes_in_turn(y_all[pool], int(ecfg.images))]
+    pool, mark = _pool(cfg, x_all)
+    story = (clever_hans_story(model, x_all, y_all, mark, int(cfg.data.options.mark_class))
+             if mark is not None else None)
+    index = pool[classes_in_turn(y_all[pool], int(cfg.explain.images))]
     return x_all[index], y_all[index], index, mark, story
 
 
@@ -215,9 +220,11 @@ def explain(cfg, tracker, run_dir: Path):
     names = method_names(str(cfg.method))
     # names and indices fail before any training: an untrained copy has the trained model's layers
     resolve_config_target(cfg.explain.target, torch.zeros(0, dtype=torch.long), int(cfg.data.num_classes))
+    check_selection(cfg)
     if cfg.explain.gradcam_layer and "gradcam" in names:
         check_layer_names(cfg.model, cfg.data, [cfg.explain.gradcam_layer])
     dm = build_datamodule(cfg.data)
+    _pool(cfg, dm.split(cfg.data.split)[0])  # no marked image to explain: found before training
     trained = train_one(cfg, cfg.model, dm, tracker, "model")
     x, y, index, mark, story = _select(cfg, dm, trained.model)
     metrics, items = explain_run(cfg, trained.model, x, y, index, names, Path(run_dir), tracker,

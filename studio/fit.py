@@ -41,9 +41,6 @@ class ClassifierModule(pl.LightningModule):
         super().__init__()
         self.model, self.lr, self.weight_decay, self.max_shift = model, lr, weight_decay, max_shift
 
-    def forward(self, x):
-        return self.model(x)
-
     def _step(self, batch, split: str):
         x, y = batch
         if split == "train":

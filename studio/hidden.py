@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from studio.activations import PIXELS, collect, default_layers  # noqa: E402
-from studio.data import build_datamodule  # noqa: E402
+from studio.data import build_datamodule, classes_in_turn  # noqa: E402
 from studio.embed import knn_separation, pca_2d, tsne_2d  # noqa: E402
 from studio.files import atomic_path, write_text  # noqa: E402
 from studio.models import check_layer_names  # noqa: E402
@@ -53,8 +53,9 @@ def probe(cfg, tracker: Tracker, run_dir: Path) -> Result:
     trained = train_one(cfg, cfg.model, dm, tracker, "model")
     layers = list(settings.layers) if settings.layers else default_layers(trained.model)
     (x_train, y_train), (x_test, y_test) = dm.split("train"), dm.split(cfg.data.split)
-    if settings.train_images:
-        x_train, y_train = x_train[:settings.train_images], y_train[:settings.train_images]
+    if settings.train_images:  # every class alike: a split sorted by class (mnist5k's) starts with its 0s
+        chosen = classes_in_turn(y_train, settings.train_images).sort().values
+        x_train, y_train = x_train[chosen], y_train[chosen]
 
     start = time.perf_counter()
     names = [PIXELS, *layers]
@@ -112,7 +113,8 @@ def embed(cfg, tracker: Tracker, run_dir: Path) -> Result:
     dm = build_datamodule(cfg.data)
     trained = train_one(cfg, cfg.model, dm, tracker, "model")
     x, y = dm.split(cfg.data.split)
-    x, y = x[:settings.images], y[:settings.images]
+    chosen = classes_in_turn(y, settings.images).sort().values  # every class alike, as in probe.train_images
+    x, y = x[chosen], y[chosen]
     layers = list(cfg.layers)
     features = collect(trained.model, x, layers, settings.pool, max_features=settings.max_features)
     labels = y.numpy()

@@ -32,7 +32,9 @@ def hidden_features(model: nn.Module, images: torch.Tensor, batch_size: int = 50
     """N×D: what the model's final linear layer reads (its last hidden layer), in fp32 on the CPU."""
     last = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if not last:
-        raise StudioError(f"the judge {type(model).__name__} has no final linear layer to embed images with")
+        name = type(getattr(model, "net", model)).__name__  # a Classifier's own net, not "Classifier"
+        raise StudioError(f"the judge {name} has no nn.Linear layer whose input embeds the images; choose a "
+                          "judge whose classifier ends in one (model@judge=judge_cnn, small_cnn or resnet18)")
     chunks: list[torch.Tensor] = []
     hook = last[-1].register_forward_hook(lambda _m, inputs, _o: chunks.append(inputs[0].detach().float().cpu()))
     was_training = model.training
@@ -121,7 +123,8 @@ class Judge:
         for c, count in zip(*np.unique(np.asarray(classes), return_counts=True)):
             candidates = np.flatnonzero(self.pool_labels == c)
             if len(candidates) == 0:
-                raise StudioError(f"no real images of class {int(c)} to compare with")
+                raise StudioError(f"no real images of class {int(c)} to compare with; the judge's real images "
+                                  f"have classes {', '.join(str(k) for k in np.unique(self.pool_labels))}")
             rows.append(rng.choice(candidates, size=count, replace=count > len(candidates)))
         return self.pool[np.concatenate(rows)]
 
@@ -175,5 +178,6 @@ def mean_pairwise_distance(embedding: np.ndarray, groups: Sequence) -> float:
             d = torch.cdist(points, points)
             distances.append(float(d.sum() / (len(rows) * (len(rows) - 1))))
     if not distances:
-        raise StudioError("diversity compares seeds of the same target: give 2 or more seeds")
+        raise StudioError(f"diversity compares seeds of the same target, but each of the {len(members)} target(s) "
+                          "has 1 image: give 2 or more seeds")
     return float(np.mean(distances))

@@ -62,7 +62,8 @@ def judge_cnn(channels: int, num_classes: int) -> nn.Module:
 
 def torchvision_model(channels: int, num_classes: int, arch: str = "resnet18",
                       weights: str | None = None) -> nn.Module:
-    """Any torchvision classifier by name. `weights=None` works offline; `"DEFAULT"` downloads."""
+    """Any torchvision classifier by name. `weights=None` works offline; `"DEFAULT"` downloads (once, into
+    torch.hub's cache: `$TORCH_HOME/hub/checkpoints`)."""
     import torchvision.models as tvm
 
     available = tvm.list_models(module=tvm)
@@ -70,19 +71,29 @@ def torchvision_model(channels: int, num_classes: int, arch: str = "resnet18",
         raise StudioError(f"unknown torchvision model {arch!r}; choose from: {', '.join(available)}")
     if weights is None:
         return tvm.get_model(arch, weights=None, num_classes=num_classes)
+    names = ["DEFAULT", *(w.name for w in tvm.get_model_weights(arch))]
+    if weights not in names:
+        raise StudioError(f"unknown torchvision weights {weights!r} for {arch}; choose from: {', '.join(names)} "
+                          "or null (untrained)")
     try:
         net = tvm.get_model(arch, weights=weights)
-    except (OSError, RuntimeError, ValueError) as e:  # no network, a broken download, a bad weights name
-        raise StudioError(f"could not load torchvision weights {weights!r} for {arch}: {e}; "
-                          "offline, use model.options.weights=null") from None
+    except Exception as e:  # noqa: BLE001 - no network (URLError), a broken cached file (UnpicklingError), ...
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise StudioError(f"could not load torchvision weights {weights!r} for {arch} ({type(e).__name__}: {reason}); "
+                          f"they are downloaded once into {torch.hub.get_dir()}/checkpoints (delete a broken file "
+                          "there); offline, use model.options.weights=null") from None
     if num_classes != 1000:
-        _replace_head(net, num_classes)
+        _replace_head(net, arch, num_classes)
     return net
 
 
-def _replace_head(net: nn.Module, num_classes: int) -> None:
+def _replace_head(net: nn.Module, arch: str, num_classes: int) -> None:
     """Swap the last Linear layer for one with `num_classes` outputs (fine-tuning a pretrained net)."""
-    name, last = [(n, m) for n, m in net.named_modules() if isinstance(m, nn.Linear)][-1]
+    linear = [(n, m) for n, m in net.named_modules() if isinstance(m, nn.Linear)]
+    if not linear:
+        raise StudioError(f"torchvision {arch} has no nn.Linear head to replace for {num_classes} classes; with "
+                          "pretrained weights choose an arch that ends in one (resnet18, mobilenet_v3_small, ...)")
+    name, last = linear[-1]
     parent = net.get_submodule(name.rpartition(".")[0]) if "." in name else net
     setattr(parent, name.rpartition(".")[2], nn.Linear(last.in_features, num_classes))
 
@@ -93,12 +104,6 @@ ARCHITECTURES = {"small_cnn": small_cnn, "judge_cnn": judge_cnn, "torchvision": 
 def build_net(architecture: str, channels: int, num_classes: int, **options) -> nn.Module:
     """An untrained network from the registry (`options` go to its builder)."""
     return lookup(ARCHITECTURES, "architecture", architecture)(channels, num_classes, **options)
-
-
-def net_in_channels(net: nn.Module) -> int:
-    """Channels the network's first conv expects."""
-    first = next((m for m in net.modules() if isinstance(m, nn.Conv2d)), None)
-    return first.in_channels if first is not None else 0
 
 
 def build_classifier(model_cfg, channels: int, num_classes: int, mean, std) -> Classifier:

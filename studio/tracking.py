@@ -74,7 +74,8 @@ class Tracker:
         """The W&B run's own directory (offline: what `wandb sync` takes), or None."""
         try:
             return Path(self.run.dir).parent if self.run is not None else None
-        except Exception:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001
+            self._warn("run dir", e)
             return None
 
     def log(self, data: dict, step: int | None = None) -> None:

@@ -94,7 +94,8 @@ def model_shapes(model, spec: params.ParamSpec) -> dict[str, tuple[int, ...]]:
         shapes[LOGITS] = tuple(model.eval()(torch.zeros(1, *image_shape, device=model.mean.device)).shape[1:])
     except (RuntimeError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise StudioError(f"the model cannot take images of shape {image_shape}: {first}") from None
+        raise StudioError(f"the model cannot take images of shape {image_shape} (param.channels, param.size): "
+                          f"{first}") from None
     finally:
         model.train(was_training)
         for hook in hooks:

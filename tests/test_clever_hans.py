@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from studio.errors import StudioError
-from studio.explain.clever_hans import Mark, mark_found_pixels, mark_found_segments
+from studio.explain.clever_hans import Mark, load_marked, mark_found_pixels, mark_found_segments
 from studio.explain.compare import MetricOptions, compare_methods
 from studio.explain_command import classes_in_turn, clever_hans_story
 from tests.conftest import QUIET_TRAINER, compose_config, run_studio
@@ -125,3 +125,45 @@ def test_demo_explains_test_digits_and_the_clever_hans_model(small_cnn, marked, 
     m = result.metrics
     assert m["explain/lime/r2"] >= 0.8 and "clever_hans/mark_found_lime" in m
     assert "clever_hans/lime/r2" in m and "clever_hans/clean_acc" in m
+
+
+def test_a_mark_that_is_not_a_square_or_does_not_fit_is_refused():
+    with pytest.raises(StudioError, match="mark size must be ≥ 1 and margin ≥ 0, got size=0, margin=2"):
+        Mark(size=0)
+    with pytest.raises(StudioError, match="mark size must be ≥ 1 and margin ≥ 0, got size=4, margin=-1"):
+        Mark(margin=-1)
+    with pytest.raises(StudioError, match="a 30px mark with margin 2 does not fit a 28×28 image; use size "
+                                          r"\+ margin ≤ 28"):
+        Mark(size=30).plant(torch.zeros(1, 1, 28, 28))
+
+
+@pytest.fixture
+def two_classes(monkeypatch):
+    """A tiny registered source with its own test set: (train images, labels, test images, labels)."""
+    from studio.data import SOURCES, Images
+
+    x, y = torch.rand(40, 1, 8, 8) * 0.5, torch.arange(40) % 2
+    xt, yt = torch.rand(30, 1, 8, 8) * 0.5, torch.arange(30) % 2
+    monkeypatch.setitem(SOURCES, "two_classes", lambda: Images(x, y, ["a", "b"], xt, yt))
+    return x, y, xt, yt
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"base": "marked"}, "the marked source cannot wrap itself; set data.options.base to another source"),
+    ({"test_rate": 1.5}, r"test_rate must be in \[0, 1\], got 1.5"),
+    ({"other_rate": -0.1}, r"other_rate must be in \[0, 1\], got -0.1"),
+    ({"mark_class": 2}, r"mark_class 2 is out of range; two_classes has 2 classes \(0\.\.1\)"),
+], ids=["itself", "test_rate", "other_rate", "mark_class"])
+def test_marked_data_mistakes_are_one_line(two_classes, options, message):
+    with pytest.raises(StudioError, match=message):
+        load_marked(**{"base": "two_classes", "size": 2, "margin": 1, **options})
+
+
+def test_a_base_with_its_own_test_set_keeps_it_and_marks_it(two_classes):
+    x, y, xt, yt = two_classes
+    data = load_marked(base="two_classes", mark_class=1, size=2, margin=1, test_rate=1.0)
+    mark = Mark(size=2, margin=1)
+    elsewhere = ~mark.region(8, 8)
+    assert torch.equal(data.test_labels, yt) and mark.present(data.test_images).all()
+    assert torch.equal(data.test_images[:, :, elsewhere], xt[:, :, elsewhere])  # the base's own test images
+    assert torch.equal(data.labels, y) and torch.equal(mark.present(data.images), y == 1)

@@ -58,7 +58,7 @@ def test_digits8x8_upsampled_to_config_size():
 
 def test_torchvision_offline_gives_one_clear_line(tmp_path):
     dm = ImageDataModule("torchvision", {"dataset": "CIFAR10", "root": str(tmp_path), "download": False})
-    with pytest.raises(StudioError, match=r"CIFAR10 not found .*data.download=true"):
+    with pytest.raises(StudioError, match=r"CIFAR10 not found .*data.options.download=true"):
         dm.setup()
 
 
@@ -99,3 +99,73 @@ def test_image_folder_errors_name_the_problem(tmp_path):
 def test_config_that_disagrees_with_the_data_is_refused():
     with pytest.raises(StudioError, match=r"shape \(1, 28, 28\).*data.channels"):
         build_datamodule(compose_config("train", ["data.channels=3"]).data)
+
+
+def test_torchvision_offline_hint_names_the_config_key(tmp_path):
+    dm = ImageDataModule("torchvision", {"dataset": "MNIST", "root": str(tmp_path), "download": False})
+    with pytest.raises(StudioError, match=r"^torchvision MNIST not found under .*; set data.options.download=true"):
+        dm.setup()
+
+
+def _write_idx(path, array: np.ndarray) -> None:
+    """An uncompressed idx file as torchvision's MNIST readers expect: magic (ubyte, ndim), sizes, bytes."""
+    with open(path, "wb") as f:
+        f.write(bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape))
+        f.write(array.astype(np.uint8).tobytes())
+
+
+def test_torchvision_fashion_mnist_already_on_disk_loads_offline(tmp_path):
+    rng = np.random.default_rng(0)
+    raw = tmp_path / "FashionMNIST" / "raw"  # torchvision's layout under data.options.root
+    raw.mkdir(parents=True)
+    written = {}
+    for prefix, n in (("train", 40), ("t10k", 20)):
+        images, labels = rng.integers(0, 256, (n, 28, 28)), np.tile(np.arange(10), n // 10)
+        _write_idx(raw / f"{prefix}-images-idx3-ubyte", images)
+        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+        written[prefix] = images, labels
+    dm = ImageDataModule("torchvision", {"dataset": "FashionMNIST", "root": str(tmp_path)}, val_fraction=0.25)
+    x_test, y_test = dm.split("test")  # the official test split is kept as it is
+    assert x_test.shape == (20, 1, 28, 28) and x_test.dtype == torch.float32 and y_test.dtype == torch.int64
+    assert torch.equal(x_test, torch.from_numpy(written["t10k"][0]).float().div(255).unsqueeze(1))
+    assert y_test.tolist() == written["t10k"][1].tolist()
+    assert len(dm.split("train")[0]) + len(dm.split("val")[0]) == 40
+    assert dm.classes[9] == "Ankle boot"
+
+
+@pytest.mark.parametrize("dataset", ["MNIST", "CIFAR10"])  # MNIST tries its mirrors, CIFAR10 one URL
+def test_torchvision_download_without_network_is_one_line(tmp_path, monkeypatch, dataset):
+    import urllib.error
+    import urllib.request
+
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    dm = ImageDataModule("torchvision", {"dataset": dataset, "root": str(tmp_path), "download": True})
+    with pytest.raises(StudioError) as error:
+        dm.setup()
+    message = str(error.value)
+    assert len(message.splitlines()) == 1
+    assert message.startswith(f"could not download torchvision {dataset} to {tmp_path}: ")
+    assert "Temporary failure in name resolution" in message
+
+
+@pytest.mark.parametrize("fraction,reason", [(0.001, "test_size = 2 should be greater or equal to the number "
+                                                     "of classes = 10"),
+                                             (1.5, "must be a float in the range (0.0, 1.0)")])
+def test_a_fraction_that_cannot_split_every_class_names_the_key(fraction, reason):
+    dm = ImageDataModule("digits8x8", {}, test_fraction=fraction)
+    with pytest.raises(StudioError) as error:
+        dm.setup()
+    message = str(error.value)
+    assert message.startswith(f"cannot split 1797 images into test with data.test_fraction={fraction} (")
+    assert reason in message and "choose a fraction in (0, 1)" in message and len(message.splitlines()) == 1
+
+
+def test_classes_in_turn_takes_every_class_before_any_twice():
+    from studio.data import classes_in_turn
+
+    labels = torch.tensor([0, 0, 0, 1, 1, 2])  # sorted by class, as mnist5k's splits are
+    assert labels[classes_in_turn(labels, 3)].tolist() == [0, 1, 2]
+    assert labels[classes_in_turn(labels, 5)].tolist() == [0, 1, 2, 0, 1]

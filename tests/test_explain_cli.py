@@ -1,16 +1,17 @@
 """`studio explain` through the real CLI: panels, maps, manifest items, the W&B table, one-line errors."""
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 import torch
 from PIL import Image
 
 from studio.explain import METHODS
 from studio.models import build_net
 from studio.tracking import read_offline_run
-from tests.conftest import QUIET_TRAINER, assert_one_line_error, run_studio
+from tests.conftest import QUIET_TRAINER, assert_one_line_error, compose_config, run_studio, run_studio_forked
+from tests.test_tracking import offline_tracker, read_when_written
 
 
 def test_explain_all_methods_writes_panels_manifest_and_wandb(small_cnn, datamodule, outputs, tmp_path):
@@ -83,14 +84,51 @@ def test_bad_input_is_one_line_and_writes_nothing(small_cnn, outputs, tmp_path):
         "channels": (["model=checkpoint", f"model.path={tmp_path / 'rgb.pt'}"],
                      ["does not fit this model", "net.conv1.weight has shape (32, 3, 3, 3)", "expected (32, 1, 3, 3)"]),
     }
-
-    def run(name):  # the four CLI runs overlap: each mostly waits for imports
-        return run_studio("explain", *cases[name][0], "explain.images=2", "logger=none",
-                          f"hydra.run.dir={tmp_path / name}", *QUIET_TRAINER, outputs=outputs)
-
-    with ThreadPoolExecutor(len(cases)) as pool:
-        results = dict(zip(cases, pool.map(run, cases)))
-    for name, (_, fragments) in cases.items():
-        assert_one_line_error(results[name], *fragments)
+    for name, (args, fragments) in cases.items():
+        result = run_studio_forked("explain", *args, "explain.images=2", "logger=none",
+                                   f"hydra.run.dir={tmp_path / name}", *QUIET_TRAINER, outputs=outputs)
+        assert_one_line_error(result, *fragments)
         left = {p.name for p in (tmp_path / name).iterdir()} - {".hydra", "explain.log"}  # Hydra's own records
         assert not left, (name, left)  # no manifest, panels or maps
+
+
+@pytest.mark.parametrize("args,message", [
+    (["explain.target=seven"], "explain.target 'seven' is not valid; choose from: pred, label or a class index 0..9"),
+    (["explain.images=0"], "explain.images must be ≥ 1, got 0"),
+    (["explain.clever_hans=true"], "explain.clever_hans=true needs marked data (data=mnist5k_marked or "
+                                   "experiment=clever_hans); got data=mnist5k"),
+    (["experiment=clever_hans", "data.options.test_rate=0"],
+     "no marked images in data.split=test; set data.options.test_rate > 0"),
+], ids=["target", "images", "clever_hans-data", "clever_hans-no-mark"])
+def test_bad_input_is_refused_before_any_training(tmp_path, args, message):
+    from studio.errors import StudioError
+    from studio.explain_command import explain
+    from studio.tracking import Tracker
+
+    cfg = compose_config("explain", [*args, "logger=none", f"paths.models={tmp_path / 'no-models'}"])
+    with Tracker(cfg, "explain", tmp_path, str(tmp_path)) as tracker, pytest.raises(StudioError) as error:
+        explain(cfg, tracker, tmp_path)
+    assert str(error.value) == message
+    assert not (tmp_path / "no-models").exists() and not (tmp_path / "panels").exists()  # nothing trained or written
+
+
+def test_a_failing_wandb_table_warns_and_the_maps_and_metrics_are_kept(small_cnn, datamodule, tmp_path, monkeypatch):
+    import wandb
+
+    from studio.explain_command import explain_run
+
+    def broken(*args, **kwargs):
+        raise OSError("media dir is read-only")
+
+    monkeypatch.setattr(wandb, "Image", broken)
+    cfg = compose_config("explain", ["method=saliency", "explain.metrics.sanity=false"])
+    x, y = datamodule.split("test")
+    with offline_tracker(tmp_path / "wandb_run", monkeypatch, "explain") as tracker, pytest.warns(
+            UserWarning, match=r"^W&B table failed \(OSError: media dir is read-only\); results are still written"):
+        metrics, items = explain_run(cfg, small_cnn.model, x[:1], y[:1], torch.tensor([0]), ["saliency"],
+                                     tmp_path / "out", tracker)
+        run_dir = tracker.wandb_run_dir
+    assert (tmp_path / "out" / items[0]["image"]).is_file() and (tmp_path / "out" / items[0]["panel"]).is_file()
+    logged = read_when_written(run_dir, lambda run: "saliency/deletion_auc" in run["summary"])
+    assert logged["summary"]["saliency/deletion_auc"] == metrics["saliency/deletion_auc"]  # the numbers went on
+    assert not any(key.startswith("explanations") for key in logged["summary"])

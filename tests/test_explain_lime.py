@@ -143,3 +143,110 @@ def test_bad_input_messages(small_cnn, digits):
     with torch.no_grad():
         broken.net.fc.bias.fill_(float("nan"))
     _error(lambda: LimeImage(broken, samples=50, progress=False).explain(digits), "non-finite outputs", "image 0")
+
+
+def _tiny(channels: int = 1, classes: int = 4) -> nn.Module:
+    torch.manual_seed(0)
+    return Classifier(build_net("small_cnn", channels, classes), [0.5] * channels, [0.25] * channels).eval()
+
+
+def _linear_lime(x: torch.Tensor, **options) -> LimeImage:
+    segments = segment(x, "grid", cell=7)
+    a = torch.randn(int(segments.max()) + 1, generator=torch.Generator().manual_seed(0))
+    return LimeImage(SegmentLinear(segments[0], a), segmentation="grid", segmentation_options={"cell": 7},
+                     fill="constant", samples=200, heldout=0, progress=False, **options)
+
+
+def test_an_unknown_rendering_names_the_choices():
+    x = torch.rand(1, 1, 28, 28)
+    e = _linear_lime(x).explain(x, target=0)
+    _error(lambda: e.render("rainbow"), "unknown rendering 'rainbow'; choose from: heatmap, mask")
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_half_precision_changes_the_numbers_but_not_the_top_segments(precision):
+    x = torch.rand(1, 1, 28, 28, generator=torch.Generator().manual_seed(2))
+    full = _linear_lime(x).explain(x, target=0)
+    half = _linear_lime(x, precision=precision).explain(x, target=0)
+    assert not torch.equal(half.weights, full.weights)  # the model really ran in half precision
+    assert torch.allclose(half.weights, full.weights, atol=0.02 * full.weights.abs().max())
+    assert torch.equal(half.top_segments(3), full.top_segments(3))
+
+
+@pytest.mark.parametrize("options,shown", [({"samples": 1}, "samples=1, heldout=250"),
+                                           ({"heldout": -1}, "samples=1000, heldout=-1")])
+def test_lime_needs_two_samples_and_a_non_negative_heldout(options, shown):
+    _error(lambda: LimeImage(_tiny(), **options), f"LIME needs samples ≥ 2 and heldout ≥ 0, got {shown}")
+
+
+def test_the_eager_model_and_its_fast_twin_explain_alike():
+    model, x = _tiny(), torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    options = dict(segmentation="grid", segmentation_options={"cell": 4}, samples=100, heldout=20, progress=False)
+    eager = LimeImage(model, fast=False, **options)
+    fast = LimeImage(model, fast=True, **options)
+    a, b = eager.explain(x, target=1), fast.explain(x, target=1)
+    assert eager._evaluator(x) is model and fast._evaluator(x) is not model
+    assert torch.allclose(a.weights, b.weights, atol=1e-3 * a.weights.abs().max())
+
+
+def test_prob_output_explains_the_softmax_and_logit_output_the_logit():
+    model, x = _tiny(), torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        scores = model(x)[:, 3]
+        probs = model(x).softmax(1)[:, 3]
+    options = dict(segmentation="grid", segmentation_options={"cell": 4}, samples=20, heldout=0, progress=False)
+    prob = LimeImage(model, output="prob", **options).explain(x, target=3)
+    logit = LimeImage(model, output="logit", **options).explain(x, target=3)
+    assert torch.allclose(prob.model_output[:, 0], probs, atol=1e-5)
+    assert torch.allclose(logit.model_output[:, 0], scores, atol=1e-4)
+
+
+def test_segments_of_the_wrong_shape_name_both_shapes():
+    x = torch.rand(2, 1, 16, 16)
+    lime = LimeImage(_tiny(), samples=20, heldout=0, progress=False)
+    _error(lambda: lime.explain(x, segments=torch.zeros(2, 8, 8)), "segments must be N×H×W = (2, 16, 16)",
+           "got (2, 8, 8)")
+
+
+def test_a_segmentation_option_it_does_not_take_lists_the_ones_it_does():
+    x = torch.rand(1, 1, 16, 16)
+    _error(lambda: segment(x, "grid", size=3), "segmentation 'grid': bad option", "'size'", "options: cell")
+    _error(lambda: segment(x, "slic", cells=3), "segmentation 'slic'", "'cells'",
+           "options: n_segments, compactness, sigma")
+
+
+class Branching(nn.Module):
+    """Data-dependent control flow: torch.fx cannot trace it."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(64, 2)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1)) if x.mean() > 0.5 else -self.fc(x.flatten(1))
+
+
+class ReadsTwice(nn.Module):
+    """Reads a ReLU's input again after the ReLU: an in-place ReLU would change the output."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.relu, self.fc = nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Linear(2 * 2 * 6 * 6, 3)
+
+    def forward(self, x):
+        h = self.conv(x)
+        return self.fc(torch.cat([self.relu(h), h], 1).flatten(1))
+
+
+def test_a_model_the_twin_cannot_match_is_used_itself():
+    from studio.explain.fast import _fold, inference_twin
+
+    torch.manual_seed(0)
+    x = torch.rand(4, 1, 8, 8)
+    untraceable, rereading = Branching().eval(), ReadsTwice().eval()
+    assert inference_twin(untraceable, x) is untraceable
+    with torch.no_grad():
+        assert not torch.allclose(_fold(rereading)(x), rereading(x))  # the folded twin would be wrong here ...
+    assert inference_twin(rereading, x) is rereading  # ... so the model itself scores the perturbations
+    plain = _tiny()
+    assert inference_twin(plain, torch.rand(4, 1, 16, 16)) is not plain

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from torch import nn
 
 from studio.errors import StudioError
 from studio.explain import METHODS, build_method, heatmap, method_names
@@ -122,3 +123,84 @@ def test_gradcam_layers_and_method_names(small_cnn):
         build_method("gradcam", small_cnn.model, layer="conv9")
     with pytest.raises(StudioError, match="unknown IG baseline 'grey'"):
         build_method("ig", small_cnn.model, baseline="grey")
+
+
+
+def _linear(channels: int = 1, side: int = 8, classes: int = 3) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(channels * side * side, classes)).eval()
+
+
+def _with_nan_in_image(n: int, bad: int) -> torch.Tensor:
+    x = torch.rand(n, 1, 8, 8)
+    x[bad, 0, 3, 3] = float("nan")
+    return x
+
+
+class Maps(nn.Module):
+    """Returns feature maps, not N×classes scores."""
+
+    def forward(self, x):
+        return x.repeat(1, 2, 1, 1)
+
+
+@pytest.mark.parametrize("model,x,target,message", [
+    (_linear(), torch.zeros(2, 1, 8, 8, dtype=torch.uint8), 0,
+     r"images must be floats in \[0, 1\], got dtype torch.uint8"),
+    (_linear(), _with_nan_in_image(3, 1), 0,
+     r"images contain non-finite values \(nan/inf\), first in image 1; give finite floats in \[0, 1\]"),
+    (Maps(), torch.rand(2, 1, 8, 8), 0, r"the model must return N×classes scores, got shape \(2, 2, 8, 8\)"),
+    (_linear(), torch.rand(2, 1, 8, 8), [0, 1, 2], r"got 3 targets for 2 images; give one target or one per image"),
+], ids=["uint8", "nan", "not-scores", "targets"])
+def test_bad_images_models_and_targets_fail_in_one_line(model, x, target, message):
+    with pytest.raises(StudioError, match=message):
+        build_method("saliency", model).attribute(x, target)
+
+
+@pytest.mark.parametrize("options,shown", [({"samples": 0}, "samples=0, noise=0.15"),
+                                           ({"noise": -0.1}, "samples=50, noise=-0.1")])
+def test_smoothgrad_refuses_no_samples_or_negative_noise(options, shown):
+    with pytest.raises(StudioError, match=f"SmoothGrad needs samples ≥ 1 and noise ≥ 0, got {shown}"):
+        build_method("smoothgrad", _linear(), **options)
+
+
+@pytest.mark.parametrize("baseline,make", [("mean", lambda x: x.mean((2, 3), keepdim=True).expand_as(x)),
+                                           ("blur", lambda x: gaussian_blur(x, 0.1 * 8))], ids=["mean", "blur"])
+def test_integrated_gradients_start_from_the_baseline_they_name(baseline, make):
+    """On a linear model IG is exact: (x − x') times the target's weights."""
+    model, x = _linear(channels=3), torch.rand(2, 3, 8, 8)
+    maps = IntegratedGradients(model, steps=8, baseline=baseline).attribute(x, target=1)
+    weights = model[1].weight[1].detach().view(1, 3, 8, 8)
+    assert torch.allclose(maps, (x - make(x)) * weights, atol=1e-5)
+
+
+def test_occlusion_window_larger_than_the_image_names_both():
+    with pytest.raises(StudioError, match=r"occlusion window 40 px is larger than the 8×8 image; use window ≤ 8"):
+        build_method("occlusion", _linear(), window=40).attribute(torch.rand(1, 1, 8, 8), 0)
+
+
+def test_gradcam_needs_a_layer_with_feature_maps():
+    with pytest.raises(StudioError, match=r"Grad-CAM needs a convolutional layer; this model has none \(give layer="):
+        build_method("gradcam", _linear())
+    conv = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 6 * 6, 3)).eval()
+    with pytest.raises(StudioError, match=r"Grad-CAM needs a layer with N×C×H×W output; '2' gives shape \(2, 1\)"):
+        build_method("gradcam", conv, layer="2").attribute(torch.rand(2, 1, 8, 8), 0)
+
+
+def test_a_blur_of_sigma_zero_is_an_unchanged_copy():
+    x = torch.rand(2, 3, 8, 8)
+    blurred = gaussian_blur(x, 0.0)
+    assert torch.equal(blurred, x) and blurred.data_ptr() != x.data_ptr()
+
+
+def test_a_panel_shows_an_rgb_image_in_colour(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from studio.explain.panels import save_panel
+
+    red = torch.zeros(3, 16, 16)
+    red[0] = 1.0
+    path = save_panel(red, {"ig": torch.rand(16, 16)}, {"ig": "r2 0.9"}, "a red square", tmp_path / "panel.png")
+    pixels = np.asarray(Image.open(path).convert("RGB")).reshape(-1, 3)
+    assert (pixels == [255, 0, 0]).all(1).sum() > 100  # pure red: the image itself, not its grey mean

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from studio.errors import StudioError
 from studio.optvis import blur, channel, class_, latent, render, tv
-from tests.conftest import FAST_GENERATOR, QUIET_TRAINER, run_studio
+from tests.conftest import FAST_GENERATOR, QUIET_TRAINER, compose_config, run_studio, run_studio_forked
 
 
 def test_latent_class_renders_raise_the_target_probability(small_cnn, dcgan):
@@ -78,7 +79,46 @@ def test_cli_latent_run_writes_judge_metrics(dcgan, judge, outputs, tmp_path):
 
 
 def test_cli_refuses_projection_with_latent_in_one_line(outputs, tmp_path):
-    done = run_studio("visualize", "param=latent", "regularizer=blur", f"hydra.run.dir={tmp_path}",
-                      "param.max_norm=-1", outputs=outputs)
+    done = run_studio_forked("visualize", "param=latent", "regularizer=blur", f"hydra.run.dir={tmp_path}",
+                             "param.max_norm=-1", "logger=none", outputs=outputs)
     assert done.returncode == 2
     assert "max_norm=-1" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def _untrained(arch: str, size: int = 28):
+    from generators import build_generator
+
+    return build_generator(compose_config("train-generator", [f"generator={arch}"]).generator, 1, size)
+
+
+@pytest.mark.parametrize("arch", ["dcgan", "vae"])
+def test_an_image_size_not_divisible_by_4_names_it(arch):
+    with pytest.raises(StudioError, match=r"need an image size divisible by 4; got data.size=30 \(use 28 or 32\)"):
+        _untrained(arch, size=30)
+
+
+def test_sample_grid_logs_each_epochs_samples_to_a_logger_that_takes_images(tmp_path):
+    from generators.registry import SampleGrid
+
+    class ImageLogger:  # the one method of Lightning's WandbLogger that SampleGrid uses
+        def __init__(self):
+            self.calls = []
+
+        def log_image(self, **kwargs):
+            self.calls.append(kwargs)
+
+    logger = ImageLogger()
+    trainer = SimpleNamespace(logger=logger, current_epoch=2, global_step=30)
+    SampleGrid(tmp_path, n=16).on_train_epoch_end(trainer, _untrained("dcgan"))
+    [call] = logger.calls
+    assert call["key"] == "generator/samples" and call["step"] == 30
+    [grid] = call["images"]
+    assert grid.shape == (2 + 2 * 30, 2 + 8 * 30, 3)  # 2 rows of 8 digits of 28 px, 2 px apart: height x width x RGB
+    assert (tmp_path / "samples_epoch002.png").is_file()
+
+
+def test_a_latent_param_cannot_load_pixels():
+    image = latent(_untrained("dcgan")).build([0], "cpu")
+    assert not image.can_load
+    with pytest.raises(StudioError, match=r"param=latent cannot edit G\(z\) in pixel space; use penalty regularizers"):
+        image.load(torch.rand(1, 1, 28, 28))

@@ -15,7 +15,8 @@ from studio.optvis import (blur, channel, class_, clip_contrib, clip_norm, deepd
                            hf, jitter, l1, l2, neuron, pixel, register, render, standard, tv, weight_decay)
 from studio.optvis import objectives, params, regularizers
 from studio.optvis.regularizers import (REGULARIZERS, high_frequency, l1_penalty, l2_penalty, total_variation)
-from studio.optvis.transforms import compose, rotate, scale
+from studio.optvis.render import concat
+from studio.optvis.transforms import compose, pad, rotate, scale
 from studio.visualize import Settings, render_config
 from tests.conftest import compose_config
 
@@ -371,3 +372,165 @@ def test_objective_configs_build_what_they_name():
                                                                                   "direction:conv2:1")
     cfg = compose_config("visualize", ["objective=layer"]).objective
     assert objectives.config_targets(cfg, shapes) == [None]
+
+
+# --- smaller API promises: every branch a caller can reach ---------------------------------------
+def test_channel_takes_a_tensor_of_indices_like_a_list():
+    acts = {"conv": torch.rand(4, 3, 2, 2)}
+    from_tensor, from_list = channel("conv", torch.tensor([0, 2])), channel("conv", [0, 2])
+    assert from_tensor.targets == from_list.targets == ("conv:0", "conv:2")
+    assert torch.equal(from_tensor(acts), from_list(acts))
+
+
+def test_diversity_config_is_the_channel_plus_weighted_diversity():
+    cfg = compose_config("visualize", ["objective=diversity", "objective.channels=[1,2]",
+                                       "objective.weight=3.0"]).objective
+    targets = objectives.config_targets(cfg, {"conv2": (12, 14, 14)})
+    built = objectives.from_config(cfg, targets)
+    acts = {"conv2": torch.rand(4, 12, 5, 5)}
+    expected = channel("conv2", [1, 2])(acts) + 3.0 * diversity("conv2", groups=2)(acts)
+    assert built.targets == ("conv2:1", "conv2:2") and torch.allclose(built(acts), expected)
+
+
+@pytest.mark.parametrize("build,shown", [(lambda: pixel(0), "param size 0 with 1 channel"),
+                                         (lambda: fft((28, -1), channels=3), r"param size \(28, -1\) with 3"),
+                                         (lambda: pixel(28, channels=0), "param size 28 with 0 channel")])
+def test_a_param_that_is_not_an_image_is_refused(build, shown):
+    with pytest.raises(StudioError, match=shown + r".* is not an image; give positive numbers"):
+        build()
+
+
+def test_latent_param_without_a_generator_names_the_generators():
+    with pytest.raises(StudioError, match=r"param=latent needs a generator: generator=dcgan, generator=vae"):
+        params.from_config({"name": "latent"})
+
+
+def test_tv_with_beta_1_is_the_mean_gradient_length():
+    image = torch.tensor([[[[0.0, 0.3], [0.4, 0.0]]]])  # one gradient: dx = 0.3, dy = 0.4, length 0.5
+    assert total_variation(image, beta=1.0).item() == pytest.approx(0.5, abs=1e-6)
+    assert total_variation(image, beta=2.0).item() == pytest.approx(0.25, abs=1e-6)
+
+
+@pytest.mark.parametrize("projection", [blur(0.0), clip_norm(0.0), clip_contrib(0.0), weight_decay(0.0)],
+                         ids=["blur", "clip_norm", "clip_contrib", "weight_decay"])
+def test_a_projection_of_strength_zero_leaves_the_image_as_it_is(projection):
+    images = torch.rand(2, 1, 8, 8)
+    assert torch.equal(projection(images, torch.randn_like(images)), images)
+
+
+def test_penalty_names_only_the_penalties():
+    with pytest.raises(StudioError, match=r"unknown penalty 'blur'; choose from: hf, l1, l2, tv$"):
+        regularizers.penalty("blur")
+
+
+def test_no_regularizer_config_builds_nothing():
+    for spec in (None, {}, []):
+        built = regularizers.from_config(spec)
+        assert built.as_list() == [] and built.transforms == []
+
+
+@pytest.mark.parametrize("spec,message", [
+    ([{"weight": 1.0}], r"regularizer term \{'weight': 1.0\} needs a name; choose from: blur, .*tv"),
+    ("l2", r"regularizer config 'l2' is neither a mapping of terms .* nor a list of terms"),
+    ({"l2": 0.5}, r"regularizer term 'l2': 0.5 is not a mapping of its settings \(weight, every, options\)"),
+    ({"scale": {"factors": []}}, r"transform 'scale' with \{'factors': \[\]\}: a random transform needs at least "
+                                 "one value"),
+    ({"jitter": {}}, r"transform 'jitter' with \{\}: .*missing 1 required positional argument: 'pixels'"),
+    ({"pad": {"pixels": 2, "mode": "mirror"}}, r"unknown pad mode 'mirror'; choose from: constant, reflect"),
+    ({"l2": {"every": 2}}, r"penalty 'l2' applies every step; remove its 'every'"),
+    ({"blur": {"every": 0}}, r"regularizer 'blur': every=0 must be at least 1"),
+], ids=["no-name", "not-a-mapping", "term-not-a-mapping", "empty-table", "missing-option", "pad-mode",
+        "penalty-every", "every-0"])
+def test_regularizer_config_mistakes_are_one_line(spec, message):
+    with pytest.raises(StudioError, match=message):
+        regularizers.from_config(spec)
+
+
+def test_transform_reprs_read_as_the_calls_that_make_them():
+    names = {"pad": pad, "jitter": jitter, "scale": scale, "rotate": rotate}
+    x = torch.rand(3, 1, 12, 12)
+    for transform in [*standard(), pad(2, mode="reflect"), pad(3, value=0.0)]:
+        rebuilt = eval(repr(transform), names)  # noqa: S307 - our own reprs
+        assert repr(rebuilt) == repr(transform)
+        torch.manual_seed(0)
+        expected = transform(x)
+        torch.manual_seed(0)
+        assert torch.equal(rebuilt(x), expected), repr(transform)
+
+
+def test_pad_modes_fill_the_border_as_named():
+    x = torch.rand(1, 1, 6, 6)
+    reflected, replicated = pad(2, mode="reflect")(x), pad(2, mode="replicate")(x)
+    assert reflected.shape == replicated.shape == (1, 1, 10, 10)
+    assert torch.equal(reflected[0, 0, 0, 2:-2], x[0, 0, 2]) and torch.equal(reflected[0, 0, 2:-2, 2:-2], x[0, 0])
+    assert torch.equal(replicated[0, 0, 0, 2:-2], x[0, 0, 0]) and torch.equal(replicated[0, 0, 2:-2, 0], x[0, 0, :, 0])
+
+
+def test_renders_of_target_chunks_concatenate_into_one():
+    model = overflowing_model()
+
+    def run(targets):
+        return render(model, channel("dup", targets), param=pixel(8, channels=1, init_mean=0.8, init_sd=0.05),
+                      steps=12, lr=0.02, seeds=[0, 1], thresholds=[4, 12])
+
+    whole, first, second = run([0, 1]), run([0]), run([1])
+    joined = concat([first, second])
+    assert joined.targets == whole.targets == ["dup:0", "dup:0", "dup:1", "dup:1"]
+    assert joined.seeds == [0, 1, 0, 1] and sorted(joined.snapshots) == [4, 12]
+    assert list(joined.failed) == list(whole.failed) == [2, 3]  # the second chunk's failures, shifted by its offset
+    assert joined.history["objective"].shape == (12, 4)
+    assert torch.allclose(joined.images, whole.images, atol=1e-6)
+    assert torch.allclose(joined.snapshots[4], whole.snapshots[4], atol=1e-6)
+
+
+def test_a_model_without_parameters_renders():
+    model = Classifier(nn.Sequential(OrderedDict(pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten())), [0.0], [1.0])
+    r = render(model, channel("pool", 0), param=pixel(8, channels=1), steps=8)
+    assert r.images.shape == (1, 1, 8, 8) and r.activation_gain.item() > 0
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"regularizers": ["l2"]}, r"regularizer 'l2' is neither a penalty objective nor a projection; give penalties"),
+    ({"precision": "fp16"}, r"unknown precision 'fp16'; choose from: auto, 32, bf16"),
+    ({"memory_format": "nhwc"}, r"unknown memory_format 'nhwc'; choose from: auto, channels_last, contiguous"),
+    ({"seeds": []}, r"render needs at least one seed"),
+    ({"steps": -1}, r"steps=-1 must be at least 0"),
+], ids=["regularizer", "precision", "memory_format", "seeds", "steps"])
+def test_bad_render_arguments_fail_in_one_line(options, message):
+    with pytest.raises(StudioError, match=message):
+        render(overflowing_model(), channel("dup", 0), param=pixel(8, channels=1), **{"steps": 2, **options})
+
+
+def test_an_optimizer_callable_is_used_as_given():
+    model, objective, spec = overflowing_model(), channel("dup", 0), pixel(8, channels=1)
+    named = render(model, objective, spec, steps=5, lr=0.05, optimizer="sgd")
+    given = render(model, objective, spec, steps=5, lr=0.05, optimizer=lambda ps, lr: torch.optim.SGD(ps, lr=lr))
+    adam = render(model, objective, spec, steps=5, lr=0.05, optimizer="adam")
+    assert torch.equal(given.images, named.images) and not torch.equal(given.images, adam.images)
+
+
+class Flat(nn.Module):
+    """x.view(N, -1): fails on channels-last activations."""
+
+    def forward(self, x):
+        return x.view(len(x), -1)
+
+
+def test_channels_last_is_refused_by_a_viewing_model_that_auto_runs_contiguous():
+    torch.manual_seed(0)
+    model = Classifier(nn.Sequential(OrderedDict(conv=nn.Conv2d(3, 4, 3), flat=Flat(), fc=nn.Linear(4 * 6 * 6, 2))),
+                       [0.5] * 3, [0.25] * 3)
+    spec = pixel(8, channels=3)
+    with pytest.raises(StudioError, match=r"memory_format=channels_last: the model cannot take images of shape "
+                                          r"\(3, 8, 8\): view size .*; memory_format=auto runs such a model"):
+        render(model, channel("conv", 0), param=spec, steps=2, memory_format="channels_last")
+    assert model.net.conv.weight.is_contiguous()  # the caller's weights keep their layout
+    auto = render(model, channel("conv", 0), param=spec, steps=4, memory_format="auto")
+    assert auto.activation_gain.item() > 0
+
+
+def test_an_objective_of_the_image_alone_never_runs_the_model():
+    model = overflowing_model()
+    calls = _counting(model.net)
+    r = render(model, -1.0 * l2(), param=pixel(8, channels=1), steps=10, lr=0.05)
+    assert calls == [] and r.activation_gain.item() > 0 and r.target_prob is None

@@ -11,7 +11,7 @@ from studio.embed import knn_separation, pca_2d, tsne_2d
 from studio.errors import StudioError
 from studio.probe import fit_probe, majority_accuracy
 from studio.tracking import read_offline_run
-from tests.conftest import run_studio
+from tests.conftest import QUIET_LOCAL, run_studio, run_studio_forked
 
 
 def _labels(n=600, classes=5, seed=0):
@@ -96,7 +96,7 @@ def test_embed_cli_writes_maps_and_separation(small_cnn, outputs, tmp_path):
 
 
 def test_embed_unknown_layer_lists_names(outputs, small_cnn, tmp_path):
-    result = run_studio("embed", "layers=[conv9]", "trainer.enable_progress_bar=false", outputs=outputs)
+    result = run_studio_forked("embed", "layers=[conv9]", f"hydra.run.dir={tmp_path}", *QUIET_LOCAL, outputs=outputs)
     assert result.returncode == 2
     assert "unknown layer 'conv9'; choose from: " in result.stderr and "fc1" in result.stderr
 
@@ -114,3 +114,18 @@ def test_any_torchvision_model_by_layer_name(datamodule):
         "pixels": (64, 784), "layer1": (64, 64 * 4), "layer4": (64, 512), "avgpool": (64, 512)}
     with pytest.raises(StudioError, match="unknown layer 'layer9'.*layer4"):
         collect(model, images[:4], ["layer9"])
+
+
+def test_probe_on_a_few_training_images_takes_every_class(small_cnn, tmp_path):
+    from studio.hidden import probe
+    from studio.tracking import Tracker
+    from tests.conftest import compose_config
+
+    # mnist5k's training split is sorted by class: its first 100 images are all 0s
+    cfg = compose_config("probe", ["probe.train_images=100", "probe.layers=[fc1]", "probe.max_iter=50",
+                                   "logger=none", "trainer.enable_progress_bar=false"])
+    with Tracker(cfg, "probe", tmp_path, str(tmp_path)) as tracker:
+        result = probe(cfg, tracker, tmp_path)
+    m = result.metrics
+    assert m["probe_acc/fc1"] > 0.9 > 0.5 > m["probe_acc/majority"]  # 10 images of each class are plenty for fc1
+    assert m["probe_acc/pixels"] > 0.5

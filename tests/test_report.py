@@ -7,6 +7,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from studio.errors import StudioError
 from studio.explain import METHODS
 from studio.report import report
 from studio.tracking import read_offline_run, write_manifest
-from tests.conftest import compose_config, run_studio
+from tests.conftest import compose_config, run_studio, run_studio_forked
 
 FAST = ["progress=false", "trainer.enable_progress_bar=false"]
 TINY = ["experiment=compare_regularizers", "objective=class", "seeds=1", "steps=8", *FAST]
@@ -335,3 +336,157 @@ def test_every_experiment_composes():
                 assert job.method in METHODS
     recipes = compose_config("visualize", ["+recipe=fft"])
     assert recipes.param.name == "fft" and "jitter" in recipes.regularizer
+
+
+# --- crashes and failures around a sweep's jobs: the CLI in a fork of this process, which carries a monkeypatch
+def _judge_cnn_runs_out_of_memory(monkeypatch) -> None:
+    """Make torch fail inside judge_cnn (the only model with a dropout layer), as an out-of-memory would."""
+    import torch
+
+    def out_of_memory(*args, **kwargs):
+        raise MemoryError("simulated: no memory left")
+
+    monkeypatch.setattr(torch.nn.functional, "dropout", out_of_memory)
+
+
+def test_a_job_that_crashes_is_recorded_as_failed_and_the_sweep_goes_on(outputs, tmp_path, monkeypatch):
+    _judge_cnn_runs_out_of_memory(monkeypatch)
+    sweep_dir = tmp_path / "sweep"
+    result = run_studio_forked("layers", "-m", "model=judge_cnn,small_cnn", "logger=none",
+                               f"hydra.sweep.dir={sweep_dir}", outputs=outputs)
+    assert result.returncode == 1  # not 2: a crash is not the user's mistake
+    assert "Traceback" in result.stderr and "MemoryError: simulated: no memory left" in result.stderr  # the trace helps
+    crashed, after = (json.loads((sweep_dir / job / "manifest.json").read_text()) for job in ("0", "1"))
+    assert (crashed["status"], crashed["user_error"]) == ("failed", False)
+    assert crashed["error"] == "MemoryError: simulated: no memory left"
+    assert crashed["config"]["model"]["name"] == "judge_cnn"
+    assert after["status"] == "complete" and after["metrics"]["layers"] > 0  # the next job still ran
+
+
+def test_the_same_crash_outside_a_sweep_ends_the_run_with_exit_1_and_no_manifest(outputs, tmp_path, monkeypatch):
+    _judge_cnn_runs_out_of_memory(monkeypatch)
+    result = run_studio_forked("layers", "model=judge_cnn", "logger=none", f"hydra.run.dir={tmp_path}",
+                               outputs=outputs)
+    assert result.returncode == 1
+    assert "Error executing job with overrides: ['model=judge_cnn'" in result.stderr
+    assert "MemoryError: simulated: no memory left" in result.stderr
+    assert not (tmp_path / "manifest.json").exists()
+
+
+def test_a_job_whose_config_does_not_resolve_still_leaves_a_failed_manifest(outputs, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    result = run_studio_forked("layers", "-m", "data.size=28,${nope}", "logger=none", f"hydra.sweep.dir={sweep_dir}",
+                               outputs=outputs)
+    assert result.returncode != 0
+    assert json.loads((sweep_dir / "0" / "manifest.json").read_text())["status"] == "complete"
+    failed = json.loads((sweep_dir / "1" / "manifest.json").read_text())
+    assert failed["status"] == "failed" and "'nope'" in failed["error"]
+    assert failed["config"]["data"]["size"] == "${nope}"  # the config as given: it cannot be resolved
+
+
+def _hydra_config(command: str, overrides: list[str]):
+    """The composed config with its `hydra` node, as Hydra hands it to callbacks."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(cli.CONF_DIR)):
+        return compose(config_name=command, overrides=overrides, return_hydra_config=True)
+
+
+def test_an_output_dir_that_does_not_resolve_is_left_to_hydras_own_message(capsys):
+    config = _hydra_config("layers", ["hydra.run.dir=${nope}"])
+    sweep.check_output_dir(config, "run")  # no exit, no traceback from our callback
+    assert capsys.readouterr().err == ""
+
+
+def test_a_report_that_fails_after_a_sweep_is_one_line_and_raises_nothing(tmp_path, capsys):
+    from studio.report import ReportCallback
+
+    config = _hydra_config("visualize", ["logger=none", f"hydra.sweep.dir={tmp_path}"])  # a sweep dir with no job
+    ReportCallback().on_multirun_end(config)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"studio report: error: no jobs in {tmp_path}: expected job dirs with manifest.json (a `-m` "
+                   "sweep's dir)"]
+
+
+# --- what lies in a sweep dir besides the plain case ------------------------------------------------
+def test_jobs_in_nested_dirs_are_found(tmp_path):
+    for k, recipe in enumerate(("none", "l2")):  # hydra.sweep.subdir=${recipe}/${hydra.job.num}
+        make_job(tmp_path, f"{recipe}/{k}", [f"+recipe={recipe}"], {"recipe": recipe}, [_item("class:0", 0, p=0.1 * k)])
+    result = report(tmp_path, gallery=False)
+    assert sorted(r["job"] for r in result.rows) == ["l2/1", "none/0"]
+    assert [(s["recipe"], s["p"]) for s in result.summary] == [("l2", pytest.approx(0.1)), ("none", 0.0)]
+
+
+def test_a_job_without_hydra_records_is_reported_from_its_manifest(tmp_path):
+    make_job(tmp_path, "0", ["+recipe=none"], {"recipe": "none"}, [_item("class:0", 0, p=0.5)])
+    job = make_job(tmp_path, "1", ["+recipe=l2"], {"recipe": "l2"}, [_item("class:0", 0, p=0.7)])
+    for name in ("overrides.yaml", "hydra.yaml"):  # hydra.output_subdir=null: no .hydra/
+        (job / ".hydra" / name).unlink()
+    (job / ".hydra").rmdir()
+    result = report(tmp_path, gallery=False)
+    assert [(r["job"], r["status"], r["p"]) for r in _csv(tmp_path / "table.csv")] == [
+        ("0", "complete", "0.5"), ("1", "complete", "0.7")]
+    assert result.failed == []
+
+
+def test_an_unreadable_manifest_is_a_failed_job(tmp_path):
+    make_job(tmp_path, "0", ["+recipe=none"], {"recipe": "none"}, [_item("class:0", 0, p=0.5)])
+    job = make_job(tmp_path, "1", ["+recipe=l2"], {"recipe": "l2"}, [_item("class:0", 0, p=0.7)])
+    (job / "manifest.json").write_text('{"status": "compl')  # cut short
+    result = report(tmp_path, gallery=False)
+    assert result.failed == [{"job": "1", "recipe": "l2", "error": "unreadable manifest (JSONDecodeError)"}]
+
+
+def test_another_sweeper_is_reported_from_the_jobs_on_disk(tmp_path):
+    OmegaConf.save(OmegaConf.create({"hydra": {  # e.g. Optuna: which jobs it asks for is not known in advance
+        "sweeper": {"_target_": "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper",
+                    "params": {"+recipe": "choice(none,l2,tv)"}},
+        "overrides": {"task": []}}}), tmp_path / "multirun.yaml")
+    for k, recipe in enumerate(("none", "l2")):
+        make_job(tmp_path, str(k), [f"+recipe={recipe}"], {"recipe": recipe}, [_item("class:0", 0, p=0.5)])
+    result = report(tmp_path, gallery=False)
+    assert result.jobs == 2 and result.failed == []  # no "never started" job guessed
+
+
+def test_jobs_with_no_steps_draw_no_history(tmp_path):
+    for k, recipe in enumerate(("none", "l2")):
+        job = make_job(tmp_path, str(k), [f"+recipe={recipe}"], {"recipe": recipe}, [_item("class:0", 0, p=0.5)])
+        (job / "history.csv").write_text("step,class:0@0\n")  # steps=0: the header alone
+    report(tmp_path, gallery=False)
+    assert "plots/history.png" not in _report_json(tmp_path)["files"]
+    assert not (tmp_path / "plots" / "history.png").exists()
+
+
+def test_a_metric_no_group_has_gets_no_plot(tmp_path):
+    from studio.report import plot_metrics
+
+    summary = [{"recipe": "none", "p": 0.5, "p_std": 0.1}, {"recipe": "l2", "p": 0.7, "p_std": 0.0}]
+    assert plot_metrics(tmp_path, summary, ["recipe"], [], ["p", "absent"]) == [tmp_path / "p.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.png"]
+
+
+def test_reporting_again_removes_the_plots_and_images_of_jobs_gone_from_the_sweep(tmp_path):
+    make_job(tmp_path, "0", ["+recipe=none"], {"recipe": "none"}, [_item("class:0", 0, p=0.5)])
+    make_job(tmp_path, "1", ["+recipe=l2"], {"recipe": "l2"}, [_item("class:1", 0, q=0.7)])  # the only job with q
+    report(tmp_path)
+    assert (tmp_path / "plots" / "q.png").is_file() and (tmp_path / "gallery" / "images" / "1").is_dir()
+    shutil.rmtree(tmp_path / "1")
+    report(tmp_path)
+    assert sorted(p.name for p in (tmp_path / "plots").glob("*.png")) == ["history.png", "p.png"]
+    copied = [p.relative_to(tmp_path / "gallery" / "images") for p in (tmp_path / "gallery" / "images").rglob("*.png")]
+    assert copied == [Path("0/images/class_0_s0.png")]
+
+
+def test_a_nan_metric_reaches_the_gallery_as_null(tmp_path):
+    make_job(tmp_path, "0", ["+recipe=none"], {"recipe": "none"}, [_item("class:0", 0, p=0.5)],
+             metrics={"mark_lift": float("nan"), "images": 1})  # what a metric of no images is
+    report(tmp_path)
+    page = (tmp_path / "gallery" / "index.html").read_text()
+    start = page.index('<script id="gallery-data" type="application/json">')
+    text = page[page.index(">", start) + 1:page.index("</script>", start)]
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON: the page's JSON.parse would fail")
+
+    data = json.loads(text, parse_constant=refuse)
+    assert data["jobs"]["0"]["metrics"] == {"mark_lift": None, "images": 1}

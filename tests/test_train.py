@@ -47,3 +47,10 @@ def test_random_shift_moves_each_image_by_whole_pixels():
     rows, cols = shifted[:, 0].nonzero()[:, 1], shifted[:, 0].nonzero()[:, 2]
     assert (rows - 4).abs().max() <= 2 and (cols - 4).abs().max() <= 2
     assert len({(int(r), int(c)) for r, c in zip(rows, cols)}) > 10  # shifts differ per image
+
+
+def test_max_shift_0_turns_the_augmentation_off():
+    x = torch.rand(8, 1, 9, 9)
+    state = torch.get_rng_state()
+    assert random_shift(x, 0) is x  # the batch itself: no resampling, no copy
+    assert torch.equal(torch.get_rng_state(), state)  # and no random draw that would shift later batches

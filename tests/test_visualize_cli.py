@@ -1,5 +1,6 @@
 """`studio visualize` and the demo's visualizations through the real CLI: manifest, PNGs, W&B, errors."""
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -7,10 +8,12 @@ import torch
 from PIL import Image
 
 from studio.errors import StudioError
+from studio.models import build_classifier
 from studio.optvis import channel, pixel, render
 from studio.tracking import read_offline_run
-from studio.visualize import report_failures, save_rendering, summary
-from tests.conftest import assert_one_line_error, read_manifest, run_studio
+from studio.visualize import log_rendering, report_failures, save_rendering, summary, to_pil
+from tests.conftest import assert_one_line_error, compose_config, read_manifest, run_studio
+from tests.test_tracking import offline_tracker, read_when_written
 from tests.test_optvis import overflowing_model
 
 FAST = ["progress=false", "trainer.enable_progress_bar=false"]
@@ -72,6 +75,12 @@ BAD_INPUTS = {
                        ["unknown objective 'deepdream'; choose from:", "channel", "diversity", "layer"]),
     "diversity-seeds": (["objective=diversity"], ["set seeds=2 or more"]),
     "device": (["device=tpu"], ["unknown device 'tpu'; choose from: auto, cpu, cuda"]),
+    "seeds": (["seeds=0"], ["seeds=0 must be at least 1"]),
+    "batch-size": (["batch_size=0"], ["batch_size=0 must be at least 1"]),
+    "size": (["param.size=2"], ["the model cannot take images of shape (1, 2, 2) (param.channels, param.size): ",
+                                "Output size is too small"]),
+    **({} if torch.cuda.is_available() else {
+        "no-gpu": (["device=cuda"], ["device='cuda' but no CUDA GPU is available; use device=auto or cpu"])}),
 }
 
 
@@ -130,3 +139,105 @@ def test_renders_on_cuda_with_bf16(small_cnn):
     assert r.images.device.type == "cpu" and (r.activation_gain > 0).all()
     model.cpu()
 
+
+
+def test_no_regularizer_at_all_passes_the_start_up_checks():
+    from studio import cli
+    from studio.optvis import regularizers
+
+    assert cli.checked_overrides("visualize", ["~regularizer"]) == ["~regularizer"]  # a deletion names no config
+    regularization = regularizers.from_config(compose_config("visualize", ["~regularizer"]).get("regularizer"))
+    assert regularization.as_list() == [] and regularization.transforms == []
+
+
+def test_an_image_of_other_than_1_or_3_channels_is_saved_as_their_mean_in_grey():
+    image = torch.stack([torch.zeros(4, 5), torch.ones(4, 5)])  # 2 channels: 0 and 1
+    png = to_pil(image)
+    assert png.mode == "L" and png.size == (5, 4)
+    assert png.getextrema() == (round(0.5 * 255),) * 2  # every pixel
+
+
+def _untrained(name: str = "small_cnn"):
+    cfg = compose_config("visualize", [f"model={name}"])
+    return build_classifier(cfg.model, 1, 10, [0.5], [0.25])
+
+
+def test_a_failing_wandb_image_warns_and_the_files_stay_on_disk(tmp_path, monkeypatch):
+    import wandb
+
+    rendering = render(_untrained(), channel("conv2", [0, 1]), param=pixel(28, channels=1), steps=4)
+    saved = save_rendering(rendering, tmp_path, tmp_path, 1)
+
+    def broken(*args, **kwargs):
+        raise OSError("media dir is read-only")
+
+    monkeypatch.setattr(wandb, "Image", broken)
+    warning = r"^W&B images for visualize failed \(OSError: media dir is read-only\); they are on disk"
+    with offline_tracker(tmp_path / "wandb_run", monkeypatch, "visualize") as tracker, pytest.warns(UserWarning,
+                                                                                                     match=warning):
+        log_rendering(tracker, rendering, saved, tmp_path, "visualize")
+        run_dir = tracker.wandb_run_dir
+    assert all((tmp_path / item["image"]).is_file() for item in saved.items) and saved.grid.is_file()
+    logged = read_when_written(run_dir, lambda run: any("visualize/objective_mean" in row for row in run["history"]))
+    assert any("visualize/objective_mean" in row for row in logged["history"])  # the curve still went to W&B
+    assert not any(key.startswith(("visualize/grid", "visualize/images")) for row in logged["history"] for key in row)
+
+
+def test_demo_skips_the_filter_renders_of_a_model_without_conv2(tmp_path, monkeypatch, capsys):
+    from studio import cli
+    from studio.tracking import Tracker
+    from studio.visualize import demo_visualizations
+
+    conf = tmp_path / "conf"  # the demo takes its loop settings from conf/visualize.yaml: 2 steps here
+    shutil.copytree(cli.CONF_DIR, conf)
+    settings = (conf / "visualize.yaml").read_text()
+    assert "\nsteps: 256\n" in settings
+    (conf / "visualize.yaml").write_text(settings.replace("\nsteps: 256\n", "\nsteps: 2\n"))
+    monkeypatch.setattr(cli, "CONF_DIR", conf)
+    cfg = compose_config("demo", ["model=resnet18", "logger=none"])  # `studio demo model=resnet18`
+    with Tracker(cfg, "demo", tmp_path / "run", str(tmp_path)) as tracker:
+        shown = demo_visualizations(cfg, tracker, tmp_path / "run", _untrained("resnet18"))
+    assert "demo: resnet18 has no layer 'conv2'; skipping its filter renders" in capsys.readouterr().out
+    assert sorted({item["render"] for item in shown.items}) == ["classes_l2_tv", "classes_none"]
+    assert sorted(p.name for p in (tmp_path / "run" / "visualize").iterdir()) == ["classes_l2_tv", "classes_none"]
+
+
+# --- the judge's numbers: what a caller of studio.metrics.Judge is told --------------------------------------
+@pytest.fixture(scope="module")
+def untrained_judge(datamodule):
+    """A judge (untrained judge_cnn) whose real images are the test split's classes 0..4 only."""
+    from studio.metrics import Judge
+
+    x, y = datamodule.split("test")  # sorted by class: 100 of each
+    first_five = y < 5
+    return Judge(_untrained("judge_cnn"), x[:300], x[first_five], y[first_five]), x
+
+
+def test_a_judge_without_a_linear_layer_is_refused(datamodule):
+    from studio.metrics import Judge
+
+    cfg = compose_config("visualize", ["model@judge=resnet18", "judge.options.arch=squeezenet1_1"])
+    squeezenet = build_classifier(cfg.judge, 1, 10, [0.5], [0.25])  # its classifier is a 1x1 conv
+    x, y = datamodule.split("test")
+    with pytest.raises(StudioError, match=r"^the judge SqueezeNet has no nn.Linear layer whose input embeds the "
+                                          r"images; choose a judge whose classifier ends in one \(model@judge="):
+        Judge(squeezenet, x[:20], x[:20], y[:20])
+
+
+def test_realism_needs_three_images(untrained_judge):
+    judge, x = untrained_judge
+    with pytest.raises(StudioError, match=r"^realism needs at least 3 images to fit a covariance; got 2$"):
+        judge.realism_ratio(x[:2])
+
+
+def test_realism_of_a_class_with_no_real_images_names_the_classes_there_are(untrained_judge):
+    judge, x = untrained_judge
+    with pytest.raises(StudioError, match=r"^no real images of class 7 to compare with; the judge's real images "
+                                          r"have classes 0, 1, 2, 3, 4$"):
+        judge.realism_ratio(x[:3], [7, 7, 7])
+
+
+def test_diversity_needs_two_seeds_of_a_target(untrained_judge):
+    judge, x = untrained_judge
+    with pytest.raises(StudioError, match=r"each of the 3 target\(s\) has 1 image: give 2 or more seeds"):
+        judge.diversity(x[:3], ["class:0", "class:1", "class:2"])

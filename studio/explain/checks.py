@@ -31,8 +31,10 @@ def check_images(model: nn.Module, x) -> torch.Tensor:
     if channels is not None and x.shape[1] != channels:
         raise StudioError(f"images have {x.shape[1]} channel(s) (shape {tuple(x.shape)}), "
                           f"but the model expects {channels}")
-    if not torch.isfinite(x).all():
-        raise StudioError("images contain non-finite values (nan/inf)")
+    bad = ~torch.isfinite(x.reshape(len(x), -1)).all(1)
+    if bad.any():
+        raise StudioError(f"images contain non-finite values (nan/inf), first in image {int(bad.nonzero()[0, 0])}; "
+                          "give finite floats in [0, 1]")
     return x
 
 

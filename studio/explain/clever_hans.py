@@ -36,7 +36,8 @@ class Mark:
     def box(self, height: int, width: int) -> tuple[slice, slice]:
         """(rows, cols) of the mark in an image of height×width."""
         if self.size + self.margin > min(height, width):
-            raise StudioError(f"a {self.size}px mark with margin {self.margin} does not fit a {height}×{width} image")
+            raise StudioError(f"a {self.size}px mark with margin {self.margin} does not fit a {height}×{width} image; "
+                              f"use size + margin ≤ {min(height, width)}")
         top = self.margin if self.corner.startswith("upper") else height - self.margin - self.size
         left = self.margin if self.corner.endswith("left") else width - self.margin - self.size
         return slice(top, top + self.size), slice(left, left + self.size)
@@ -88,14 +89,14 @@ def load_marked(base: str = "mnist5k", base_options: dict | None = None, mark_cl
 
     if base == "marked":
         raise StudioError("the marked source cannot wrap itself; set data.options.base to another source")
+    for name, rate in (("train_rate", train_rate), ("other_rate", other_rate), ("test_rate", test_rate)):
+        if not 0 <= rate <= 1:
+            raise StudioError(f"{name} must be in [0, 1], got {rate}")
+    mark = Mark(size, corner, margin, value)  # every mistake that needs no images fails before loading them
     data = lookup(SOURCES, "data source", base)(**dict(base_options or {}))
     if not 0 <= mark_class < len(data.classes):
         raise StudioError(f"mark_class {mark_class} is out of range; {base} has {len(data.classes)} classes "
                           f"(0..{len(data.classes) - 1})")
-    for name, rate in (("train_rate", train_rate), ("other_rate", other_rate), ("test_rate", test_rate)):
-        if not 0 <= rate <= 1:
-            raise StudioError(f"{name} must be in [0, 1], got {rate}")
-    mark = Mark(size, corner, margin, value)
     x, y = data.images, data.labels
     if data.test_images is None:
         rest, test = _stratified(y, test_fraction, split_seed, "test")

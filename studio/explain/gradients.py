@@ -133,7 +133,8 @@ class Occlusion(GradientMethod):
         window = self.window or max(2, min(h, w) // 7)
         stride = self.stride or max(1, window // 2)
         if window > min(h, w):
-            raise StudioError(f"occlusion window {window} px is larger than the image ({h}×{w})")
+            raise StudioError(f"occlusion window {window} px is larger than the {h}×{w} image; "
+                              f"use window ≤ {min(h, w)}")
         return CaptumOcclusion(self.model).attribute(
             x, sliding_window_shapes=(c, window, window), strides=(c, stride, stride), baselines=self.value,
             target=target, perturbations_per_eval=max(1, self.batch_size // max(len(x), 1)))
@@ -148,7 +149,8 @@ def default_gradcam_layer(model: nn.Module) -> str:
         if any(isinstance(m, nn.Conv2d) for m in child.modules()):
             name = child_name
     if name is None:
-        raise StudioError("Grad-CAM needs a convolutional layer; this model has none")
+        raise StudioError("Grad-CAM needs a convolutional layer; this model has none (give layer=<name> of a "
+                          "layer with N×C×H×W output)")
     return name
 
 

@@ -132,8 +132,6 @@ def clip_by_norm(images: torch.Tensor, grad, weight: float, center: float = 0.0)
 @register("clip_contrib", "projection", 0.3, needs_grad=True)
 def clip_by_contribution(images: torch.Tensor, grad, weight: float, center: float = 0.0) -> torch.Tensor:
     """Reset the `weight` share of pixels contributing least to the objective, |Σ_c (x - center)·∂obj/∂x|."""
-    if grad is None:
-        return images
     return _reset_smallest(images, ((images - center) * grad).sum(1).abs(), weight, center)
 
 
@@ -231,6 +229,10 @@ def _terms(spec) -> list[tuple[str, dict]]:
     if OmegaConf.is_config(spec):
         spec = OmegaConf.to_container(spec, resolve=True)
     if isinstance(spec, Mapping):
+        for key, value in spec.items():
+            if value is not None and not isinstance(value, Mapping):
+                raise StudioError(f"regularizer term {key!r}: {value!r} is not a mapping of its settings "
+                                  "(weight, every, options)")
         return [(str(key), dict(value or {})) for key, value in spec.items()]
     if isinstance(spec, Sequence) and not isinstance(spec, str):
         out = []
@@ -239,7 +241,8 @@ def _terms(spec) -> list[tuple[str, dict]]:
                 raise StudioError(f"regularizer term {term!r} needs a name; choose from: {', '.join(known_names())}")
             out.append((str(term["name"]), dict(term)))
         return out
-    raise StudioError(f"regularizer config {spec!r} is not a mapping of terms; see conf/regularizer/")
+    raise StudioError(f"regularizer config {spec!r} is neither a mapping of terms (id -> settings) nor a list of "
+                      "terms; see conf/regularizer/")
 
 
 def from_config(spec) -> Regularization:

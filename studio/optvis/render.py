@@ -14,6 +14,7 @@ is reported in `rendering.failed`; the others go on.
 
 from __future__ import annotations
 
+import itertools
 import time
 import zlib
 from contextlib import contextmanager, nullcontext
@@ -167,9 +168,7 @@ def _restore(changed: list[tuple[nn.Parameter, torch.Tensor]]) -> None:
 
 
 def _model_device(model: nn.Module) -> torch.device:
-    tensor = next(model.parameters(), None)
-    if tensor is None:
-        tensor = next(model.buffers(), None)
+    tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
     return tensor.device if tensor is not None else torch.device("cpu")
 
 
@@ -186,7 +185,8 @@ def _split(regularizers) -> tuple[Objective | None, list[Projection]]:
         elif isinstance(reg, Objective):
             penalty = reg if penalty is None else penalty + reg
         else:
-            raise StudioError(f"regularizer {reg!r} is neither a penalty objective nor a projection")
+            raise StudioError(f"regularizer {reg!r} is neither a penalty objective nor a projection; give penalties "
+                              "such as 1e-3 * l2() and projections such as blur()")
     return penalty, projections
 
 
@@ -231,10 +231,11 @@ def _probe_layout(model, modules, images: torch.Tensor, amp, memory_format: str)
         try:
             return (*_probe(model, modules, images.contiguous(memory_format=torch.channels_last), amp),
                     torch.channels_last, relaid)
-        except StudioError:
+        except StudioError as e:
             _restore(relaid)
             if memory_format == "channels_last":
-                raise
+                raise StudioError(f"memory_format=channels_last: {e}; memory_format=auto runs such a model "
+                                  "contiguous") from None
     return (*_probe(model, modules, images, amp), torch.contiguous_format, [])
 
 

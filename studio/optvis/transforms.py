@@ -116,7 +116,11 @@ class rotate(Affine):  # noqa: N801
 class pad:  # noqa: N801
     """Pad every side by `pixels` with a constant `value` (Lucid: 0.5 grey) or mode 'reflect'/'replicate'."""
 
+    MODES = ("constant", "reflect", "replicate", "circular")
+
     def __init__(self, pixels: int, value: float = 0.5, mode: str = "constant"):
+        if mode not in self.MODES:
+            raise ValueError(f"unknown pad mode {mode!r}; choose from: {', '.join(self.MODES)}")
         self.pixels, self.value, self.mode = int(pixels), float(value), mode
 
     def __call__(self, x):
@@ -125,7 +129,9 @@ class pad:  # noqa: N801
         return F.pad(x, [self.pixels] * 4, mode=self.mode)
 
     def __repr__(self):
-        return f"pad({self.pixels})"
+        if self.mode == "constant":
+            return f"pad({self.pixels}, value={self.value})"
+        return f"pad({self.pixels}, mode={self.mode!r})"
 
 
 def compose(transforms: Sequence[Transform]) -> Transform:

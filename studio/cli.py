@@ -73,7 +73,8 @@ def _task(cfg) -> None:
     """Hydra's task function: run the command, write its manifest, mirror it to W&B."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
-    from omegaconf.errors import MissingMandatoryValue
+    from omegaconf import OmegaConf
+    from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
     from studio import sweep
     from studio.commands import COMMANDS
@@ -86,6 +87,7 @@ def _task(cfg) -> None:
     group = str(Path(hydra_cfg.sweep.dir).resolve()) if multirun else str(hydra_cfg.run.dir)
     command = cfg.command
     try:
+        OmegaConf.to_container(cfg, resolve=True)  # a ${...} that cannot resolve fails here, before any work
         if multirun and sweep.complete_for(run_dir, cfg):
             print(f"studio {command}: job {hydra_cfg.job.num} is complete for this config; skipped ({run_dir})")
             return
@@ -99,13 +101,15 @@ def _task(cfg) -> None:
                 result.artifacts["wandb_run"] = str(tracker.wandb_run_dir)
             write_manifest(run_dir, command, cfg, result.metrics, result.items, result.artifacts)
             tracker.summary(result.metrics)
-    except (StudioError, MissingMandatoryValue) as e:
+    except (StudioError, MissingMandatoryValue, InterpolationResolutionError) as e:
         if os.environ.get("STUDIO_DEBUG"):
             raise
         message = str(e).splitlines()[0]
+        key = getattr(e, "full_key", "") or "a value"
         if isinstance(e, MissingMandatoryValue):
-            key = getattr(e, "full_key", "") or "a value"
             message = f"missing value for {key}: set it on the command line ({key}=...)"
+        elif isinstance(e, InterpolationResolutionError):
+            message = f"cannot resolve {key}: {message}"
         print(f"studio {command}: error: {message}", file=sys.stderr)
         if not multirun:
             sys.exit(USER_ERROR_EXIT)

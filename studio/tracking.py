@@ -170,7 +170,10 @@ def read_offline_run(run_dir: str | Path) -> dict:
 
     from wandb.proto import wandb_internal_pb2
 
-    path = next(Path(run_dir).glob("run-*.wandb"))
+    path = next(Path(run_dir).glob("run-*.wandb"), None)
+    if path is None:
+        raise FileNotFoundError(f"no W&B run file (run-*.wandb) in {str(run_dir)!r}; give an offline run's dir, "
+                                "e.g. wandb/offline-run-<time>-<id>")
     out = {"run": {}, "config": {}, "summary": {}, "history": []}
 
     def key(item):

@@ -146,6 +146,8 @@ ROWS = {
                                             "expected (10, 128)"]),
     "layers-checkpoint-other-arch": ("layers", ["model=checkpoint", "model.path={inputs}/judge_cnn.pt"],
                                      ["judge_cnn.pt", "does not fit this model", "model.arch"]),
+    "layers-unresolvable-interpolation": ("layers", ["data.size=${{nope}}"],
+                                          ["cannot resolve data.size", "Interpolation key 'nope' not found"]),
     "layers-image-too-small": ("layers", ["data.size=1"],
                                ["cannot take images of shape (1, 1, 1)", "data.size", "too small"]),
     # generators

@@ -377,10 +377,11 @@ def test_a_job_whose_config_does_not_resolve_still_leaves_a_failed_manifest(outp
     sweep_dir = tmp_path / "sweep"
     result = run_studio_forked("layers", "-m", "data.size=28,${nope}", "logger=none", f"hydra.sweep.dir={sweep_dir}",
                                outputs=outputs)
-    assert result.returncode != 0
+    assert result.returncode == 2  # a user's mistake, as any bad value
+    assert "studio layers: error: cannot resolve data.size: Interpolation key 'nope' not found" in result.stderr
     assert json.loads((sweep_dir / "0" / "manifest.json").read_text())["status"] == "complete"
     failed = json.loads((sweep_dir / "1" / "manifest.json").read_text())
-    assert failed["status"] == "failed" and "'nope'" in failed["error"]
+    assert (failed["status"], failed["user_error"]) == ("failed", True) and "'nope'" in failed["error"]
     assert failed["config"]["data"]["size"] == "${nope}"  # the config as given: it cannot be resolved
 
 

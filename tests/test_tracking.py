@@ -131,3 +131,8 @@ def test_a_block_too_short_for_a_record_header_is_skipped():
     raw = b":W&B" + bytes(_LOG_HEADER - 4) + record(first) + bytes(3) + record(b"second")
     assert len(raw) == _BLOCK + _RECORD_HEADER + len(b"second")
     assert list(_log_records(raw)) == [first, b"second"]
+
+
+def test_a_dir_without_a_run_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"no W&B run file \(run-\*\.wandb\) in '.*'; give an offline run's dir"):
+        read_offline_run(tmp_path)

@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 
 from generators.dcgan import Discriminator, Generator
 from generators.vae import Decoder, Encoder, negative_elbo
+from studio.fit import diverged
 
 
 class GeneratorModule(pl.LightningModule):
@@ -80,11 +81,15 @@ class VAEModule(GeneratorModule):
         self.encoder = Encoder(latent_dim, channels, size, width)
         self.generator = Decoder(latent_dim, channels, size, width)
 
-    def training_step(self, batch, _):
+    def training_step(self, batch, batch_idx):
         x, _ = batch
         mu, logvar = self.encoder(x)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
-        loss = negative_elbo(x, self.generator(z), mu, logvar).mean()
+        recon = self.generator(z)
+        if not torch.isfinite(recon).all():  # the loss would stop with "all elements of input should be between 0 and 1"
+            raise diverged("the decoder's images became nan or inf", self.current_epoch + 1, batch_idx + 1,
+                           f"generator.lr={self.lr:g}")
+        loss = negative_elbo(x, recon, mu, logvar).mean()
         self.log("neg_elbo", loss, prog_bar=True, on_step=False, on_epoch=True)
         return loss
 

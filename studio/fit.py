@@ -102,6 +102,30 @@ class RngState(pl.Callback):
             self._pending = None
 
 
+class StopIfDiverged(pl.Callback):
+    """Ends a training whose loss or weights became nan or inf (lr=1e9 gets there in a step) with one line
+    naming the setting to lower, instead of a traceback from the next step or a garbage model in the cache.
+    Checked after every optimizer step, so no checkpoint holds the diverged weights: a rerun resumes from
+    the last finite epoch."""
+
+    def __init__(self, setting: str):
+        self.setting = setting
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if torch.is_tensor(loss) and not torch.isfinite(loss).all():
+            what = f"the loss became {float(loss)}"
+        elif not torch.stack([torch.isfinite(p).all() for p in pl_module.parameters()]).all():  # one sync
+            what = "the weights became nan or inf"
+        else:
+            return
+        raise diverged(what, trainer.current_epoch + 1, batch_idx + 1, self.setting)
+
+
+def diverged(what: str, epoch: int, step: int, setting: str) -> StudioError:
+    return StudioError(f"training diverged: {what} in epoch {epoch}, step {step}; lower {setting}")
+
+
 def every_epoch_checkpoint(workdir: Path) -> ModelCheckpoint:
     """Saves the whole training state (weights, optimizer, schedule, callbacks, RNG) as workdir/last.ckpt at
     the end of every epoch, for a stopped run to resume from. Not `save_last=True`: Lightning writes that
@@ -138,7 +162,8 @@ def fit(model: Classifier, model_cfg, trainer_cfg, dm: ImageDataModule, workdir:
     # A killed run resumes from the epoch checkpoint (the work dir survives until the weights are safely in
     # the cache). It comes after `checkpoint` so that it holds that callback's state of the same epoch.
     trainer = pl.Trainer(**trainer_kwargs, logger=logger, default_root_dir=workdir, enable_model_summary=False,
-                         callbacks=[EarlyStopping("val_loss", mode="min", patience=patience), checkpoint,
+                         callbacks=[StopIfDiverged(f"model.optim.lr={model_cfg.optim.lr:g}"),
+                                    EarlyStopping("val_loss", mode="min", patience=patience), checkpoint,
                                     every_epoch_checkpoint(workdir), RngState()])
     trainer.fit(module, dm.train_dataloader(), dm.val_dataloader(), ckpt_path=last, weights_only=True)
     best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]

@@ -230,6 +230,21 @@ def test_nan_render_fails_in_one_line_and_writes_nothing(outputs, small_cnn, tmp
     assert _left_behind(tmp_path) == []
 
 
+@pytest.mark.parametrize("command,args,setting", [
+    ("train", ["model.optim.lr=1e9", "trainer.max_epochs=2"], "model.optim.lr=1e+09"),
+    ("train-generator", ["generator=vae", "generator.lr=1e9", "generator.max_epochs=2"], "generator.lr=1e+09"),
+], ids=["classifier", "generator"])
+def test_a_training_that_diverges_is_one_line_and_caches_nothing(command, args, setting, outputs, tmp_path):
+    """lr=1e9 turns the loss or the weights nan within a few steps: the run stops there, names the setting,
+    and no model enters the cache (a rerun would not reuse garbage)."""
+    models = tmp_path / "models"
+    result = run_studio_forked(command, *args, f"paths.models={models}", f"hydra.run.dir={tmp_path / 'run'}",
+                               *QUIET_LOCAL, outputs=outputs)
+    assert_one_line_error(result, "training diverged: ", "in epoch 1, step ", f"; lower {setting}")
+    assert sorted(p.suffix for p in models.iterdir()) == [".lock"]  # no weights, no facts, no work dir
+    assert _left_behind(tmp_path / "run") == []
+
+
 def test_warning_sized_image_is_refused_too(tmp_path):
     """Pillow only warns between MAX_IMAGE_PIXELS and twice that; the studio refuses those as well."""
     from studio.data import load_image_folder

@@ -166,10 +166,24 @@ def checked_overrides(command: str, overrides: list[str]) -> list[str]:
     overrides = list(overrides)
     if command == "report" and overrides and "=" not in overrides[0] and not overrides[0].startswith("-"):
         overrides[0] = _sweep_override(overrides[0])  # studio report <sweep dir>
+    _check_one_mode(overrides)
     overrides = _experiment_overrides(command, overrides)
     check_config_choices(overrides)
     check_overrides(command, overrides, CONF_DIR)
     return overrides
+
+
+# Hydra's flags that pick what a run does: it takes one (two end in its ValueError traceback)
+MODES = {"-m": "-m/--multirun", "--multirun": "-m/--multirun", "-c": "--cfg", "--cfg": "--cfg",
+         "-i": "--info", "--info": "--info", "-r": "--run", "--run": "--run",
+         "-sc": "--shell-completion", "--shell-completion": "--shell-completion"}
+
+
+def _check_one_mode(overrides: list[str]) -> None:
+    given = list(dict.fromkeys(MODES[a] for a in overrides if a in MODES))
+    if len(given) > 1:
+        raise StudioError(f"{' and '.join(given)} cannot be combined: give one of them (to see a sweep's "
+                          "config, run --cfg job with one value per key)")
 
 
 def _sweep_override(path: str) -> str:

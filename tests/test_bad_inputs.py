@@ -180,6 +180,8 @@ ROWS = {
     # the run dir itself
     "visualize-run-dir-under-a-file": ("visualize", ["hydra.run.dir={inputs}/a_file/run"],
                                        ["a_file/run", "cannot create the output dir"]),
+    "layers-multirun-and-cfg": ("layers", ["-m", "model=small_cnn,judge_cnn", "--cfg", "job"],
+                                ["-m/--multirun and --cfg cannot be combined", "give one of them"]),
     "layers-sweep-dir-under-a-file": ("layers", ["-m", "hydra.sweep.dir={inputs}/a_file/sweep"],
                                       ["a_file/sweep", "cannot create the output dir", "hydra.sweep.dir="]),
     "train-models-dir-under-a-file": ("train", ["paths.models={inputs}/a_file/models"],

@@ -178,22 +178,29 @@ SOURCES = {
 
 
 def _stratified(labels: torch.Tensor, fraction: float, seed: int, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (keep, held_out) with `fraction` of every class held out."""
-    index = np.arange(len(labels))
-    counts = torch.bincount(labels)
-    if counts[counts > 0].min() < 2:
-        raise StudioError(f"too few images for a stratified {what} split: the smallest class has "
-                          f"{int(counts[counts > 0].min())} image(s); need at least 2 per class")
+    """Indices (keep, held_out) with `fraction` of every class held out: both sides need an image of every class."""
     from sklearn.model_selection import train_test_split  # here: a second to import; `studio layers` needs none
 
     try:
-        keep, held = train_test_split(index, test_size=fraction, stratify=labels.numpy(), random_state=seed)
+        keep, held = train_test_split(np.arange(len(labels)), test_size=fraction, stratify=labels.numpy(),
+                                      random_state=seed)
     except ValueError as e:  # e.g. "The test_size = 2 should be greater or equal to the number of classes = 10"
+        n, k = len(labels), len(labels.unique())
+        low, high = k / n, (n - k) / n  # at least one image of every class on each side
         key = "data.test_fraction" if what == "test" else "data.val_fraction"
-        raise StudioError(f"cannot split {len(labels)} images into {what} with {key}={fraction} "
-                          f"({str(e).splitlines()[0].rstrip('.')}); choose a fraction in (0, 1) that leaves every "
-                          "class at least one image on both sides") from None
+        valid = (f"use {key} between {low:.2g} and {high:.2g}" if low <= high
+                 else f"{n} images cannot give each of {k} classes an image on both sides")
+        raise StudioError(f"cannot split {n} images of {k} classes into {what} with {key}={fraction} "
+                          f"({str(e).splitlines()[0].rstrip('.')}); {valid}") from None
     return np.sort(keep), np.sort(held)
+
+
+def _check_per_class(labels: torch.Tensor, classes: list[str], needed: int, splits: str) -> None:
+    counts = torch.bincount(labels, minlength=len(classes))
+    smallest = int(counts.argmin())
+    if counts[smallest] < needed:
+        raise StudioError(f"too few images: class {classes[smallest]!r} has {int(counts[smallest])} image(s); the "
+                          f"{splits} splits need at least {needed} per class (one each)")
 
 
 def classes_in_turn(labels: torch.Tensor, count: int) -> torch.Tensor:
@@ -226,10 +233,12 @@ class ImageDataModule:
         self.classes = data.classes
         x, y = data.images, data.labels
         if data.test_images is None:
+            _check_per_class(y, self.classes, 3, "train, validation and test")
             rest, test = _stratified(y, self.test_fraction, self.split_seed, "test")
             self.splits["test"] = (x[test], y[test])
             x, y = x[rest], y[rest]
         else:
+            _check_per_class(y, self.classes, 2, "train and validation")
             self.splits["test"] = (data.test_images, data.test_labels)
         train, val = _stratified(y, self.val_fraction, self.split_seed, "validation")
         self.splits["train"] = (x[train], y[train])

@@ -115,7 +115,7 @@ ROWS = {
     "train-folder-no-images": ("train", [*DATA, "data.options.root={inputs}/empty"],
                                ["empty", "holds no images", ".png"]),
     "train-folder-tiny": ("train", [*DATA, "data.options.root={inputs}/tiny"],
-                          ["too few images", "1 image(s); need at least 2 per class"]),
+                          ["too few images: class 'cats' has 1 image(s)", "need at least 3 per class"]),
     "train-folder-corrupt-image": ("train", [*DATA, "data.options.root={inputs}/corrupt"],
                                    ["cannot read image", "broken.png"]),
     "train-folder-truncated-image": ("train", [*DATA, "data.options.root={inputs}/truncated"],

@@ -159,8 +159,23 @@ def test_a_fraction_that_cannot_split_every_class_names_the_key(fraction, reason
     with pytest.raises(StudioError) as error:
         dm.setup()
     message = str(error.value)
-    assert message.startswith(f"cannot split 1797 images into test with data.test_fraction={fraction} (")
-    assert reason in message and "choose a fraction in (0, 1)" in message and len(message.splitlines()) == 1
+    assert message.startswith(f"cannot split 1797 images of 10 classes into test with data.test_fraction={fraction} (")
+    assert reason in message and message.endswith("; use data.test_fraction between 0.0056 and 0.99")
+    assert len(message.splitlines()) == 1
+
+
+def test_every_class_needs_an_image_in_each_split(tmp_path):
+    """Three splits need three images of every class: the message names the class, not a split's leftovers."""
+    from PIL import Image
+
+    for name, count in (("cats", 5), ("dogs", 2)):
+        (tmp_path / name).mkdir()
+        for i in range(count):
+            Image.new("L", (8, 8), 30 * i).save(tmp_path / name / f"{i}.png")
+    dm = ImageDataModule("image_folder", {"root": str(tmp_path), "size": 8, "channels": 1})
+    with pytest.raises(StudioError, match=r"^too few images: class 'dogs' has 2 image\(s\); the train, validation "
+                                          r"and test splits need at least 3 per class \(one each\)$"):
+        dm.setup()
 
 
 def test_classes_in_turn_takes_every_class_before_any_twice():

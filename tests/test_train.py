@@ -54,3 +54,33 @@ def test_max_shift_0_turns_the_augmentation_off():
     state = torch.get_rng_state()
     assert random_shift(x, 0) is x  # the batch itself: no resampling, no copy
     assert torch.equal(torch.get_rng_state(), state)  # and no random draw that would shift later batches
+
+
+def test_weights_that_turn_nan_stop_a_training_that_logs_no_loss(tmp_path):
+    """A manually optimized module (the GAN's kind) returns no loss: its weights are checked instead."""
+    import pytest
+    import pytorch_lightning as pl
+
+    from studio.errors import StudioError
+    from studio.fit import StopIfDiverged
+
+    class Exploding(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.automatic_optimization = False
+            self.layer = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, batch_idx):
+            if batch_idx == 1:
+                self.layer.weight.data.fill_(float("inf"))  # what a huge step does
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.rand(8, 2)), batch_size=2)
+    trainer = pl.Trainer(max_epochs=1, callbacks=[StopIfDiverged("generator.lr=1e+09")], logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=tmp_path)
+    with pytest.raises(StudioError, match=r"^training diverged: the weights became nan or inf in epoch 1, step 2; "
+                                          r"lower generator.lr=1e\+09$"):
+        trainer.fit(Exploding(), loader)

@@ -23,7 +23,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import QUIET_LOCAL, read_manifest, run_studio
+from tests.conftest import QUIET_LOCAL, read_manifest, run_studio, run_studio_forked
 
 # A classifier no other test trains (its own seed, 2 epochs), so every test here starts it uncached.
 # Two epochs are enough: the kill comes right after the first epoch's checkpoint.
@@ -123,7 +123,7 @@ def test_killed_classifier_training_resumes_from_its_last_epoch(uninterrupted, t
     assert not list(models.glob("*.pt")) and not list(models.glob("*.json")), "a cache entry from a killed run"
     assert not (tmp_path / "killed" / "manifest.json").exists()
 
-    result = run_studio(*CLASSIFIER, f"hydra.run.dir={tmp_path / 'again'}", outputs=outputs)
+    result = run_studio_forked(*CLASSIFIER, f"hydra.run.dir={tmp_path / 'again'}", outputs=outputs)
     assert result.returncode == 0, result.stderr
     epochs = resumed_after(result.stdout)
     assert epochs == 1  # it went on from the killed run's checkpoint, not from epoch 0
@@ -151,7 +151,7 @@ def test_killed_generator_training_resumes_from_its_last_epoch(judge, tmp_path):
     kill9_when(process, lambda: work_checkpoint(models), "the first epoch checkpoint")
     assert not list(models.glob("vae-*.pt")) and not list(models.glob("vae-*.json"))
 
-    result = run_studio(*args, f"hydra.run.dir={tmp_path / 'again'}", outputs=outputs)
+    result = run_studio_forked(*args, f"hydra.run.dir={tmp_path / 'again'}", outputs=outputs)
     assert result.returncode == 0, result.stderr
     assert resumed_after(result.stdout) == 1
     # the rerun drew the samples of the epoch it trained, and only those
@@ -181,7 +181,7 @@ def test_killed_render_leaves_no_partial_output_and_reruns(small_cnn, outputs, t
     assert not list(run_dir.rglob("*.png"))  # nothing is written before the render is done
     assert_no_debris(run_dir)
 
-    result = run_studio(*args, outputs=outputs)  # the same command, the same run dir
+    result = run_studio_forked(*args, outputs=outputs)  # the same command, the same run dir
     assert result.returncode == 0, result.stderr
     manifest = read_manifest(run_dir)
     assert manifest["status"] == "complete" and [i["target"] for i in manifest["items"]] == ["conv2:0", "conv2:1"]

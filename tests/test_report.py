@@ -113,7 +113,7 @@ def test_sweep_jobs_and_report_share_one_wandb_group(tiny_sweep, outputs):
 def test_report_by_hand_rewrites_the_same_files(tiny_sweep, outputs, tmp_path):
     sweep_dir, _, _ = tiny_sweep
     before = (sweep_dir / "table.csv").read_text()
-    result = run_studio("report", str(sweep_dir), "logger=none", f"hydra.run.dir={tmp_path}", outputs=outputs)
+    result = run_studio_forked("report", str(sweep_dir), "logger=none", f"hydra.run.dir={tmp_path}", outputs=outputs)
     assert result.returncode == 0, result.stderr
     assert (sweep_dir / "table.csv").read_text() == before
     manifest = json.loads((tmp_path / "manifest.json").read_text())
@@ -171,13 +171,14 @@ def test_killed_sweep_is_reported_then_resumed_without_duplicates(small_cnn, out
     assert done["0"]["status"] == "complete" and len(done) < 4, "the sweep finished before it was killed"
     first = (sweep_dir / "0" / "manifest.json").stat().st_mtime_ns
 
-    result = run_studio("report", str(sweep_dir), "logger=none", f"hydra.run.dir={tmp_path / 'r1'}", outputs=outputs)
+    result = run_studio_forked("report", str(sweep_dir), "logger=none", f"hydra.run.dir={tmp_path / 'r1'}",
+                               outputs=outputs)
     assert result.returncode == 0, result.stderr
     failed = _report_json(sweep_dir)["failed"]
     assert len(failed) == 4 - len(done) and {"l2_tv"} <= {f["recipe"] for f in failed}
     assert all("killed" in f["error"] or "never started" in f["error"] for f in failed)
 
-    result = run_studio("visualize", *args, outputs=outputs)
+    result = run_studio_forked("visualize", *args, outputs=outputs)
     assert result.returncode == 0, result.stderr
     assert "job 0 is complete for this config; skipped" in result.stdout
     assert (sweep_dir / "0" / "manifest.json").stat().st_mtime_ns == first  # not rendered again
@@ -205,10 +206,11 @@ def test_only_a_complete_manifest_of_the_same_config_counts_as_done(outputs, tmp
 
 def test_any_multirun_can_be_reported(outputs, tmp_path):
     sweep_dir = tmp_path / "sweep"  # `-m` before the overrides, a command without images
-    result = run_studio("layers", "-m", "model=small_cnn,judge_cnn", "logger=none", f"hydra.sweep.dir={sweep_dir}",
-                        outputs=outputs)
+    result = run_studio_forked("layers", "-m", "model=small_cnn,judge_cnn", "logger=none",
+                               f"hydra.sweep.dir={sweep_dir}", outputs=outputs)
     assert result.returncode == 0, result.stderr
-    result = run_studio("report", str(sweep_dir), "logger=none", f"hydra.run.dir={tmp_path / 'run'}", outputs=outputs)
+    result = run_studio_forked("report", str(sweep_dir), "logger=none", f"hydra.run.dir={tmp_path / 'run'}",
+                               outputs=outputs)
     assert result.returncode == 0, result.stderr
     rows = _csv(sweep_dir / "table.csv")
     assert {(r["model"], r["layer"]) for r in rows} >= {("small_cnn", "conv2"), ("judge_cnn", "fc")}
@@ -221,7 +223,8 @@ def test_any_multirun_can_be_reported(outputs, tmp_path):
 def test_report_errors_are_one_line(outputs, tmp_path):
     for args, fragment in (([str(tmp_path / "absent")], "sweep dir not found"),
                            ([str(tmp_path)], "no jobs in")):
-        result = run_studio("report", *args, "logger=none", f"hydra.run.dir={tmp_path / 'run'}", outputs=outputs)
+        result = run_studio_forked("report", *args, "logger=none", f"hydra.run.dir={tmp_path / 'run'}",
+                                   outputs=outputs)
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert result.returncode == 2 and len(lines) == 1 and fragment in lines[0], result.stderr
 

@@ -12,7 +12,7 @@ from studio.models import build_classifier
 from studio.optvis import channel, pixel, render
 from studio.tracking import read_offline_run
 from studio.visualize import log_rendering, report_failures, save_rendering, summary, to_pil
-from tests.conftest import assert_one_line_error, compose_config, read_manifest, run_studio
+from tests.conftest import assert_one_line_error, compose_config, read_manifest, run_studio, run_studio_forked
 from tests.test_tracking import offline_tracker, read_when_written
 from tests.test_optvis import overflowing_model
 
@@ -105,7 +105,7 @@ def test_bad_input_is_refused_before_any_training(outputs, tmp_path, case):
     (["regularizer=smooth"], ["unknown regularizer 'smooth'; choose from:", "l2_tv", "standard"]),
 ], ids=["layer", "regularizer"])
 def test_bad_input_fails_in_one_line_on_the_command_line(outputs, tmp_path, args, fragments):
-    result = run_studio("visualize", *args, "logger=none", f"hydra.run.dir={tmp_path}", *FAST, outputs=outputs)
+    result = run_studio_forked("visualize", *args, "logger=none", f"hydra.run.dir={tmp_path}", *FAST, outputs=outputs)
     assert_one_line_error(result, *fragments)
     assert not (tmp_path / "manifest.json").exists() and not (tmp_path / "images").exists()
 

@@ -199,12 +199,17 @@ def _pool(cfg, x_all: torch.Tensor):
     return pool, mark
 
 
-def _select(cfg, dm, model):
-    """(x, y, index, mark, story) of the images to explain: `explain.images` of data.split (Clever Hans:
-    of its marked images), the classes in turn."""
+def _candidates(cfg, dm):
+    """(x_all, y_all, pool, mark): data.split and the positions of the images to choose from (see _pool)."""
     check_selection(cfg)
     x_all, y_all = dm.split(cfg.data.split)
-    pool, mark = _pool(cfg, x_all)
+    return (x_all, y_all, *_pool(cfg, x_all))
+
+
+def _select(cfg, candidates, model):
+    """(x, y, index, mark, story) of the images to explain: `explain.images` of the candidates (Clever Hans:
+    the marked images), the classes in turn."""
+    x_all, y_all, pool, mark = candidates
     story = (clever_hans_story(model, x_all, y_all, mark, int(cfg.data.options.mark_class))
              if mark is not None else None)
     index = pool[classes_in_turn(y_all[pool], int(cfg.explain.images))]
@@ -224,9 +229,9 @@ def explain(cfg, tracker, run_dir: Path):
     if cfg.explain.gradcam_layer and "gradcam" in names:
         check_layer_names(cfg.model, cfg.data, [cfg.explain.gradcam_layer])
     dm = build_datamodule(cfg.data)
-    _pool(cfg, dm.split(cfg.data.split)[0])  # no marked image to explain: found before training
+    candidates = _candidates(cfg, dm)  # no marked image to explain: found before training
     trained = train_one(cfg, cfg.model, dm, tracker, "model")
-    x, y, index, mark, story = _select(cfg, dm, trained.model)
+    x, y, index, mark, story = _select(cfg, candidates, trained.model)
     metrics, items = explain_run(cfg, trained.model, x, y, index, names, Path(run_dir), tracker,
                                  mark=mark, story=story)
     metrics.update({"model/test_acc": trained.test_acc, "model/cached": trained.cached})
@@ -261,7 +266,7 @@ def demo_explanations(cfg, tracker, run_dir: Path, model) -> Result:
 
     plain = _compose([])
     plain.data, plain.explain = cfg.data, OmegaConf.merge(plain.explain, demo_block)
-    x, y, index, _, _ = _select(plain, build_datamodule(cfg.data), model)
+    x, y, index, _, _ = _select(plain, _candidates(plain, build_datamodule(cfg.data)), model)
     print(f"demo: explaining {len(x)} test images with {', '.join(names)}")
     runs = [("explain", explain_run(plain, model, x, y, index, names, Path(run_dir) / "explain", tracker,
                                     prefix="explain/"))]
@@ -272,8 +277,9 @@ def demo_explanations(cfg, tracker, run_dir: Path, model) -> Result:
         hans.trainer = OmegaConf.merge(cfg.trainer, {"max_epochs": hans.trainer.max_epochs})
         hans.explain = OmegaConf.merge(hans.explain, demo_block)
         dm = build_datamodule(hans.data)
+        candidates = _candidates(hans, dm)
         trained = train_one(hans, hans.model, dm, tracker, "clever_hans model")
-        x, y, index, mark, story = _select(hans, dm, trained.model)
+        x, y, index, mark, story = _select(hans, candidates, trained.model)
         print(f"demo: Clever Hans: explaining {len(x)} marked test images (why class {hans.explain.target}?)")
         runs.append(("clever_hans", explain_run(hans, trained.model, x, y, index, names,
                                                 Path(run_dir) / "clever_hans", tracker, prefix="clever_hans/",

@@ -41,10 +41,11 @@ def outputs(tmp_path_factory) -> Path:
     return path
 
 
-def compose_config(command: str, overrides: list[str] | None = None):
-    """The composed config of `studio <command> <overrides>`, as the CLI would see it (without hydra.*)."""
+def compose_config(command: str, overrides: list[str] | None = None, with_hydra: bool = False):
+    """The composed config of `studio <command> <overrides>`, as the CLI would see it (without hydra.*; with
+    it, as Hydra hands it to callbacks, when with_hydra)."""
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-        return compose(config_name=command, overrides=list(overrides or []))
+        return compose(config_name=command, overrides=list(overrides or []), return_hydra_config=with_hydra)
 
 
 QUIET_TRAINER = ["trainer.enable_progress_bar=false"]

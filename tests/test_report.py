@@ -388,16 +388,8 @@ def test_a_job_whose_config_does_not_resolve_still_leaves_a_failed_manifest(outp
     assert failed["config"]["data"]["size"] == "${nope}"  # the config as given: it cannot be resolved
 
 
-def _hydra_config(command: str, overrides: list[str]):
-    """The composed config with its `hydra` node, as Hydra hands it to callbacks."""
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(version_base="1.3", config_dir=str(cli.CONF_DIR)):
-        return compose(config_name=command, overrides=overrides, return_hydra_config=True)
-
-
 def test_an_output_dir_that_does_not_resolve_is_left_to_hydras_own_message(capsys):
-    config = _hydra_config("layers", ["hydra.run.dir=${nope}"])
+    config = compose_config("layers", ["hydra.run.dir=${nope}"], with_hydra=True)
     sweep.check_output_dir(config, "run")  # no exit, no traceback from our callback
     assert capsys.readouterr().err == ""
 
@@ -405,7 +397,7 @@ def test_an_output_dir_that_does_not_resolve_is_left_to_hydras_own_message(capsy
 def test_a_report_that_fails_after_a_sweep_is_one_line_and_raises_nothing(tmp_path, capsys):
     from studio.report import ReportCallback
 
-    config = _hydra_config("visualize", ["logger=none", f"hydra.sweep.dir={tmp_path}"])  # a sweep dir with no job
+    config = compose_config("visualize", ["logger=none", f"hydra.sweep.dir={tmp_path}"], with_hydra=True)  # no job
     ReportCallback().on_multirun_end(config)
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"studio report: error: no jobs in {tmp_path}: expected job dirs with manifest.json (a `-m` "

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from studio.errors import StudioError
+from studio.modes import eval_mode
 from studio.models import Classifier, get_layer
 
 PIXELS = "pixels"  # the input itself, as a baseline "layer"
@@ -32,13 +33,13 @@ def collect(model: Classifier, images: torch.Tensor, layers: list[str], pool: in
     out: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
     hooks = [module.register_forward_hook(lambda _m, _i, o, name=name: out[name].append(_flatten(o, pool).float()))
              for name, module in modules.items()]
-    model.eval()
     try:
-        for start in range(0, len(images), batch_size):
-            batch = images[start:start + batch_size]
-            if PIXELS in out:
-                out[PIXELS].append(batch.flatten(1))
-            model(batch)
+        with eval_mode(model):
+            for start in range(0, len(images), batch_size):
+                batch = images[start:start + batch_size]
+                if PIXELS in out:
+                    out[PIXELS].append(batch.flatten(1))
+                model(batch)
     finally:
         for hook in hooks:
             hook.remove()

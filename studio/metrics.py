@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from studio.errors import StudioError
+from studio.modes import eval_mode
 
 
 @torch.no_grad()
@@ -37,15 +38,13 @@ def hidden_features(model: nn.Module, images: torch.Tensor, batch_size: int = 50
                           "judge whose classifier ends in one (model@judge=judge_cnn, small_cnn or resnet18)")
     chunks: list[torch.Tensor] = []
     hook = last[-1].register_forward_hook(lambda _m, inputs, _o: chunks.append(inputs[0].detach().float().cpu()))
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     try:
-        for start in range(0, len(images), batch_size):
-            model(images[start:start + batch_size].to(device))
+        with eval_mode(model):
+            for start in range(0, len(images), batch_size):
+                model(images[start:start + batch_size].to(device))
     finally:
         hook.remove()
-        model.train(was_training)
     return torch.cat(chunks)
 
 
@@ -99,14 +98,10 @@ class Judge:
     @torch.no_grad()
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """N×classes: the judge's softmax, fp32 on the CPU."""
-        was_training = self.model.training
-        self.model.eval()
         device = next(self.model.parameters()).device
-        try:
+        with eval_mode(self.model):
             return torch.cat([self.model(images[i:i + 500].to(device)).float().softmax(1).cpu()
                               for i in range(0, len(images), 500)])
-        finally:
-            self.model.train(was_training)
 
     def recognition(self, images: torch.Tensor, classes: Sequence[int]) -> Recognition:
         probs = self.probabilities(images)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from studio.errors import StudioError, lookup
+from studio.modes import eval_mode
 
 
 class Classifier(nn.Module):
@@ -199,8 +200,11 @@ def get_layer(model: Classifier, name: str) -> nn.Module:
 
 
 @torch.no_grad()
-def layer_shapes(model: Classifier, image_shape: tuple[int, int, int]) -> dict[str, tuple[int, ...]]:
-    """Output shape (without batch) of every layer for one input of `image_shape` (C, H, W)."""
+def layer_shapes(model: Classifier, image_shape: tuple[int, int, int], output: str | None = None,
+                 settings: str = "data.channels, data.size, data.size") -> dict[str, tuple[int, ...]]:
+    """Output shape (without batch) of every layer for one input of `image_shape` (C, H, W); with `output`,
+    the model's own output's shape under that key too. `settings` names what set the image shape (for the
+    one-line error when the model cannot take it)."""
     shapes, hooks = {}, []
     for name in layer_names(model):
         module = model.net.get_submodule(name)
@@ -210,15 +214,18 @@ def layer_shapes(model: Classifier, image_shape: tuple[int, int, int]) -> dict[s
                 shapes[name] = tuple(out.shape[1:])
 
         hooks.append(module.register_forward_hook(record))
-    was_training = model.training
+    device = next(model.parameters()).device
     try:
-        model.eval()(torch.zeros(1, *image_shape))
-    except RuntimeError as e:  # e.g. images too small for the net's pooling: torch's reason, not its trace
+        with eval_mode(model):
+            out = model(torch.zeros(1, *image_shape, device=device))
+    except (RuntimeError, ValueError) as e:  # e.g. images too small for the net's pooling: torch's reason
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise StudioError(f"the model cannot take images of shape {tuple(image_shape)} (data.channels, data.size, "
-                          f"data.size): {reason}") from None
+        raise StudioError(f"the model cannot take images of shape {tuple(image_shape)} ({settings}): "
+                          f"{reason}") from None
     finally:
-        model.train(was_training)
         for hook in hooks:
             hook.remove()
-    return {name: shapes[name] for name in layer_names(model) if name in shapes}
+    shapes = {name: shapes[name] for name in layer_names(model) if name in shapes}
+    if output is not None:
+        shapes[output] = tuple(out.shape[1:])
+    return shapes

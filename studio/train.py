@@ -15,6 +15,7 @@ import torch
 from omegaconf import OmegaConf
 
 from studio.cache import config_hash, load_or_train
+from studio.modes import eval_mode
 from studio.data import ImageDataModule
 from studio.models import Classifier, build_classifier, checkpoint_path, load_state_dict_file, load_weights
 
@@ -32,11 +33,9 @@ def seed_everything(seed: int) -> None:
 @torch.no_grad()
 def accuracy(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000) -> float:
     """Share of `images` that `model` labels correctly (eval mode, batched)."""
-    was_training = model.training
-    model.eval()
-    correct = sum((model(images[i:i + batch_size]).argmax(1) == labels[i:i + batch_size]).sum().item()
-                  for i in range(0, len(images), batch_size))
-    model.train(was_training)
+    with eval_mode(model):
+        correct = sum((model(images[i:i + batch_size]).argmax(1) == labels[i:i + batch_size]).sum().item()
+                      for i in range(0, len(images), batch_size))
     return correct / max(len(images), 1)
 
 

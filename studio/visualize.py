@@ -26,7 +26,7 @@ from studio.data import build_datamodule
 from studio.errors import StudioError
 from studio.metrics import Judge
 from studio.files import atomic_path, write_text
-from studio.models import get_layer, layer_names, untrained_copy
+from studio.models import get_layer, layer_names, layer_shapes, untrained_copy
 from studio.optvis import objectives, params, regularizers
 from studio.optvis.objectives import LOGITS
 from studio.optvis.render import Rendering, concat, render
@@ -78,37 +78,13 @@ class Settings:
         return device
 
 
-@torch.no_grad()
-def model_shapes(model, spec: params.ParamSpec) -> dict[str, tuple[int, ...]]:
-    """Output shape (without batch) of every layer, plus "logits", for one image of the param's shape."""
-    image_shape = (spec.channels, *spec.size)
-    shapes, hooks = {}, []
-    for name, module in model.net.named_modules():
-        if name:
-            def record(_m, _inputs, out, name=name):
-                if torch.is_tensor(out):
-                    shapes[name] = tuple(out.shape[1:])
-            hooks.append(module.register_forward_hook(record))
-    was_training = model.training
-    try:
-        shapes[LOGITS] = tuple(model.eval()(torch.zeros(1, *image_shape, device=model.mean.device)).shape[1:])
-    except (RuntimeError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise StudioError(f"the model cannot take images of shape {image_shape} (param.channels, param.size): "
-                          f"{first}") from None
-    finally:
-        model.train(was_training)
-        for hook in hooks:
-            hook.remove()
-    return shapes
-
-
 def check_targets(model, objective_cfg, spec: params.ParamSpec) -> list:
     """The objective's targets on this model: unknown layers, bad indices fail in one line."""
     layer = objective_cfg.get("layer")
     if layer and objective_cfg.name != "class" and layer not in layer_names(model):
         get_layer(model, str(layer))  # raises "unknown layer 'x'; choose from: ..."
-    return objectives.config_targets(objective_cfg, model_shapes(model, spec))
+    return objectives.config_targets(objective_cfg, layer_shapes(model, (spec.channels, *spec.size), LOGITS,
+                                                                        "param.channels, param.size"))
 
 
 def _check_seeds(objective_cfg, settings: Settings) -> None:

@@ -6,12 +6,12 @@ ends in one StudioError line that names the bad value, before anything is writte
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 
 import torch
 from torch import nn
 
 from studio.errors import StudioError
+from studio.modes import eval_mode
 
 
 def expected_channels(model: nn.Module) -> int | None:
@@ -36,17 +36,6 @@ def check_images(model: nn.Module, x) -> torch.Tensor:
         raise StudioError(f"images contain non-finite values (nan/inf), first in image {int(bad.nonzero()[0, 0])}; "
                           "give finite floats in [0, 1]")
     return x
-
-
-@contextmanager
-def eval_mode(model: nn.Module):
-    """The model in eval mode (batch norm on running stats) for the block, then as it was."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 def check_finite(outputs: torch.Tensor, image_index: torch.Tensor | None = None) -> torch.Tensor:

@@ -14,6 +14,8 @@ import warnings
 import torch
 from torch import nn
 
+from studio.modes import eval_mode
+
 
 def _fold(model: nn.Module) -> nn.Module:
     from torch.fx.experimental.optimization import fuse
@@ -37,18 +39,14 @@ def _fold(model: nn.Module) -> nn.Module:
 def inference_twin(model: nn.Module, example: torch.Tensor, tolerance: float = 1e-4) -> nn.Module:
     """The folded, channels-last twin of `model` if it matches the model on `example` (N×C×H×W)
     within `tolerance` × (1 + max |output|); otherwise `model` itself."""
-    was_training = model.training
-    model.eval()
     try:
-        with warnings.catch_warnings():
+        with eval_mode(model), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             twin = _fold(model)
-        reference = model(example).float()
-        got = twin(example.contiguous(memory_format=torch.channels_last)).float()
+            reference = model(example).float()
+            got = twin(example.contiguous(memory_format=torch.channels_last)).float()
     except Exception:  # noqa: BLE001 - untraceable (data-dependent control flow, ...): stay eager
         return model
-    finally:
-        model.train(was_training)
     # `not <=`: a nan anywhere is a disagreement too
     if not (got - reference).abs().max() <= tolerance * (1 + reference.abs().max()):
         return model

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from studio.errors import StudioError, lookup
-from studio.explain.checks import check_finite, eval_mode, logits, resolve_target
+from studio.explain.checks import check_finite, logits, resolve_target
+from studio.modes import eval_mode
 from studio.explain.metrics import gaussian_blur
 
 

@@ -12,7 +12,6 @@ per-sample Python loop), without gradients, and the same seed gives the same num
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -20,13 +19,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from studio.errors import StudioError, lookup
-from studio.explain.checks import check_finite, eval_mode, logits, resolve_target
+from studio.explain.checks import check_finite, logits, resolve_target
 from studio.explain.fast import inference_twin
+from studio.modes import autocast, check_precision, eval_mode
 from studio.explain.metrics import gaussian_blur, weighted_r2
 from studio.explain.segments import check_segments, segment, segment_means
 
 OUTPUTS = ("prob", "logit")
-PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -244,12 +243,6 @@ def surrogate(intercept: torch.Tensor, weights: torch.Tensor, z: torch.Tensor) -
     return intercept.unsqueeze(1) + z.to(weights.dtype) @ weights.transpose(1, 2)
 
 
-def _autocast(precision: str, device: torch.device):
-    if precision == "fp32":
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-
-
 class LimeImage:
     """LIME for image classifiers: `LimeImage(model, segmentation="slic").explain(x, target=...)`.
 
@@ -282,7 +275,7 @@ class LimeImage:
         self.fill_value, self.blur_sigma = fill_value, blur_sigma
         self.kernel_width, self.solver, self.alpha, self.num_features = kernel_width, solver, alpha, num_features
         self.output = lookup({o: o for o in OUTPUTS}, "LIME output", output)
-        self.precision = lookup({p: p for p in PRECISIONS}, "precision", precision)
+        self.precision = check_precision(precision)
         self.batch_size, self.seed, self.channels_last, self.progress = batch_size, seed, channels_last, progress
         self.fast, self._twin = fast, None
         lookup(SOLVERS, "LIME solver", solver)
@@ -319,7 +312,7 @@ class LimeImage:
             batch = fill[image] + on * diff[image]
             if channels_last:
                 batch = batch.contiguous(memory_format=torch.channels_last)
-            with _autocast(self.precision, x.device):
+            with autocast(x.device, self.precision):
                 scores = model(batch)
             scores = check_finite(scores.float(), image)
             if self.output == "prob":

@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from studio.explain.checks import check_finite, eval_mode
+from studio.explain.checks import check_finite
+from studio.modes import eval_mode
 from studio.explain.segments import segment_means
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import time
 import zlib
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -26,6 +26,7 @@ from torch import nn
 from tqdm import tqdm
 
 from studio.errors import StudioError, lookup
+from studio.modes import autocast, eval_mode
 from studio.optvis.objectives import IMAGE, INPUT, LOGITS, Objective
 from studio.optvis.params import ParamSpec, pixel
 from studio.optvis.regularizers import Projection
@@ -133,22 +134,6 @@ class _Capture:
             handle.remove()
 
 
-@contextmanager
-def frozen(model: nn.Module):
-    """Eval mode and no weight gradients for the duration; both restored afterwards."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    training = model.training
-    model.eval()
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        model.train(training)
-
-
 def _channels_last(model: nn.Module) -> list[tuple[nn.Parameter, torch.Tensor]]:
     """Lay 4-D weights out channels-last (NHWC convolutions, pooling and norms run 2-3x faster with
     oneDNN on CPU and with cuDNN); returns (parameter, original data) pairs for `_restore`."""
@@ -194,13 +179,6 @@ def _optimizer(optimizer, params, lr: float, options: dict | None) -> torch.opti
     if callable(optimizer) and not isinstance(optimizer, str):
         return optimizer(params, lr)
     return lookup(OPTIMIZERS, "optimizer", str(optimizer))(params, lr=lr, **(options or {}))
-
-
-def _autocast(device: torch.device, precision: str):
-    if precision not in ("auto", "32", "bf16"):
-        raise StudioError(f"unknown precision {precision!r}; choose from: auto, 32, bf16")
-    bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
 
 
 @torch.no_grad()
@@ -259,7 +237,7 @@ def render(model: nn.Module, objective: Objective, param: ParamSpec | None = Non
     optimizer: a name in OPTIMIZERS or a callable (params, lr) -> torch.optim.Optimizer.
     thresholds: steps at which to keep a snapshot of the images.
     device: where to render (the model is moved there); default the model's device.
-    precision: "auto" (bf16 autocast on CUDA, fp32 on CPU), "32" or "bf16".
+    precision: "auto" (bf16 autocast on CUDA, fp32 on CPU), "fp32", "bf16" or "fp16" (studio.modes).
     stop_early: end each forward pass after the deepest layer the objective reads.
     memory_format: "auto" (channels-last when the model allows it), "channels_last" or "contiguous".
     """
@@ -292,12 +270,12 @@ def render(model: nn.Module, objective: Objective, param: ParamSpec | None = Non
     transform = compose(list(transforms))
     needs_model = bool(total.model_layers)
     needs_grad = any(p.needs_grad for p in projections)
-    amp = _autocast(device, precision)
+    amp = autocast(device, precision)
     alive_shape = (batch,) + (1,) * 3
 
     relaid: list = []
     try:
-        with frozen(model):
+        with eval_mode(model, freeze=True):
             start_images = image().detach().clone()
             layout = torch.contiguous_format
             if needs_model:

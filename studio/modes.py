@@ -1,0 +1,51 @@
+"""How a model runs for a block of code: eval mode (optionally frozen weights) and autocast precision.
+
+One precision vocabulary for YAML and code: "auto" (bf16 autocast on CUDA, fp32 elsewhere), "fp32",
+"bf16" and "fp16" (autocast to that dtype on the tensors' device).
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager, nullcontext
+
+import torch
+from torch import nn
+
+from studio.errors import StudioError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@contextmanager
+def eval_mode(model: nn.Module, freeze: bool = False):
+    """The model in eval mode (batch norm on running stats; with `freeze`, no weight gradients either) for
+    the block, then exactly as it was."""
+    training = model.training
+    flags = [(p, p.requires_grad) for p in model.parameters()] if freeze else []
+    model.eval()
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        model.train(training)
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise StudioError(f"unknown precision {precision!r}; choose from: {', '.join(PRECISIONS)}")
+    return precision
+
+
+def autocast(device: torch.device | str, precision: str = "auto"):
+    """The autocast context for `precision` on `device` (a null context for fp32)."""
+    device = torch.device(device)
+    precision = check_precision(precision)
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    if precision == "fp32":
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])

@@ -113,7 +113,7 @@ def studio_pixels(model, layer, channels, size, image_channels, steps, precision
                                         precision=precision, **options), device)
 
 
-def bare_loop(model, layer, channels, size, image_channels, steps, precision="32"):
+def bare_loop(model, layer, channels, size, image_channels, steps, precision="fp32"):
     """A hand-written batched gradient ascent on the same problem (no framework), same precision."""
     device = model_device(model)
     bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
@@ -172,7 +172,7 @@ def main(argv=None) -> int:
     parser.add_argument("--resnet-channels", type=int, default=8, help="how many of layer2's 128 channels")
     parser.add_argument("--resnet-size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--precision", default="32", help="the studio's precision: 32 (as Lucent) or bf16")
+    parser.add_argument("--precision", default="fp32", help="the studio's precision: fp32 (as Lucent) or bf16")
     parser.add_argument("--quick", action="store_true", help="8 steps, 2 ResNet channels, one repeat")
     parser.add_argument("--out", default=None, help="markdown file (default bench/results/optvis-<device>.md)")
     args = parser.parse_args(argv)

@@ -14,59 +14,20 @@ import traceback
 import warnings
 from pathlib import Path
 
-from studio.errors import StudioError, unknown
-from studio.validate import check_overrides, parse_overrides
+from studio.commands import COMMANDS
+from studio.config import CONF_DIR, checked_overrides
+from studio.errors import StudioError
 
-CONF_DIR = Path(os.environ.get("STUDIO_CONF_DIR", Path(__file__).resolve().parent.parent / "conf"))
 USER_ERROR_EXIT = 2
-# Launchers whose configs come with an optional Hydra plugin: name -> (plugin module, pip extra).
-LAUNCHER_PLUGINS = {"submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "slurm"),
-                    "submitit_local": ("hydra_plugins.hydra_submitit_launcher", "slurm"),
-                    "ray": ("hydra_plugins.hydra_ray_launcher", "ray"),
-                    "ray_aws": ("hydra_plugins.hydra_ray_launcher", "ray")}
 
 
 def usage() -> str:
-    from studio.commands import COMMANDS
-
     width = max(map(len, COMMANDS))
     lines = ["usage: studio <command> [key=value ...] [-m] [--help]", "", "commands:"]
     lines += [f"  {name:<{width}}  {cmd.help}" for name, cmd in COMMANDS.items()]
     lines += ["", "`studio <command> --help` lists the command's config groups and options.",
               "Examples: studio demo | studio train model=judge_cnn | studio layers model=resnet18"]
     return "\n".join(lines)
-
-
-def config_choices(group: str) -> list[str]:
-    """Names available in a config group (the YAML files of conf/<group>/)."""
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
-
-
-def check_config_choices(overrides: list[str]) -> None:
-    """Fail in one line on `group=name` naming a config that does not exist (Hydra says it in ten)."""
-    for override in parse_overrides(overrides):
-        group = override.key_or_group
-        if group == "hydra/launcher" and str(override.value()) in LAUNCHER_PLUGINS:
-            _check_launcher_plugin(str(override.value()))
-        if group == "hydra" or group.startswith("hydra/") or not (CONF_DIR / group).is_dir():
-            continue
-        if override.is_delete():
-            continue
-        names = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
-        # `regularizer=[l2,tv]` selects several configs of one group at once
-        names = [n for name in names for n in (name if isinstance(name, list) else [name])]
-        choices = config_choices(group)
-        for name in names:
-            if str(name) not in choices:
-                raise unknown(group.replace("/", "."), name, choices)
-
-
-def _check_launcher_plugin(name: str) -> None:
-    import importlib.util
-
-    module, extra = LAUNCHER_PLUGINS[name]
-    if importlib.util.find_spec(module.split(".")[0]) is None or importlib.util.find_spec(module) is None:
-        raise StudioError(f"hydra/launcher={name} needs its Hydra plugin: pip install 'feature-viz-studio[{extra}]'")
 
 
 def _task(cfg) -> None:
@@ -77,7 +38,6 @@ def _task(cfg) -> None:
     from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
     from studio import sweep
-    from studio.commands import COMMANDS
     from studio.tracking import Tracker, write_manifest
 
     hydra_cfg = HydraConfig.get()
@@ -91,12 +51,9 @@ def _task(cfg) -> None:
         if multirun and sweep.complete_for(run_dir, cfg):
             print(f"studio {command}: job {hydra_cfg.job.num} is complete for this config; skipped ({run_dir})")
             return
-        if command == "report":  # the report joins its sweep's W&B group
-            from studio.report import sweep_group
-
-            group = sweep_group(cfg.sweep)
+        group = COMMANDS[command].wandb_group(cfg) or group  # e.g. the report joins its sweep's W&B group
         with Tracker(cfg, command, run_dir, group) as tracker:
-            result = COMMANDS[command].run(cfg, tracker, run_dir)
+            result = COMMANDS[command].run(cfg, tracker)
             if tracker.wandb_run_dir is not None:
                 result.artifacts["wandb_run"] = str(tracker.wandb_run_dir)
             write_manifest(run_dir, command, cfg, result.metrics, result.items, result.artifacts)
@@ -155,57 +112,6 @@ def main(argv: list[str] | None = None) -> int:
     app()
     return sweep.exit_code  # non-zero when a job of a multirun failed
 
-
-def checked_overrides(command: str, overrides: list[str]) -> list[str]:
-    """The command line as Hydra will take it, checked before any work starts: the command, every group
-    choice, every key and the type of every value (a StudioError names the first bad one)."""
-    from studio.commands import COMMANDS
-
-    if command not in COMMANDS:
-        raise unknown("command", command, list(COMMANDS))
-    overrides = list(overrides)
-    if command == "report" and overrides and "=" not in overrides[0] and not overrides[0].startswith("-"):
-        overrides[0] = _sweep_override(overrides[0])  # studio report <sweep dir>
-    _check_one_mode(overrides)
-    overrides = _experiment_overrides(command, overrides)
-    check_config_choices(overrides)
-    check_overrides(command, overrides, CONF_DIR)
-    return overrides
-
-
-# Hydra's flags that pick what a run does: it takes one (two end in its ValueError traceback)
-MODES = {"-m": "-m/--multirun", "--multirun": "-m/--multirun", "-c": "--cfg", "--cfg": "--cfg",
-         "-i": "--info", "--info": "--info", "-r": "--run", "--run": "--run",
-         "-sc": "--shell-completion", "--shell-completion": "--shell-completion"}
-
-
-def _check_one_mode(overrides: list[str]) -> None:
-    given = list(dict.fromkeys(MODES[a] for a in overrides if a in MODES))
-    if len(given) > 1:
-        raise StudioError(f"{' and '.join(given)} cannot be combined: give one of them (to see a sweep's "
-                          "config, run --cfg job with one value per key)")
-
-
-def _sweep_override(path: str) -> str:
-    """`studio report <dir>` -> `sweep='<absolute dir>'` (quoted: a path may hold Hydra's special characters)."""
-    resolved = str(Path(path).resolve())
-    if not Path(resolved).is_dir():
-        raise StudioError(f"sweep dir not found: {path}")
-    quote = "'" if "'" not in resolved else '"'
-    return f"sweep={quote}{resolved}{quote}"
-
-
-def _experiment_overrides(command: str, overrides: list[str]) -> list[str]:
-    """`experiment=x` works on every command: where the command's config has no experiment slot in its
-    defaults, it is appended (`+experiment=x`), which is what the slot would do."""
-    from omegaconf import OmegaConf
-
-    if not any(o.startswith("experiment=") for o in overrides):
-        return overrides
-    defaults = OmegaConf.to_container(OmegaConf.load(CONF_DIR / f"{command}.yaml")).get("defaults") or []
-    if any(isinstance(d, dict) and any(str(k).split()[-1] == "experiment" for k in d) for d in defaults):
-        return overrides
-    return [f"+{o}" if o.startswith("experiment=") else o for o in overrides]
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from studio.errors import StudioError, lookup
+from studio.mark import Mark
 
 SPLITS = ("train", "val", "test")
 
@@ -160,11 +161,51 @@ def load_image_folder(root: str, size: int, channels: int) -> Images:
                   torch.tensor(labels, dtype=torch.int64), [p.name for p in class_dirs])
 
 
-def load_marked(**options) -> Images:
-    """Another source with a Clever Hans corner mark planted (studio/explain/clever_hans.py)."""
-    from studio.explain.clever_hans import load_marked as load  # lazy: that module imports this one
+def _plant_some(images: torch.Tensor, chosen: torch.Tensor, mark: Mark) -> torch.Tensor:
+    out = images.clone()
+    if chosen.any():
+        out[chosen] = mark.plant(images[chosen])
+    return out
 
-    return load(**options)
+
+def _choose(labels: torch.Tensor, rate_for, generator: torch.Generator) -> torch.Tensor:
+    """Each image independently with the probability its class gets."""
+    rates = torch.tensor([rate_for(int(c)) for c in labels], dtype=torch.float32)
+    return torch.rand(len(labels), generator=generator) < rates
+
+
+def load_marked(base: str = "mnist5k", base_options: dict | None = None, mark_class: int = 0, size: int = 4,
+                corner: str = "lower_left", margin: int = 2, value: float = 1.0, train_rate: float = 1.0,
+                other_rate: float = 0.0, test_rate: float = 0.5, seed: int = 0, test_fraction: float = 0.2,
+                split_seed: int = 0):
+    """Another source's images with the Clever Hans mark planted (studio/mark.py; the experiment:
+    studio/explain/clever_hans.py).
+
+    Training part: the mark on `train_rate` of class `mark_class` and `other_rate` of the others.
+    Test part (the base's own test set, or a stratified `test_fraction` split like every source):
+    the mark on `test_rate` of every class, so the shortcut shows up on digits that are not the
+    mark's class. Returns the base's Images with an explicit test set.
+    """
+    if base == "marked":
+        raise StudioError("the marked source cannot wrap itself; set data.options.base to another source")
+    for name, rate in (("train_rate", train_rate), ("other_rate", other_rate), ("test_rate", test_rate)):
+        if not 0 <= rate <= 1:
+            raise StudioError(f"{name} must be in [0, 1], got {rate}")
+    mark = Mark(size, corner, margin, value)  # every mistake that needs no images fails before loading them
+    data = lookup(SOURCES, "data source", base)(**dict(base_options or {}))
+    if not 0 <= mark_class < len(data.classes):
+        raise StudioError(f"mark_class {mark_class} is out of range; {base} has {len(data.classes)} classes "
+                          f"(0..{len(data.classes) - 1})")
+    x, y = data.images, data.labels
+    if data.test_images is None:
+        rest, test = _stratified(y, test_fraction, split_seed, "test")
+        xt, yt, x, y = x[test], y[test], x[rest], y[rest]
+    else:
+        xt, yt = data.test_images, data.test_labels
+    generator = torch.Generator().manual_seed(seed)
+    x = _plant_some(x, _choose(y, lambda c: train_rate if c == mark_class else other_rate, generator), mark)
+    xt = _plant_some(xt, _choose(yt, lambda c: test_rate, generator), mark)
+    return Images(x, y, data.classes, xt, yt)
 
 
 SOURCES = {

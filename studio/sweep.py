@@ -48,7 +48,7 @@ def record_failure(run_dir: Path, command: str, cfg, message: str, user_error: b
 def sweep_exit_code(sweep_dir: Path) -> int:
     """2 if jobs of the sweep failed, all by a user's mistake; 1 if any failed otherwise (or was killed);
     0 if every job is complete."""
-    from studio.report import find_jobs
+    from studio.report.jobs import find_jobs
 
     failed = [job for job in find_jobs(sweep_dir)[0] if job.status != "complete"]
     if not failed:

@@ -85,14 +85,16 @@ class Tracker:
             except Exception as e:  # noqa: BLE001
                 self._warn("log", e)
 
-    def log_table(self, key: str, rows: list[dict]) -> None:
-        """A list of flat dicts as one W&B table (columns from the first row)."""
+    def log_table(self, key: str, rows: list[dict], images: tuple[str, ...] = ()) -> None:
+        """A list of flat dicts as one W&B table (columns from the first row); the columns named in `images`
+        hold PNG paths and are shown as images."""
         if self.run is not None and rows:
             try:
                 import wandb
 
                 columns = list(rows[0])
-                self.run.log({key: wandb.Table(columns=columns, data=[[r.get(c) for c in columns] for r in rows])})
+                data = [[wandb.Image(str(r[c])) if c in images else r.get(c) for c in columns] for r in rows]
+                self.run.log({key: wandb.Table(columns=columns, data=data)})
             except Exception as e:  # noqa: BLE001
                 self._warn("table", e)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from studio.cli import CONF_DIR
+from studio.config import CONF_DIR
 
 
 WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ... under `pytest -n N`; None in one process
@@ -184,7 +184,7 @@ def vae(outputs, datamodule):
 @pytest.fixture(scope="session")
 def judged(judge, datamodule):
     """The judge with its real-image embedding (studio.metrics.Judge)."""
-    from studio.metrics import Judge
+    from studio.judge import Judge
 
     return Judge.for_data(judge.model, datamodule)
 

@@ -6,9 +6,12 @@ import pytest
 import torch
 
 from studio.errors import StudioError
-from studio.explain.clever_hans import Mark, load_marked, mark_found_pixels, mark_found_segments
+from studio.data import load_marked
+from studio.explain.clever_hans import mark_found_pixels, mark_found_segments
+from studio.mark import Mark
 from studio.explain.compare import MetricOptions, compare_methods
-from studio.explain_command import classes_in_turn, clever_hans_story
+from studio.commands.explain import clever_hans_story
+from studio.data import classes_in_turn
 from tests.conftest import QUIET_TRAINER, compose_config, run_studio
 
 GRADIENT_METHODS = ["saliency", "smoothgrad", "ig", "occlusion", "gradcam"]
@@ -110,7 +113,7 @@ def test_cli_experiment_writes_mark_found(marked, outputs, tmp_path):
 
 def test_demo_explains_test_digits_and_the_clever_hans_model(small_cnn, marked, tmp_path):
     """`studio demo`'s explanation step (in-process, with fewer images and metrics than the demo's)."""
-    from studio.explain_command import demo_explanations
+    from studio.commands.explain import demo_explanations
     from studio.tracking import Tracker
 
     cfg = compose_config("demo", ["logger=none", "explain.images=2", "+explain.metrics.sanity=false",

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from studio.cli import CONF_DIR, checked_overrides, config_choices
+from studio.config import CONF_DIR, checked_overrides, config_choices
 from studio.commands import COMMANDS
 from studio.errors import StudioError
 from studio.validate import check_overrides
@@ -88,7 +88,7 @@ def test_a_misspelt_key_or_a_wrong_type_is_named(command, overrides, fragments):
 
 
 @pytest.mark.parametrize("command,overrides", [
-    ("visualize", ["objective.channels=3", "seeds=2", "lr=1", "thresholds=[32,128]", "precision=32"]),
+    ("visualize", ["objective.channels=3", "seeds=2", "lr=1", "thresholds=[32,128]", "precision=fp32"]),
     ("visualize", ["-m", "regularizer=none,l2", "regularizer.l2.weight=0.5"]),  # the key exists in one choice
     ("visualize", ["+recipe=fft", "param.decorrelate=false", "steps=${seed}"]),
     ("train", ["trainer.devices=auto", "model.seed=3", "logger.entity=null", "+data.options.extra=1"]),

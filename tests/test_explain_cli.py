@@ -102,20 +102,21 @@ def test_bad_input_is_one_line_and_writes_nothing(small_cnn, outputs, tmp_path):
 ], ids=["target", "images", "clever_hans-data", "clever_hans-no-mark"])
 def test_bad_input_is_refused_before_any_training(tmp_path, args, message):
     from studio.errors import StudioError
-    from studio.explain_command import explain
+    from studio.commands.explain import run as explain
     from studio.tracking import Tracker
 
     cfg = compose_config("explain", [*args, "logger=none", f"paths.models={tmp_path / 'no-models'}"])
     with Tracker(cfg, "explain", tmp_path, str(tmp_path)) as tracker, pytest.raises(StudioError) as error:
-        explain(cfg, tracker, tmp_path)
+        explain(cfg, tracker)
     assert str(error.value) == message
     assert not (tmp_path / "no-models").exists() and not (tmp_path / "panels").exists()  # nothing trained or written
 
 
-def test_a_failing_wandb_table_warns_and_the_maps_and_metrics_are_kept(small_cnn, datamodule, tmp_path, monkeypatch):
+def test_a_failing_wandb_table_warns_and_the_maps_and_metrics_are_kept(small_cnn, datamodule, tmp_path, monkeypatch,
+                                                                       caplog):
     import wandb
 
-    from studio.explain_command import explain_run
+    from studio.commands.explain import explain_run
 
     def broken(*args, **kwargs):
         raise OSError("media dir is read-only")
@@ -123,11 +124,13 @@ def test_a_failing_wandb_table_warns_and_the_maps_and_metrics_are_kept(small_cnn
     monkeypatch.setattr(wandb, "Image", broken)
     cfg = compose_config("explain", ["method=saliency", "explain.metrics.sanity=false"])
     x, y = datamodule.split("test")
-    with offline_tracker(tmp_path / "wandb_run", monkeypatch, "explain") as tracker, pytest.warns(
-            UserWarning, match=r"^W&B table failed \(OSError: media dir is read-only\); results are still written"):
+    with offline_tracker(tmp_path / "wandb_run", monkeypatch, "explain") as tracker, \
+            caplog.at_level("WARNING", logger="studio"):
         metrics, items = explain_run(cfg, small_cnn.model, x[:1], y[:1], torch.tensor([0]), ["saliency"],
                                      tmp_path / "out", tracker)
         run_dir = tracker.wandb_run_dir
+    warnings = [r.getMessage() for r in caplog.records if "W&B" in r.getMessage()]
+    assert warnings == ["W&B table failed (OSError: media dir is read-only); results are still written to disk"]
     assert (tmp_path / "out" / items[0]["image"]).is_file() and (tmp_path / "out" / items[0]["panel"]).is_file()
     logged = read_when_written(run_dir, lambda run: "saliency/deletion_auc" in run["summary"])
     assert logged["summary"]["saliency/deletion_auc"] == metrics["saliency/deletion_auc"]  # the numbers went on

@@ -10,7 +10,7 @@ import torch
 from generators import build_generator, trained_generator
 from generators.registry import load_generator_weights
 from studio.errors import StudioError
-from studio.generation import quality
+from studio.judge import generator_quality as quality
 from tests.conftest import FAST_GENERATOR, QUIET_TRAINER, compose_config, run_studio, run_studio_forked
 
 

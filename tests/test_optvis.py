@@ -8,7 +8,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from studio.cli import CONF_DIR, config_choices
+from studio.config import CONF_DIR, config_choices
 from studio.errors import StudioError
 from studio.models import Classifier, build_net
 from studio.optvis import (blur, channel, class_, clip_contrib, clip_norm, deepdream, direction, diversity, fft,
@@ -17,7 +17,7 @@ from studio.optvis import objectives, params, regularizers
 from studio.optvis.regularizers import (REGULARIZERS, high_frequency, l1_penalty, l2_penalty, total_variation)
 from studio.optvis.render import concat
 from studio.optvis.transforms import compose, pad, rotate, scale
-from studio.visualize import Settings, render_config
+from studio.commands.visualize import Settings, render_config
 from tests.conftest import compose_config
 
 FILTERS = [0, 3, 6, 9]  # four of conv2's twelve: enough to see every effect, cheap on two cores
@@ -491,7 +491,7 @@ def test_a_model_without_parameters_renders():
 
 @pytest.mark.parametrize("options,message", [
     ({"regularizers": ["l2"]}, r"regularizer 'l2' is neither a penalty objective nor a projection; give penalties"),
-    ({"precision": "fp16"}, r"unknown precision 'fp16'; choose from: auto, 32, bf16"),
+    ({"precision": "fp8"}, r"unknown precision 'fp8'; choose from: auto, fp32, bf16, fp16"),
     ({"memory_format": "nhwc"}, r"unknown memory_format 'nhwc'; choose from: auto, channels_last, contiguous"),
     ({"seeds": []}, r"render needs at least one seed"),
     ({"steps": -1}, r"steps=-1 must be at least 0"),

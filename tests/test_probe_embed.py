@@ -117,7 +117,7 @@ def test_any_torchvision_model_by_layer_name(datamodule):
 
 
 def test_probe_on_a_few_training_images_takes_every_class(small_cnn, tmp_path):
-    from studio.hidden import probe
+    from studio.commands.probe import probe
     from studio.tracking import Tracker
     from tests.conftest import compose_config
 

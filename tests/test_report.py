@@ -18,7 +18,7 @@ import pytest
 from omegaconf import OmegaConf
 from PIL import Image
 
-from studio import cli, sweep
+from studio import config, sweep
 from studio.errors import StudioError
 from studio.explain import METHODS
 from studio.report import report
@@ -330,7 +330,7 @@ def test_every_experiment_composes():
                                 ("visualize", "gan_vs_pixel"), ("explain", "explain_compare")):
         overrides = [f"+experiment={experiment}"] if command == "visualize" else [f"experiment={experiment}"]
         cfg = compose_config(command, overrides)
-        params = OmegaConf.load(cli.CONF_DIR / "experiment" / f"{experiment}.yaml").hydra.sweeper.params
+        params = OmegaConf.load(config.CONF_DIR / "experiment" / f"{experiment}.yaml").hydra.sweeper.params
         for key, values in params.items():  # every swept value composes into a job config
             for value in str(values).split(","):
                 job = compose_config(command, [*overrides, f"{key}={value}"])
@@ -454,7 +454,7 @@ def test_jobs_with_no_steps_draw_no_history(tmp_path):
 
 
 def test_a_metric_no_group_has_gets_no_plot(tmp_path):
-    from studio.report import plot_metrics
+    from studio.report.plots import plot_metrics
 
     summary = [{"recipe": "none", "p": 0.5, "p_std": 0.1}, {"recipe": "l2", "p": 0.7, "p_std": 0.0}]
     assert plot_metrics(tmp_path, summary, ["recipe"], [], ["p", "absent"]) == [tmp_path / "p.png"]

@@ -11,7 +11,8 @@ from studio.errors import StudioError
 from studio.models import build_classifier
 from studio.optvis import channel, pixel, render
 from studio.tracking import read_offline_run
-from studio.visualize import log_rendering, report_failures, save_rendering, summary, to_pil
+from studio.commands.visualize import log_rendering, report_failures, save_rendering, summary
+from studio.images import to_pil
 from tests.conftest import assert_one_line_error, compose_config, read_manifest, run_studio, run_studio_forked
 from tests.test_tracking import offline_tracker, read_when_written
 from tests.test_optvis import overflowing_model
@@ -87,13 +88,13 @@ BAD_INPUTS = {
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
 def test_bad_input_is_refused_before_any_training(outputs, tmp_path, case):
     from studio.tracking import Tracker
-    from studio.visualize import visualize
+    from studio.commands.visualize import run as visualize
     from tests.conftest import compose_config
 
     args, fragments = BAD_INPUTS[case]
     cfg = compose_config("visualize", [*args, "logger=none", f"paths.models={tmp_path / 'no-models'}"])
     with Tracker(cfg, "visualize", tmp_path, str(tmp_path)) as tracker, pytest.raises(StudioError) as error:
-        visualize(cfg, tracker, tmp_path)
+        visualize(cfg, tracker)
     assert len(str(error.value).splitlines()) == 1
     for fragment in fragments:
         assert fragment in str(error.value)
@@ -142,10 +143,10 @@ def test_renders_on_cuda_with_bf16(small_cnn):
 
 
 def test_no_regularizer_at_all_passes_the_start_up_checks():
-    from studio import cli
+    from studio import config
     from studio.optvis import regularizers
 
-    assert cli.checked_overrides("visualize", ["~regularizer"]) == ["~regularizer"]  # a deletion names no config
+    assert config.checked_overrides("visualize", ["~regularizer"]) == ["~regularizer"]  # a deletion names no config
     regularization = regularizers.from_config(compose_config("visualize", ["~regularizer"]).get("regularizer"))
     assert regularization.as_list() == [] and regularization.transforms == []
 
@@ -162,7 +163,7 @@ def _untrained(name: str = "small_cnn"):
     return build_classifier(cfg.model, 1, 10, [0.5], [0.25])
 
 
-def test_a_failing_wandb_image_warns_and_the_files_stay_on_disk(tmp_path, monkeypatch):
+def test_a_failing_wandb_image_warns_and_the_files_stay_on_disk(tmp_path, monkeypatch, caplog):
     import wandb
 
     rendering = render(_untrained(), channel("conv2", [0, 1]), param=pixel(28, channels=1), steps=4)
@@ -172,11 +173,12 @@ def test_a_failing_wandb_image_warns_and_the_files_stay_on_disk(tmp_path, monkey
         raise OSError("media dir is read-only")
 
     monkeypatch.setattr(wandb, "Image", broken)
-    warning = r"^W&B images for visualize failed \(OSError: media dir is read-only\); they are on disk"
-    with offline_tracker(tmp_path / "wandb_run", monkeypatch, "visualize") as tracker, pytest.warns(UserWarning,
-                                                                                                     match=warning):
+    with offline_tracker(tmp_path / "wandb_run", monkeypatch, "visualize") as tracker, \
+            caplog.at_level("WARNING", logger="studio"):
         log_rendering(tracker, rendering, saved, tmp_path, "visualize")
         run_dir = tracker.wandb_run_dir
+    warnings = [r.getMessage() for r in caplog.records if "W&B" in r.getMessage()]
+    assert warnings == ["W&B images failed (OSError: media dir is read-only); results are still written to disk"]
     assert all((tmp_path / item["image"]).is_file() for item in saved.items) and saved.grid.is_file()
     logged = read_when_written(run_dir, lambda run: any("visualize/objective_mean" in row for row in run["history"]))
     assert any("visualize/objective_mean" in row for row in logged["history"])  # the curve still went to W&B
@@ -184,16 +186,16 @@ def test_a_failing_wandb_image_warns_and_the_files_stay_on_disk(tmp_path, monkey
 
 
 def test_demo_skips_the_filter_renders_of_a_model_without_conv2(tmp_path, monkeypatch, capsys):
-    from studio import cli
+    from studio import config
     from studio.tracking import Tracker
-    from studio.visualize import demo_visualizations
+    from studio.commands.visualize import demo_visualizations
 
     conf = tmp_path / "conf"  # the demo takes its loop settings from conf/visualize.yaml: 2 steps here
-    shutil.copytree(cli.CONF_DIR, conf)
+    shutil.copytree(config.CONF_DIR, conf)
     settings = (conf / "visualize.yaml").read_text()
     assert "\nsteps: 256\n" in settings
     (conf / "visualize.yaml").write_text(settings.replace("\nsteps: 256\n", "\nsteps: 2\n"))
-    monkeypatch.setattr(cli, "CONF_DIR", conf)
+    monkeypatch.setattr(config, "CONF_DIR", conf)
     cfg = compose_config("demo", ["model=resnet18", "logger=none"])  # `studio demo model=resnet18`
     with Tracker(cfg, "demo", tmp_path / "run", str(tmp_path)) as tracker:
         shown = demo_visualizations(cfg, tracker, tmp_path / "run", _untrained("resnet18"))
@@ -206,7 +208,7 @@ def test_demo_skips_the_filter_renders_of_a_model_without_conv2(tmp_path, monkey
 @pytest.fixture(scope="module")
 def untrained_judge(datamodule):
     """A judge (untrained judge_cnn) whose real images are the test split's classes 0..4 only."""
-    from studio.metrics import Judge
+    from studio.judge import Judge
 
     x, y = datamodule.split("test")  # sorted by class: 100 of each
     first_five = y < 5
@@ -214,7 +216,7 @@ def untrained_judge(datamodule):
 
 
 def test_a_judge_without_a_linear_layer_is_refused(datamodule):
-    from studio.metrics import Judge
+    from studio.judge import Judge
 
     cfg = compose_config("visualize", ["model@judge=resnet18", "judge.options.arch=squeezenet1_1"])
     squeezenet = build_classifier(cfg.judge, 1, 10, [0.5], [0.25])  # its classifier is a 1x1 conv

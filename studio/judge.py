@@ -176,3 +176,17 @@ def mean_pairwise_distance(embedding: np.ndarray, groups: Sequence) -> float:
         raise StudioError(f"diversity compares seeds of the same target, but each of the {len(members)} target(s) "
                           "has 1 image: give 2 or more seeds")
     return float(np.mean(distances))
+
+
+def generator_quality(judge: Judge, samples: torch.Tensor, num_classes: int) -> dict:
+    """What the judge says about a generator's samples: class shares (by the judge's labels), mean
+    confidence, realism ratio against real sets drawn from every class."""
+    confidence, predicted = judge.probabilities(samples).max(1)
+    shares = torch.bincount(predicted, minlength=num_classes).float() / len(samples)
+    # against random real sets: a generator that over-makes some classes should score worse for it
+    # (and noise the judge calls all one class must not find a flattering class-matched baseline)
+    realism = judge.realism_ratio(samples)
+    return {"judge_confidence": float(confidence.mean()), "class_share_min": float(shares.min()),
+            **{f"class_share/{c}": float(s) for c, s in enumerate(shares)},
+            "realism_ratio": realism["realism_ratio"], "frechet": realism["frechet"],
+            "frechet_real": realism["frechet_real"]}

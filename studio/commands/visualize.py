@@ -11,28 +11,24 @@ Nothing is written until every batch has rendered, so a failing run leaves no ha
 
 from __future__ import annotations
 
-import re
 import sys
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from omegaconf import OmegaConf
-from PIL import Image
 
+from studio import config
+from studio.commands.shared import Result, generator_for, train_one
 from studio.data import build_datamodule
 from studio.errors import StudioError
-from studio.metrics import Judge
-from studio.files import atomic_path, write_text
+from studio.files import write_text
+from studio.images import grid, save_png, slug
+from studio.judge import Judge
 from studio.models import get_layer, layer_names, layer_shapes, untrained_copy
 from studio.optvis import objectives, params, regularizers
 from studio.optvis.objectives import LOGITS
 from studio.optvis.render import Rendering, concat, render
-from studio.runs import Result, train_one
-
-GRID_CELL = 112  # grid cells are upscaled (nearest) to at least this many pixels
 
 
 @dataclass
@@ -109,35 +105,6 @@ def render_config(model, objective_cfg, spec: params.ParamSpec, regularization: 
                           thresholds=settings.thresholds, device=device, precision=settings.precision,
                           progress=settings.progress, desc=label or None))
     return concat(out)
-
-
-# --- writing -----------------------------------------------------------------------------------
-def slug(target: str) -> str:
-    """A file-name-safe form of a target label: "conv2:7" -> "conv2_7"."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", target).strip("_") or "image"
-
-
-def to_pil(image: torch.Tensor) -> Image.Image:
-    """C×H×W in [0, 1] -> 8-bit PIL image (grey for 1 channel, RGB for 3, channel mean otherwise)."""
-    if image.shape[0] not in (1, 3):
-        image = image.mean(0, keepdim=True)
-    array = (image.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(array[..., 0] if array.shape[2] == 1 else array)  # uint8: grey "L" or "RGB"
-
-
-def save_png(image: torch.Tensor, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        to_pil(image).save(tmp, format="PNG")
-
-
-def grid(images: torch.Tensor, columns: int) -> torch.Tensor:
-    """One image of all `images` (N×C×H×W), `columns` per row, upscaled for viewing."""
-    from torchvision.utils import make_grid  # here: importing torchvision costs more than a small render
-
-    factor = max(1, GRID_CELL // max(images.shape[-2:]))
-    if factor > 1:
-        images = F.interpolate(images, scale_factor=factor, mode="nearest")
-    return make_grid(images, nrow=columns, padding=2, pad_value=0.5)
 
 
 @dataclass
@@ -227,21 +194,11 @@ def log_rendering(tracker, rendering: Rendering, saved: Saved, run_dir: Path, pr
     for i in range(every - 1, history.shape[0], every):
         tracker.log({f"{prefix}/step": i + 1, f"{prefix}/objective_mean": float(history[i].mean()),
                      f"{prefix}/objective_min": float(history[i].min())})
-    try:
-        import wandb
-
-        keys = list(saved.items[0]["metrics"]) if saved.items else []
-        table = wandb.Table(columns=["target", "seed", "image", *keys])
-        for item in saved.items:
-            m = item["metrics"]
-            table.add_data(item["target"], item["seed"], wandb.Image(str(run_dir / item["image"])),
-                           *[m.get(k) for k in keys])
-        payload = {f"{prefix}/grid": wandb.Image(str(saved.grid), caption=f"{prefix}: {len(ok)} images"),
-                   f"{prefix}/images": table}
-    except Exception as e:  # noqa: BLE001 - W&B is the mirror; the files on disk are written already
-        warnings.warn(f"W&B images for {prefix} failed ({type(e).__name__}: {e}); they are on disk", stacklevel=2)
-        return
-    tracker.log(payload)
+    tracker.log_images(f"{prefix}/grid", [saved.grid], [f"{prefix}: {len(ok)} images"])
+    keys = list(saved.items[0]["metrics"]) if saved.items else []
+    rows = [{"target": item["target"], "seed": item["seed"], "image": run_dir / item["image"],
+             **{k: item["metrics"].get(k) for k in keys}} for item in saved.items]
+    tracker.log_table(f"{prefix}/images", rows, images=("image",))
 
 
 def _describe(objective_cfg, rendering: Rendering, n_seeds: int) -> str:
@@ -275,9 +232,9 @@ def judge_rendering(judge: Judge, rendering: Rendering) -> tuple[list[dict], dic
     return judge.score(rendering.images[ok], classes, targets)
 
 
-def visualize(cfg, tracker, run_dir: Path):
+def run(cfg, tracker) -> Result:
     """Render every target of cfg.objective × seeds on the (trained, cached) model; PNGs + grid + metrics."""
-    run_dir = Path(run_dir)
+    run_dir = tracker.output_dir
     settings = Settings.from_config(cfg)
     settings.torch_device  # noqa: B018 - a bad device fails before any training
     _check_seeds(cfg.objective, settings)
@@ -291,8 +248,6 @@ def visualize(cfg, tracker, run_dir: Path):
 
     dm = build_datamodule(cfg.data)
     if latent:  # before the classifier: a generator checkpoint that does not fit costs no training
-        from studio.generation import generator_for  # Lightning and the generators: only when used
-
         spec = params.from_config(cfg.param, generator_for(cfg, dm, tracker).module)
     trained = train_one(cfg, cfg.model, dm, tracker, "model")
 
@@ -323,18 +278,14 @@ DEMO_LATENT = ("classes", "class", {"classes": "all"}, 4)
 
 
 def _demo_settings(seeds: int) -> Settings:
-    from studio.cli import CONF_DIR
-
-    defaults = OmegaConf.load(CONF_DIR / "visualize.yaml")  # the same loop settings as `studio visualize`
+    defaults = config.load("visualize")  # the same loop settings as `studio visualize`
     return Settings(steps=int(defaults.steps), lr=float(defaults.lr), optimizer=str(defaults.optimizer),
                     seeds=tuple(range(seeds)), progress=False)
 
 
 def _param_config(name: str, data_cfg) -> dict:
-    from studio.cli import CONF_DIR
-
     root = OmegaConf.create({"data": OmegaConf.to_container(data_cfg, resolve=True),
-                             "param": OmegaConf.load(CONF_DIR / "param" / f"{name}.yaml")})
+                             "param": config.load("param", name)})
     return OmegaConf.to_container(root, resolve=True)["param"]
 
 
@@ -343,10 +294,8 @@ def demo_visualizations(cfg, tracker, run_dir: Path, model, judge: Judge | None 
     generator also the classes through its latent space (param=latent); scored by the judge if given.
 
     Uses the same YAML files as `studio visualize` (conf/objective, conf/param, conf/regularizer)."""
-    from studio.cli import CONF_DIR
-
     run_dir = Path(run_dir)
-    load = lambda group, name: OmegaConf.load(CONF_DIR / group / f"{name}.yaml")  # noqa: E731
+    load = config.load
     pixels = params.from_config(_param_config("pixel", cfg.data))
     jobs = []  # (name, regularizer, objective cfg, spec, seeds)
     names = layer_names(model)

@@ -8,15 +8,17 @@ written, so a bad input leaves no half-written run.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
-from studio.data import classes_in_turn
+from studio import config
+from studio.commands.shared import Result, train_one
+from studio.data import build_datamodule, classes_in_turn
 from studio.errors import StudioError
-from studio.runs import Result, train_one
+from studio.explain import method_names
+from studio.models import check_layer_names
 
 ITEM_METRICS = ("deletion_auc", "insertion_auc", "r2", "r2_heldout", "stability", "sanity", "ig_delta", "mark_found")
 
@@ -141,24 +143,11 @@ def explain_run(cfg, model, x: torch.Tensor, y: torch.Tensor, index: torch.Tenso
 
 def _log_table(tracker, items: list, out_dir: Path, prefix: str, metrics: dict) -> None:
     """Mirror to W&B: the run metrics and one table row per (image, method) with its map and panel."""
-    if tracker.run is None:
-        return
-    try:
-        import wandb
-
-        columns = ["index", "label", "target", "method", "map", "panel", *ITEM_METRICS]
-        table = wandb.Table(columns=columns)
-        for item in items:
-            m = item["metrics"]
-            table.add_data(item["index"], item["label"], item["target"], item["method"],
-                           wandb.Image(str(out_dir / item["image"])), wandb.Image(str(out_dir / item["panel"])),
-                           *[m.get(k) for k in ITEM_METRICS])
-    except Exception as e:  # noqa: BLE001 - W&B is the mirror; the files on disk are the results
-        warnings.warn(f"W&B table failed ({type(e).__name__}: {e}); results are still written to disk",
-                      stacklevel=2)
-        tracker.log(metrics)
-        return
-    tracker.log({**metrics, f"{prefix}explanations": table})
+    tracker.log(metrics)
+    rows = [{"index": item["index"], "label": item["label"], "target": item["target"], "method": item["method"],
+             "map": out_dir / item["image"], "panel": out_dir / item["panel"],
+             **{k: item["metrics"].get(k) for k in ITEM_METRICS}} for item in items]
+    tracker.log_table(f"{prefix}explanations", rows, images=("map", "panel"))
 
 
 def _print_summary(result, metrics: dict, prefix: str) -> None:
@@ -186,7 +175,7 @@ def check_selection(cfg) -> None:
 def _pool(cfg, x_all: torch.Tensor):
     """(positions of the images to choose from, the Clever Hans mark or None): all of data.split, or
     (explain.clever_hans) its marked images."""
-    from studio.explain.clever_hans import Mark
+    from studio.mark import Mark
 
     if not cfg.explain.clever_hans:
         return torch.arange(len(x_all)), None
@@ -216,12 +205,8 @@ def _select(cfg, candidates, model):
     return x_all[index], y_all[index], index, mark, story
 
 
-def explain(cfg, tracker, run_dir: Path):
+def run(cfg, tracker) -> Result:
     """The `explain` command: train (or reuse) the model, explain images, write panels + manifest items."""
-    from studio.data import build_datamodule
-    from studio.explain import method_names
-    from studio.models import check_layer_names
-
     names = method_names(str(cfg.method))
     # names and indices fail before any training: an untrained copy has the trained model's layers
     resolve_config_target(cfg.explain.target, torch.zeros(0, dtype=torch.long), int(cfg.data.num_classes))
@@ -232,23 +217,10 @@ def explain(cfg, tracker, run_dir: Path):
     candidates = _candidates(cfg, dm)  # no marked image to explain: found before training
     trained = train_one(cfg, cfg.model, dm, tracker, "model")
     x, y, index, mark, story = _select(cfg, candidates, trained.model)
-    metrics, items = explain_run(cfg, trained.model, x, y, index, names, Path(run_dir), tracker,
+    metrics, items = explain_run(cfg, trained.model, x, y, index, names, tracker.output_dir, tracker,
                                  mark=mark, story=story)
     metrics.update({"model/test_acc": trained.test_acc, "model/cached": trained.cached})
     return Result(metrics, items, {"panels": "panels", "maps": "maps", "checkpoint": str(trained.path.resolve())})
-
-
-def _compose(overrides: list[str]):
-    """conf/explain.yaml with overrides, inside a running Hydra app (the demo) or outside it."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from studio.cli import CONF_DIR
-
-    if GlobalHydra.instance().is_initialized():
-        return compose(config_name="explain", overrides=overrides)
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
-        return compose(config_name="explain", overrides=overrides)
 
 
 def demo_explanations(cfg, tracker, run_dir: Path, model) -> Result:
@@ -257,21 +229,18 @@ def demo_explanations(cfg, tracker, run_dir: Path, model) -> Result:
     experiment=clever_hans` runs it (same cached marked model, trained once), on as many marked images.
     Settings: conf/explain.yaml's, with conf/demo.yaml's `explain` block on top. Files go under explain/
     and clever_hans/ in the run dir; metric keys start with explain/ and clever_hans/."""
-    from studio.data import build_datamodule
-    from studio.explain import method_names
-
     demo_block = OmegaConf.to_container(cfg.explain, resolve=True) if "explain" in cfg else {}
     with_clever_hans = bool(demo_block.pop("clever_hans", False))
     names = method_names("all")
 
-    plain = _compose([])
+    plain = config.compose("explain")
     plain.data, plain.explain = cfg.data, OmegaConf.merge(plain.explain, demo_block)
     x, y, index, _, _ = _select(plain, _candidates(plain, build_datamodule(cfg.data)), model)
     print(f"demo: explaining {len(x)} test images with {', '.join(names)}")
     runs = [("explain", explain_run(plain, model, x, y, index, names, Path(run_dir) / "explain", tracker,
                                     prefix="explain/"))]
     if with_clever_hans:
-        hans = _compose(["experiment=clever_hans"])
+        hans = config.compose("explain", ["experiment=clever_hans"])
         # the experiment's data, epochs and explain settings; the demo's paths, model and trainer otherwise
         hans.paths, hans.model = cfg.paths, cfg.model
         hans.trainer = OmegaConf.merge(cfg.trainer, {"max_epochs": hans.trainer.max_epochs})

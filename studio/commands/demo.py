@@ -1,0 +1,33 @@
+"""`studio demo`, the main job: classifier, judge and generator on the bundled digits, then what they show:
+filters and classes rendered (pixels and latent), probes and embeddings of the layers, and local
+explanations (with the Clever Hans experiment). Each step is the matching command's own code, run with
+that command's shipped settings (conf/<command>.yaml) and conf/demo.yaml's few changes."""
+
+from __future__ import annotations
+
+from studio.commands import embed, explain, probe, visualize
+from studio.commands.shared import Result, generator_for, train_one
+from studio.commands.train import accuracy_metrics
+from studio.data import build_datamodule
+from studio.judge import Judge
+
+
+def run(cfg, tracker) -> Result:
+    run_dir = tracker.output_dir
+    dm = build_datamodule(cfg.data)
+    model = train_one(cfg, cfg.model, dm, tracker, "model")
+    judge = train_one(cfg, cfg.judge, dm, tracker, "judge")
+    metrics = {**accuracy_metrics(model, "model/"), **accuracy_metrics(judge, "judge/")}
+    tracker.log({k: v for k, v in metrics.items() if k.endswith("_acc")})
+    generator = generator_for(cfg, dm, tracker, samples_dir=run_dir / "generator")
+    steps = [visualize.demo_visualizations(cfg, tracker, run_dir, model.model, Judge.for_data(judge.model, dm),
+                                           generator.module),
+             probe.demo_step(cfg, tracker, run_dir / "probe"),
+             embed.demo_step(cfg, tracker, run_dir / "embed"),
+             explain.demo_explanations(cfg, tracker, run_dir, model.model)]
+    artifacts = {"model_checkpoint": str(model.path.resolve()), "judge_checkpoint": str(judge.path.resolve()),
+                 "generator": str(generator.path.resolve())}
+    for step in steps:
+        metrics.update(step.metrics)
+        artifacts.update(step.artifacts)
+    return Result(metrics, [item for step in steps for item in step.items], artifacts)

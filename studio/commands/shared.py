@@ -1,0 +1,47 @@
+"""What every command shares: its Result, and getting a trained classifier or generator with a one-line
+report of where it came from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from studio.tracking import Tracker
+from studio.train import Trained, trained_classifier
+
+
+@dataclass
+class Result:
+    """What a command hands back for the manifest: run metrics, one item per output, artifact paths."""
+
+    metrics: dict
+    items: list = field(default_factory=list)
+    artifacts: dict = field(default_factory=dict)
+
+
+def _how(cached: bool, seconds: float, resumed_after_epoch: int, cached_word: str) -> str:
+    how = cached_word if cached else f"trained in {seconds:.0f} s"
+    if resumed_after_epoch:  # a stopped run's work was kept, not thrown away
+        how += f", resumed after epoch {resumed_after_epoch}"
+    return how
+
+
+def train_one(cfg, model_cfg, dm, tracker: Tracker, role: str) -> Trained:
+    """The classifier `model_cfg` names, trained on cfg.data (or cached), with its accuracy printed."""
+    trained = trained_classifier(model_cfg, cfg.data, cfg.trainer, dm, cfg.paths.models,
+                                 logger=tracker.lightning_logger(prefix=role))
+    how = _how(trained.cached, trained.train_seconds, trained.resumed_after_epoch, "reused from cache")
+    print(f"{role}: {model_cfg.name} on {cfg.data.name}: test accuracy {trained.test_acc:.2%} ({how}) "
+          f"-> {trained.path}")
+    return trained
+
+
+def generator_for(cfg, dm, tracker: Tracker, samples_dir: Path | None = None):
+    """cfg.generator, trained on cfg.data (or cached, or loaded from generator.path), with a one-line report."""
+    from generators import trained_generator  # Lightning and the generators: only when used
+
+    gen = trained_generator(cfg.generator, cfg.data, cfg.trainer, dm, cfg.paths.models,
+                            logger=tracker.lightning_logger(prefix="generator"), samples_dir=samples_dir)
+    how = _how(gen.cached, gen.train_seconds, gen.resumed_after_epoch, "reused")
+    print(f"generator: {cfg.generator.name} on {cfg.data.name} ({how}) -> {gen.path}")
+    return gen

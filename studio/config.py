@@ -1,0 +1,126 @@
+"""The conf dir and everything done with it before a command runs: the command line checked against it
+(commands, group choices, keys, value types), and configs composed or loaded from Python.
+
+`STUDIO_CONF_DIR` points the studio at another conf dir (the tests use it for broken configs).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from studio.commands import COMMANDS
+from studio.errors import StudioError, unknown
+from studio.validate import check_overrides, parse_overrides
+
+CONF_DIR = Path(os.environ.get("STUDIO_CONF_DIR", Path(__file__).resolve().parent.parent / "conf"))
+# Launchers whose configs come with an optional Hydra plugin: name -> (plugin module, pip extra).
+LAUNCHER_PLUGINS = {"submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "slurm"),
+                    "submitit_local": ("hydra_plugins.hydra_submitit_launcher", "slurm"),
+                    "ray": ("hydra_plugins.hydra_ray_launcher", "ray"),
+                    "ray_aws": ("hydra_plugins.hydra_ray_launcher", "ray")}
+
+
+def load(*parts: str):
+    """One YAML of the conf dir as it is on disk, unresolved: load("probe") is conf/probe.yaml,
+    load("objective", "class") is conf/objective/class.yaml."""
+    from omegaconf import OmegaConf
+
+    *groups, name = parts
+    return OmegaConf.load(CONF_DIR.joinpath(*groups, f"{name}.yaml"))
+
+
+def compose(config_name: str, overrides: list[str] | None = None):
+    """conf/<config_name>.yaml with overrides, as `studio <command>` would compose it (without hydra.*);
+    works inside a running Hydra app (the demo composes the other commands' configs) and outside it."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        return hydra_compose(config_name=config_name, overrides=list(overrides or []))
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        return hydra_compose(config_name=config_name, overrides=list(overrides or []))
+
+
+def config_choices(group: str) -> list[str]:
+    """Names available in a config group (the YAML files of conf/<group>/)."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def check_config_choices(overrides: list[str]) -> None:
+    """Fail in one line on `group=name` naming a config that does not exist (Hydra says it in ten)."""
+    for override in parse_overrides(overrides):
+        group = override.key_or_group
+        if group == "hydra/launcher" and str(override.value()) in LAUNCHER_PLUGINS:
+            _check_launcher_plugin(str(override.value()))
+        if group == "hydra" or group.startswith("hydra/") or not (CONF_DIR / group).is_dir():
+            continue
+        if override.is_delete():
+            continue
+        names = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
+        # `regularizer=[l2,tv]` selects several configs of one group at once
+        names = [n for name in names for n in (name if isinstance(name, list) else [name])]
+        choices = config_choices(group)
+        for name in names:
+            if str(name) not in choices:
+                raise unknown(group.replace("/", "."), name, choices)
+
+
+def _check_launcher_plugin(name: str) -> None:
+    import importlib.util
+
+    module, extra = LAUNCHER_PLUGINS[name]
+    if importlib.util.find_spec(module.split(".")[0]) is None or importlib.util.find_spec(module) is None:
+        raise StudioError(f"hydra/launcher={name} needs its Hydra plugin: pip install 'feature-viz-studio[{extra}]'")
+
+
+def checked_overrides(command: str, overrides: list[str]) -> list[str]:
+    """The command line as Hydra will take it, checked before any work starts: the command, every group
+    choice, every key and the type of every value (a StudioError names the first bad one)."""
+    if command not in COMMANDS:
+        raise unknown("command", command, list(COMMANDS))
+    overrides = list(overrides)
+    positional = COMMANDS[command].positional
+    if positional and overrides and "=" not in overrides[0] and not overrides[0].startswith("-"):
+        overrides[0] = _path_override(positional, overrides[0])  # e.g. studio report <sweep dir>
+    _check_one_mode(overrides)
+    overrides = _experiment_overrides(command, overrides)
+    check_config_choices(overrides)
+    check_overrides(command, overrides, CONF_DIR)
+    return overrides
+
+
+# Hydra's flags that pick what a run does: it takes one (two end in its ValueError traceback)
+MODES = {"-m": "-m/--multirun", "--multirun": "-m/--multirun", "-c": "--cfg", "--cfg": "--cfg",
+         "-i": "--info", "--info": "--info", "-r": "--run", "--run": "--run",
+         "-sc": "--shell-completion", "--shell-completion": "--shell-completion"}
+
+
+def _check_one_mode(overrides: list[str]) -> None:
+    given = list(dict.fromkeys(MODES[a] for a in overrides if a in MODES))
+    if len(given) > 1:
+        raise StudioError(f"{' and '.join(given)} cannot be combined: give one of them (to see a sweep's "
+                          "config, run --cfg job with one value per key)")
+
+
+def _path_override(key: str, path: str) -> str:
+    """`studio report <dir>` -> `sweep='<absolute dir>'` (quoted: a path may hold Hydra's special characters)."""
+    resolved = str(Path(path).resolve())
+    if not Path(resolved).is_dir():
+        raise StudioError(f"{key} dir not found: {path}")
+    quote = "'" if "'" not in resolved else '"'
+    return f"{key}={quote}{resolved}{quote}"
+
+
+def _experiment_overrides(command: str, overrides: list[str]) -> list[str]:
+    """`experiment=x` works on every command: where the command's config has no experiment slot in its
+    defaults, it is appended (`+experiment=x`), which is what the slot would do."""
+    from omegaconf import OmegaConf
+
+    if not any(o.startswith("experiment=") for o in overrides):
+        return overrides
+    defaults = OmegaConf.to_container(OmegaConf.load(CONF_DIR / f"{command}.yaml")).get("defaults") or []
+    if any(isinstance(d, dict) and any(str(k).split()[-1] == "experiment" for k in d) for d in defaults):
+        return overrides
+    return [f"+{o}" if o.startswith("experiment=") else o for o in overrides]

@@ -1,0 +1,168 @@
+"""`studio report <sweep dir>`: every job of a sweep side by side, in numbers and pictures.
+
+Each job's manifest.json stays the source of truth; the report only reads them (and each job's
+.hydra/ files, for what the job was asked to do) and writes into the sweep dir:
+
+    table.csv, table.md    one row per job x item (image): the job's varying choices, the item's fields,
+                           its metrics and the job's metrics (`run.<name>` in the CSV); table.md starts
+                           with the summary
+    summary.csv            one row per group: mean and std of every numeric metric over the group's
+                           images (item metrics) or jobs (run metrics)
+    report.json            all of the above, machine-readable, plus the failed jobs
+    plots/<metric>.png     each metric per group (mean, error bar = std)
+    plots/history.png      the objective per step, mean over each group's images (band = std)
+    comparison_grid.png    rows = targets, columns = groups
+    gallery/index.html     every image, with its copy under gallery/images/ (studio/report/gallery.py)
+
+A *group* is a value of the config choices that vary across the sweep's jobs (e.g. `recipe`, or
+`regularizer` and `param`), seeds averaged over. Choices that another varying choice determines
+(`regularizer` when `recipe` varies) are left out of the group, and choices that change the targets
+themselves (`objective`) become rows of the grid instead of columns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
+
+from studio.errors import StudioError
+from studio.files import write_json
+from studio.report.grid import comparison_grid
+from studio.report.jobs import find_jobs, group_keys, varying_keys
+from studio.report.plots import plot_history, plot_metrics, target_keys
+from studio.report.tables import (flat_row, split_metric_names, job_rows, summary_markdown, summary_metric_names, key_columns,
+                                  summarize, write_tables)
+
+
+@dataclass
+class Report:
+    """What `report` wrote (paths) and found (rows per image, summary per group, failed jobs)."""
+
+    sweep_dir: Path
+    by: list[str]          # the group keys
+    columns: list[str]     # their column names in rows and summary (config.<key> where a metric has the name)
+    rows: list[dict]
+    summary: list[dict]
+    metrics: list[str]
+    failed: list[dict]
+    jobs: int
+    paths: dict[str, Path]
+
+
+# --- the report ----------------------------------------------------------------------------------
+def report(sweep_dir: str | Path, by: list[str] | None = None, average_over=("seed",), gallery: bool = True,
+           tracker=None, cell: int = 56) -> Report:
+    """Aggregate a sweep dir's jobs into tables, plots, a comparison grid and the gallery (see the module doc).
+
+    by: the keys that make a group (default: the varying choices, see group_keys); average_over: keys
+    averaged within a group. tracker: a studio.tracking.Tracker to mirror the summary to W&B."""
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise StudioError(f"sweep dir not found: {sweep_dir}")
+    jobs, stale = find_jobs(sweep_dir)
+    if not jobs:
+        raise StudioError(f"no jobs in {sweep_dir}: expected job dirs with manifest.json (a `-m` sweep's dir)")
+    keys = list(by) if by else group_keys(jobs, tuple(average_over))
+    unknown = [k for k in keys if not any(k in j.choices or k in j.overrides for j in jobs)]
+    if unknown:
+        raise StudioError(f"unknown report.by key {unknown[0]!r}; choose from: "
+                          f"{', '.join(varying_keys(jobs, ()) or ['(nothing varies)'])}")
+    names = key_columns(jobs, keys)
+    rows = job_rows(jobs, keys, names, sweep_dir)
+    item_names, run_names = split_metric_names(rows)
+    summary_names = summary_metric_names(item_names, run_names)
+    summary = summarize(rows, names, summary_names)
+    failed = [{"job": j.name, **{n: j.value(k) for k, n in zip(keys, names)}, "error": j.error}
+              for j in jobs if j.status != "complete"]
+
+    paths = write_tables(sweep_dir, rows, summary, names, item_names, run_names, summary_names, failed)
+    series = target_keys(rows, names)
+    columns = [n for n in names if n not in series]
+    plots = plot_metrics(sweep_dir / "plots", summary, columns, series, summary_names)
+    history = plot_history(sweep_dir / "plots" / "history.png", jobs, keys, names, columns, series)
+    grid_path = sweep_dir / "comparison_grid.png"
+    layout = comparison_grid(grid_path, rows, columns, cell)
+    grid = grid_path if layout else None
+    paths.update({f"plots/{p.name}": p for p in plots})
+    if history:
+        paths["plots/history.png"] = history
+    for old in (sweep_dir / "plots").glob("*.png"):  # plots of metrics an earlier report had
+        if old not in (*plots, history):
+            old.unlink()
+    if grid:
+        paths["comparison_grid.png"] = grid
+    if gallery:
+        from studio.report.gallery import write_gallery
+
+        paths["gallery/index.html"] = write_gallery(sweep_dir, jobs, rows, keys, names, varying_keys(jobs, ()),
+                                                    summary_names, summary)
+    result = Report(sweep_dir, keys, names, rows, summary, summary_names, failed, len(jobs), paths)
+    write_json(sweep_dir / "report.json", {
+        "sweep_dir": str(sweep_dir), "by": keys, "columns": names, "jobs": len(jobs), "failed": failed, "left_out": stale,
+        "metrics": summary_names, "summary": summary,
+        "grid": {"rows": layout[0], "columns": layout[1]} if layout else None,
+        "rows": [flat_row(r) for r in rows],
+        "files": {k: str(p.relative_to(sweep_dir)) for k, p in paths.items()}})
+    paths["report.json"] = sweep_dir / "report.json"
+    if tracker is not None:
+        _mirror(tracker, result, grid, plots + ([history] if history else []))
+    return result
+
+
+def _mirror(tracker, result: Report, grid: Path | None, plots: list[Path]) -> None:
+    """The summary table (and the grid and plots) to W&B; the files on disk stay the source of truth."""
+    columns = [*result.columns, "jobs", "failed", "images"]
+    for name in result.metrics:
+        columns += [name, f"{name}_std"]
+    tracker.log_table("report/summary", [{c: s.get(c) for c in columns} for s in result.summary])
+    if grid:
+        tracker.log_images("report/comparison_grid", [grid])
+    for plot in plots:  # one key each: W&B shows images of one key at one size
+        tracker.log_images(f"report/plots/{plot.stem}", [plot])
+    tracker.summary({"report/jobs": result.jobs, "report/failed": len(result.failed)})
+
+
+def sweep_group(sweep_dir) -> str:
+    """The W&B group of a sweep's jobs (studio.cli uses the resolved sweep dir), so the report joins it."""
+    return str(Path(str(sweep_dir)).resolve())
+
+
+def print_report(result: Report) -> None:
+    md = summary_markdown(result.summary, result.columns, result.metrics)
+    print(md, end="")
+    if result.failed:
+        print(f"{len(result.failed)} of {result.jobs} job(s) failed:")
+        for f in result.failed:
+            print(f"  {f['job']}: {f['error']}")
+    print(f"report -> {result.paths['table.md']}")
+    if "gallery/index.html" in result.paths:
+        print(f"gallery -> {result.paths['gallery/index.html'].resolve().as_uri()}")
+
+
+class ReportCallback(Callback):
+    """Hydra callback: report the sweep when a multirun ends (hydra.callbacks in an experiment config).
+
+    Runs on the machine that launched the sweep, whatever the launcher. A failed report warns and
+    never hides the jobs' own results."""
+
+    def __init__(self, by=None, average_over=("seed",), gallery: bool = True):
+        self.by, self.average_over, self.gallery = by, average_over, gallery
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        import sys
+
+        from studio.tracking import Tracker
+
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+        try:
+            with Tracker(cfg, "report", sweep_dir, sweep_group(sweep_dir)) as tracker:
+                result = report(sweep_dir, by=list(self.by) if self.by else None,
+                                average_over=tuple(self.average_over or ()), gallery=self.gallery, tracker=tracker)
+        except StudioError as e:
+            print(f"studio report: error: {e}", file=sys.stderr)
+            return
+        print_report(result)

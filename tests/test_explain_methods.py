@@ -9,7 +9,8 @@ from studio.explain import METHODS, build_method, heatmap, method_names
 from studio.explain.compare import MetricOptions, compare_methods
 from studio.explain.gradients import IntegratedGradients, default_gradcam_layer
 from studio.data import classes_in_turn
-from studio.explain.metrics import (deletion_insertion, gaussian_blur, jaccard, pixel_order, randomized_copy,
+from studio.blur import gaussian_blur
+from studio.explain.metrics import (deletion_insertion, jaccard, pixel_order, randomized_copy,
                                     spearman, stability, weighted_r2)
 from studio.models import Classifier, build_net
 

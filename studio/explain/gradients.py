@@ -14,7 +14,7 @@ from torch import nn
 from studio.errors import StudioError, lookup
 from studio.explain.checks import check_finite, logits, resolve_target
 from studio.modes import eval_mode
-from studio.explain.metrics import gaussian_blur
+from studio.blur import gaussian_blur
 
 
 class GradientMethod:

@@ -22,7 +22,8 @@ from studio.errors import StudioError, lookup
 from studio.explain.checks import check_finite, logits, resolve_target
 from studio.explain.fast import inference_twin
 from studio.modes import autocast, check_precision, eval_mode
-from studio.explain.metrics import gaussian_blur, weighted_r2
+from studio.blur import gaussian_blur
+from studio.explain.metrics import weighted_r2
 from studio.explain.segments import check_segments, segment, segment_means
 
 OUTPUTS = ("prob", "logit")

@@ -23,19 +23,8 @@ from torch import nn
 
 from studio.explain.checks import check_finite
 from studio.modes import eval_mode
+from studio.blur import gaussian_blur
 from studio.explain.segments import segment_means
-
-
-def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of N×C×H×W with `sigma` in pixels (reflect padding, kernel ±3σ)."""
-    if sigma <= 0:
-        return x.clone()
-    radius = max(1, min(int(math.ceil(3 * sigma)), min(x.shape[-2:]) - 1))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-t ** 2 / (2 * sigma ** 2))
-    k = (k / k.sum()).view(1, 1, 1, -1).expand(x.shape[1], 1, 1, -1)
-    out = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), k, groups=x.shape[1])
-    return F.conv2d(F.pad(out, (0, 0, radius, radius), mode="reflect"), k.transpose(2, 3), groups=x.shape[1])
 
 
 def weighted_r2(y: torch.Tensor, y_hat: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

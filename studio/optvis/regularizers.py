@@ -25,6 +25,7 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
+from studio.blur import gaussian_blur
 from studio.errors import StudioError, unknown
 from studio.optvis.objectives import IMAGE, Objective
 from studio.optvis.transforms import TRANSFORMS, Transform
@@ -98,14 +99,9 @@ def high_frequency(images: torch.Tensor, power: float = 2.0) -> torch.Tensor:
 
 # --- projections: (images, grad, weight) -> images, applied every `every` steps ------------------
 @register("blur", "projection", 0.5)
-def gaussian_blur(images: torch.Tensor, grad, weight: float) -> torch.Tensor:
+def blur_projection(images: torch.Tensor, grad, weight: float) -> torch.Tensor:
     """Gaussian blur with sigma = weight (pixels)."""
-    if weight <= 0:
-        return images
-    from torchvision.transforms.v2 import functional as TF  # here: torchvision takes a second to import
-
-    radius = max(1, math.ceil(3 * weight))
-    return TF.gaussian_blur(images, kernel_size=[2 * radius + 1] * 2, sigma=[float(weight)] * 2)
+    return gaussian_blur(images, weight) if weight > 0 else images
 
 
 @register("weight_decay", "projection", 0.01)

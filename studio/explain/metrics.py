@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import copy
 import itertools
-import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from studio.explain.checks import check_finite

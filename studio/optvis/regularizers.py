@@ -19,7 +19,6 @@ jitter, scale, rotate), applied in the order listed.
 from __future__ import annotations
 
 import inspect
-import math
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 

@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 from generators.dcgan import Discriminator, Generator
 from generators.vae import Decoder, Encoder, negative_elbo
 from studio.fit import diverged
+from studio.modes import eval_mode
 
 
 class GeneratorModule(pl.LightningModule):
@@ -24,12 +25,9 @@ class GeneratorModule(pl.LightningModule):
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0, batch_size: int = 500) -> torch.Tensor:
         """n images G(z), z ~ N(0, I); eval mode."""
-        was_training = self.training
-        self.eval()
-        z = self.prior(n, seed)
-        images = torch.cat([self.generator(z[i:i + batch_size]) for i in range(0, n, batch_size)])
-        self.train(was_training)
-        return images
+        with eval_mode(self):
+            z = self.prior(n, seed)
+            return torch.cat([self.generator(z[i:i + batch_size]) for i in range(0, n, batch_size)])
 
     def realism(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

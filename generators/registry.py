@@ -15,7 +15,7 @@ from studio.data import ImageDataModule
 from studio.errors import StudioError, lookup
 from studio.files import atomic_path
 from studio.models import load_state_dict_file
-from studio.fit import RngState, StopIfDiverged, every_epoch_checkpoint, last_checkpoint
+from studio.fit import RngState, StopIfDiverged, every_epoch_checkpoint, last_checkpoint, progress
 
 GENERATORS = {"dcgan": GANModule, "vae": VAEModule}
 RUNTIME_KEYS = ("accelerator", "devices", "strategy", "num_nodes")
@@ -73,11 +73,12 @@ def trained_generator(gen_cfg, data_cfg, trainer_cfg, dm: ImageDataModule, model
         last, resumed_after = last_checkpoint(workdir)  # before the Trainer: its banner would precede the error line
         checkpoint = every_epoch_checkpoint(workdir)
         # RngState: the resumed epochs draw the noise and the shuffles an uninterrupted run would
+        shown = progress(trainer_cfg.get("enable_progress_bar", True), f"{gen_cfg.name} training")
         trainer = pl.Trainer(**runtime, max_epochs=gen_cfg.max_epochs, precision=gen_cfg.precision,
                              logger=logger, default_root_dir=workdir, enable_model_summary=False,
-                             log_every_n_steps=10, enable_progress_bar=trainer_cfg.get("enable_progress_bar", True),
+                             log_every_n_steps=10, enable_progress_bar=shown["enable_progress_bar"],
                              callbacks=[StopIfDiverged(f"generator.lr={gen_cfg.lr:g}"), SampleGrid(samples_dir),
-                                        checkpoint, RngState()])
+                                        checkpoint, RngState(), *shown["callbacks"]])
         loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*dm.split("train")),
                                              batch_size=gen_cfg.batch_size, shuffle=True, drop_last=True,
                                              generator=torch.Generator().manual_seed(gen_cfg.seed))

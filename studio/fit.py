@@ -6,6 +6,7 @@ Imported only when a model is trained: Lightning takes seconds to import, and a 
 
 from __future__ import annotations
 
+import sys
 import warnings
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from studio.data import ImageDataModule
 from studio.errors import StudioError
 from studio.models import Classifier
+from studio.progress import interactive
 
 
 def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -122,6 +124,26 @@ class StopIfDiverged(pl.Callback):
         raise diverged(what, trainer.current_epoch + 1, batch_idx + 1, self.setting)
 
 
+class EpochLines(pl.Callback):
+    """One line per epoch instead of Lightning's bar when stdout is not a terminal (a log file would hold
+    every redraw of the bar)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        shown = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+        values = ", ".join(f"{k} {v:.4g}" for k, v in sorted(shown.items()))
+        print(f"{self.name}: epoch {trainer.current_epoch + 1}/{trainer.max_epochs}" + (f": {values}" if values else ""),
+              flush=True)
+
+
+def progress(enabled: bool, name: str) -> dict:
+    """Trainer keywords for training progress: Lightning's bar on a terminal, EpochLines in a log file."""
+    live = enabled and interactive(sys.stdout)  # Lightning's bar writes to stdout
+    return {"enable_progress_bar": live, "callbacks": [EpochLines(name)] if enabled and not live else []}
+
+
 def diverged(what: str, epoch: int, step: int, setting: str) -> StudioError:
     return StudioError(f"training diverged: {what} in epoch {epoch}, step {step}; lower {setting}")
 
@@ -161,10 +183,12 @@ def fit(model: Classifier, model_cfg, trainer_cfg, dm: ImageDataModule, workdir:
     checkpoint = ModelCheckpoint(dirpath=workdir, monitor="val_loss", mode="min", save_weights_only=True)
     # A killed run resumes from the epoch checkpoint (the work dir survives until the weights are safely in
     # the cache). It comes after `checkpoint` so that it holds that callback's state of the same epoch.
+    shown = progress(trainer_kwargs.pop("enable_progress_bar", True), f"{model_cfg.name} training")
     trainer = pl.Trainer(**trainer_kwargs, logger=logger, default_root_dir=workdir, enable_model_summary=False,
+                         enable_progress_bar=shown["enable_progress_bar"],
                          callbacks=[StopIfDiverged(f"model.optim.lr={model_cfg.optim.lr:g}"),
                                     EarlyStopping("val_loss", mode="min", patience=patience), checkpoint,
-                                    every_epoch_checkpoint(workdir), RngState()])
+                                    every_epoch_checkpoint(workdir), RngState(), *shown["callbacks"]])
     trainer.fit(module, dm.train_dataloader(), dm.val_dataloader(), ckpt_path=last, weights_only=True)
     best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(best)

@@ -241,14 +241,19 @@ def direction(layer: str, vector, cossim_pow: float = 0.0) -> Objective:
     return Objective(fn, {layer}, labels, None, [check], f"direction({layer})")
 
 
-def diversity(layer: str, groups: int = 1) -> Objective:
+def diversity(layer: str, groups: int = 1, relative_to: Objective | None = None) -> Objective:
     """Minus the mean cosine similarity of an element's Gram matrix to those of its group's others.
 
-    Higher is more diverse, so add it: `channel("conv2", 3) + 10 * diversity("conv2")` (Lucid
+    Higher is more diverse, so add it: `obj + 0.5 * diversity("conv2", relative_to=obj)` (Lucid
     subtracts its similarity; same thing). The batch is cut into `groups` consecutive groups (one
-    per target when several targets share a batch), so seeds compete only with their own target."""
+    per target when several targets share a batch), so seeds compete only with their own target.
 
-    def fn(acts):
+    relative_to: the objective it is added to. Then each element's gradient at the model's input is
+    scaled to the norm of that objective's, so a weight means about the same on any model: with a fixed
+    scale, weight 2 made conv2's renders of one trained small_cnn diverse and left another's (with 2.4x
+    stronger activations) alike. The value stays the plain similarity either way."""
+
+    def similarity(acts):
         a = acts[layer].float()
         b, c = a.shape[:2]
         if b % groups:
@@ -263,7 +268,29 @@ def diversity(layer: str, groups: int = 1) -> Objective:
         others = (sims.sum(2) - sims.diagonal(dim1=1, dim2=2)) / (size - 1)
         return -others.reshape(b)
 
-    return Objective(fn, {layer}, (), None, [_check_layer(layer)], f"diversity({layer})")
+    def gradient_norms(value, acts, at: str):
+        """Per element: the norm of the gradient of `value` and of relative_to at acts[at] (None: unused)."""
+        grads = [torch.autograd.grad(v.sum(), acts[at], retain_graph=True, allow_unused=True)[0]
+                 for v in (value, relative_to(acts).float())]
+        return [None if g is None else g.flatten(1).norm(dim=1) for g in grads]
+
+    def balanced(acts):
+        value = similarity(acts)
+        if not (torch.is_grad_enabled() and value.requires_grad):
+            return value  # final metrics, under no_grad: nothing to balance
+        # where both gradients exist: the compared layer when the objective reads it too, else the input
+        own, main = gradient_norms(value, acts, layer)
+        if main is None and acts.get(INPUT) is not None and acts[INPUT].requires_grad:
+            own, main = gradient_norms(value, acts, INPUT)
+        if main is None:
+            return value
+        scale = (main / own.clamp_min(1e-12)).detach()
+        return value * scale + (value * (1 - scale)).detach()  # the value of `value`, `scale` times its gradient
+
+    if relative_to is None:
+        return Objective(similarity, {layer}, (), None, [_check_layer(layer)], f"diversity({layer})")
+    return Objective(balanced, {layer} | relative_to.layers, (), None, [_check_layer(layer), *relative_to.checks],
+                     f"diversity({layer}, relative to {relative_to.name})")
 
 
 # --- from config -------------------------------------------------------------------------------
@@ -337,8 +364,9 @@ def _direction_from_config(cfg, targets):
 
 
 def _diversity_from_config(cfg, targets):
-    return channel(_layer(cfg), targets) + float(cfg.get("weight", 1.0)) * diversity(
-        str(cfg.get("diversity_layer") or _layer(cfg)), groups=len(targets))
+    main = channel(_layer(cfg), targets)
+    return main + float(cfg.get("weight", 0.5)) * diversity(str(cfg.get("diversity_layer") or _layer(cfg)),
+                                                             groups=len(targets), relative_to=main)
 
 
 # name -> builder(cfg, targets) -> Objective; a config's `name` picks one (conf/objective/<name>.yaml).

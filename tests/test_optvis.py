@@ -13,11 +13,12 @@ from studio.errors import StudioError
 from studio.models import Classifier, build_net
 from studio.optvis import (blur, channel, class_, clip_contrib, clip_norm, deepdream, direction, diversity, fft,
                            hf, jitter, l1, l2, neuron, pixel, register, render, standard, tv, weight_decay)
-from studio.optvis import objectives, params, regularizers
+from studio.optvis import regularizers
 from studio.optvis.regularizers import (REGULARIZERS, high_frequency, l1_penalty, l2_penalty, total_variation)
 from studio.optvis.render import concat
 from studio.optvis.transforms import compose, pad, rotate, scale
-from studio.commands.visualize import Settings, render_config
+from studio.adapters import optvis as optvis_config
+from studio.commands.visualize import render_config
 from tests.conftest import compose_config
 
 FILTERS = [0, 3, 6, 9]  # four of conv2's twelve: enough to see every effect, cheap on two cores
@@ -37,9 +38,9 @@ def test_every_conv2_filter_rises_well_above_its_start(small_cnn):
 @pytest.mark.parametrize("regularizer", ["none", "l2_tv"])
 def test_class_renders_reach_099_on_the_model_itself(small_cnn, regularizer):
     cfg = compose_config("visualize", ["objective=class", f"regularizer={regularizer}", "progress=false"])
-    spec = params.from_config(cfg.param)  # the shipped defaults: steps, lr, log-softmax, l2_tv weights
-    rendering = render_config(small_cnn.model, cfg.objective, spec, regularizers.from_config(cfg.regularizer),
-                              Settings.from_config(cfg))
+    spec = optvis_config.build_param(cfg.param)  # the shipped defaults: steps, lr, log-softmax, l2_tv weights
+    rendering = render_config(small_cnn.model, cfg.objective, spec, optvis_config.build_regularization(cfg.regularizer),
+                              *optvis_config.render_options(cfg))
     assert rendering.targets == [f"class:{i}" for i in range(10)]
     assert rendering.target_prob.min() >= 0.99, rendering.target_prob
     with torch.no_grad():  # the probability is the model's own verdict on the saved pixels
@@ -193,23 +194,23 @@ def test_transforms_make_class_renders_robust_to_them(small_cnn, transforms):
 
 
 def test_regularizer_configs_build_and_list_the_registry_on_a_typo():
-    built = regularizers.from_config(compose_config("visualize", ["regularizer=standard"]).regularizer)
+    built = optvis_config.build_regularization(compose_config("visualize", ["regularizer=standard"]).regularizer)
     assert [type(t).__name__ for t in built.transforms] == ["pad", "jitter", "scale", "rotate", "jitter"]
-    both = regularizers.from_config({"l2": {"weight": 0.5}, "blur": {"weight": 1.0, "every": 2}})
+    both = optvis_config.build_regularization({"l2": {"weight": 0.5}, "blur": {"weight": 1.0, "every": 2}})
     assert both.penalty is not None and [(p.name, p.every) for p in both.projections] == [("blur", 2)]
-    as_list = regularizers.from_config([{"name": "tv", "weight": 2.0}])
+    as_list = optvis_config.build_regularization([{"name": "tv", "weight": 2.0}])
     assert as_list.penalty.name.startswith("2.0 * tv")
     with pytest.raises(StudioError, match=r"unknown regularizer 'tvv'; choose from: .*blur.*jitter.*l2.*tv"):
-        regularizers.from_config({"tvv": {"weight": 1}})
+        optvis_config.build_regularization({"tvv": {"weight": 1}})
     with pytest.raises(StudioError, match="regularizer 'tv' has no option 'gamma'; its options: beta"):
-        regularizers.from_config({"tv": {"weight": 1, "gamma": 2}})
+        optvis_config.build_regularization({"tv": {"weight": 1, "gamma": 2}})
     with pytest.raises(StudioError, match="transform 'jitter' takes no weight"):
-        regularizers.from_config({"jitter": {"weight": 1, "pixels": 2}})
+        optvis_config.build_regularization({"jitter": {"weight": 1, "pixels": 2}})
 
 
 @pytest.mark.parametrize("name", config_choices("regularizer"))
 def test_every_regularizer_config_builds_and_renders(small_cnn, name):
-    built = regularizers.from_config(OmegaConf.load(CONF_DIR / "regularizer" / f"{name}.yaml"))
+    built = optvis_config.build_regularization(OmegaConf.load(CONF_DIR / "regularizer" / f"{name}.yaml"))
     r = render(small_cnn.model, channel("conv2", [0, 1]), steps=8, transforms=built.transforms,
                regularizers=built.as_list())
     assert r.images.shape == (2, 1, 28, 28) and not r.failed
@@ -221,7 +222,7 @@ def test_a_new_regularizer_is_one_registered_function():
         return (images.mean((1, 2, 3)) - target).abs()
 
     try:
-        built = regularizers.from_config({"brightness": {"weight": 2.0, "target": 0.1}})
+        built = optvis_config.build_regularization({"brightness": {"weight": 2.0, "target": 0.1}})
         acts = {"image": torch.full((3, 1, 4, 4), 0.3)}
         assert torch.allclose(built.penalty(acts), torch.full((3,), 0.4))
     finally:
@@ -277,13 +278,13 @@ def test_bad_targets_fail_in_one_line(small_cnn):
         render(model, class_(1), param=pixel(28, channels=3), steps=1)
     cfg = compose_config("visualize", ["objective.channels=[1,99]"])
     with pytest.raises(StudioError, match=r"channel 99 is out of range: layer 'conv2' has 12 channels"):
-        objectives.config_targets(cfg.objective, {"conv2": (12, 14, 14)})
+        optvis_config.objective_targets(cfg.objective, {"conv2": (12, 14, 14)})
     with pytest.raises(StudioError, match=r"unknown objective 'chanel'; choose from: channel, class, direction"):
-        objectives.from_config(compose_config("visualize", ["objective.name=chanel"]).objective, [0])
+        optvis_config.build_objective(compose_config("visualize", ["objective.name=chanel"]).objective, [0])
     with pytest.raises(StudioError, match=r"unknown param 'pixels'; choose from: fft, latent, pixel"):
-        params.from_config({"name": "pixels", "size": 28, "channels": 1})
+        optvis_config.build_param({"name": "pixels", "size": 28, "channels": 1})
     with pytest.raises(StudioError, match=r"param 'fft' has no option 'decay'; its options: size, channels, sd"):
-        params.from_config({"name": "fft", "size": 28, "channels": 1, "decay": 2})
+        optvis_config.build_param({"name": "fft", "size": 28, "channels": 1, "decay": 2})
 
 
 class Overflow(nn.Module):
@@ -360,20 +361,20 @@ def test_neuron_direction_and_diversity_refuse_what_they_cannot_measure():
 def test_objective_config_mistakes_are_one_line(overrides, message):
     cfg = compose_config("visualize", overrides).objective
     with pytest.raises(StudioError, match=message):
-        objectives.config_targets(cfg, {"conv2": (12, 14, 14), "logits": (10,)})
+        optvis_config.objective_targets(cfg, {"conv2": (12, 14, 14), "logits": (10,)})
 
 
 def test_objective_configs_build_what_they_name():
     shapes = {"conv2": (12, 14, 14), "logits": (10,)}
     cfg = compose_config("visualize", ["objective.channels='3, 5'"]).objective  # a string list works too
-    assert objectives.config_targets(cfg, shapes) == [3, 5]
+    assert optvis_config.objective_targets(cfg, shapes) == [3, 5]
     cfg = compose_config("visualize", ["objective=direction", "objective.vector=[[1,0,0,0,0,0,0,0,0,0,0,0],"
                                        "[0,1,0,0,0,0,0,0,0,0,0,0]]"]).objective
-    targets = objectives.config_targets(cfg, shapes)
-    assert targets == [0, 1] and objectives.from_config(cfg, targets).targets == ("direction:conv2:0",
+    targets = optvis_config.objective_targets(cfg, shapes)
+    assert targets == [0, 1] and optvis_config.build_objective(cfg, targets).targets == ("direction:conv2:0",
                                                                                   "direction:conv2:1")
     cfg = compose_config("visualize", ["objective=layer"]).objective
-    assert objectives.config_targets(cfg, shapes) == [None]
+    assert optvis_config.objective_targets(cfg, shapes) == [None]
 
 
 # --- smaller API promises: every branch a caller can reach ---------------------------------------
@@ -387,8 +388,8 @@ def test_channel_takes_a_tensor_of_indices_like_a_list():
 def test_diversity_config_is_the_channel_plus_weighted_diversity():
     cfg = compose_config("visualize", ["objective=diversity", "objective.channels=[1,2]",
                                        "objective.weight=3.0"]).objective
-    targets = objectives.config_targets(cfg, {"conv2": (12, 14, 14)})
-    built = objectives.from_config(cfg, targets)
+    targets = optvis_config.objective_targets(cfg, {"conv2": (12, 14, 14)})
+    built = optvis_config.build_objective(cfg, targets)
     acts = {"conv2": torch.rand(4, 12, 5, 5)}
     expected = channel("conv2", [1, 2])(acts) + 3.0 * diversity("conv2", groups=2)(acts)
     assert built.targets == ("conv2:1", "conv2:2") and torch.allclose(built(acts), expected)
@@ -416,7 +417,7 @@ def test_a_param_that_is_not_an_image_is_refused(build, shown):
 
 def test_latent_param_without_a_generator_names_the_generators():
     with pytest.raises(StudioError, match=r"param=latent needs a generator: generator=dcgan, generator=vae"):
-        params.from_config({"name": "latent"})
+        optvis_config.build_param({"name": "latent"})
 
 
 def test_tv_with_beta_1_is_the_mean_gradient_length():
@@ -439,7 +440,7 @@ def test_penalty_names_only_the_penalties():
 
 def test_no_regularizer_config_builds_nothing():
     for spec in (None, {}, []):
-        built = regularizers.from_config(spec)
+        built = optvis_config.build_regularization(spec)
         assert built.as_list() == [] and built.transforms == []
 
 
@@ -457,7 +458,7 @@ def test_no_regularizer_config_builds_nothing():
         "penalty-every", "every-0"])
 def test_regularizer_config_mistakes_are_one_line(spec, message):
     with pytest.raises(StudioError, match=message):
-        regularizers.from_config(spec)
+        optvis_config.build_regularization(spec)
 
 
 def test_transform_reprs_read_as_the_calls_that_make_them():
@@ -509,7 +510,8 @@ def test_a_model_without_parameters_renders():
     ({"memory_format": "nhwc"}, r"unknown memory_format 'nhwc'; choose from: auto, channels_last, contiguous"),
     ({"seeds": []}, r"render needs at least one seed"),
     ({"steps": -1}, r"steps=-1 must be at least 0"),
-], ids=["regularizer", "precision", "memory_format", "seeds", "steps"])
+    ({"stepz": 3}, r"render has no option 'stepz'; its options: steps, lr, optimizer, "),
+], ids=["regularizer", "precision", "memory_format", "seeds", "steps", "unknown-option"])
 def test_bad_render_arguments_fail_in_one_line(options, message):
     with pytest.raises(StudioError, match=message):
         render(overflowing_model(), channel("dup", 0), param=pixel(8, channels=1), **{"steps": 2, **options})

@@ -144,10 +144,10 @@ def test_renders_on_cuda_with_bf16(small_cnn):
 
 def test_no_regularizer_at_all_passes_the_start_up_checks():
     from studio import config
-    from studio.optvis import regularizers
+    from studio.adapters import optvis as optvis_config
 
     assert config.checked_overrides("visualize", ["~regularizer"]) == ["~regularizer"]  # a deletion names no config
-    regularization = regularizers.from_config(compose_config("visualize", ["~regularizer"]).get("regularizer"))
+    regularization = optvis_config.build_regularization(compose_config("visualize", ["~regularizer"]).get("regularizer"))
     assert regularization.as_list() == [] and regularization.transforms == []
 
 

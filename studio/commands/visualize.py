@@ -15,7 +15,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from omegaconf import OmegaConf
 
 from studio import config
@@ -26,84 +25,35 @@ from studio.files import write_text
 from studio.images import grid, save_png, slug
 from studio.judge import Judge
 from studio.models import get_layer, layer_names, layer_shapes, untrained_copy
-from studio.optvis import objectives, params, regularizers
+from studio.adapters import optvis as optvis_config
 from studio.optvis.objectives import LOGITS
-from studio.optvis.render import Rendering, concat, render
+from studio.optvis.params import ParamSpec, pixel
+from studio.optvis.regularizers import Regularization
+from studio.optvis.render import RenderOptions, Rendering, concat, render
 
 
-@dataclass
-class Settings:
-    """The loop settings of a visualize config (everything but objective, param and regularizer)."""
-
-    steps: int = 256
-    lr: float = 0.1
-    optimizer: str = "adam"
-    seeds: tuple[int, ...] = (0,)
-    thresholds: tuple[int, ...] = ()
-    batch_size: int = 256
-    device: str = "auto"
-    precision: str = "auto"
-    progress: bool = False
-
-    @classmethod
-    def from_config(cls, cfg) -> "Settings":
-        seeds, first = int(cfg.get("seeds", 1)), int(cfg.get("seed", 0))
-        if seeds < 1:
-            raise StudioError(f"seeds={seeds} must be at least 1 (images per target)")
-        batch_size = int(cfg.get("batch_size", 256))
-        if batch_size < 1:
-            raise StudioError(f"batch_size={batch_size} must be at least 1")
-        lr = float(cfg.lr)
-        if not 0 < lr < torch.finfo(torch.float32).max:  # nan fails this too; torch would fail only after training
-            raise StudioError(f"lr={lr} must be a positive finite number (the default is 0.1)")
-        return cls(int(cfg.steps), lr, str(cfg.get("optimizer", "adam")),
-                   tuple(range(first, first + seeds)), tuple(int(t) for t in cfg.get("thresholds") or ()),
-                   batch_size, str(cfg.get("device", "auto")), str(cfg.get("precision", "auto")),
-                   bool(cfg.get("progress", True)))
-
-    @property
-    def torch_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            device = torch.device(self.device)
-        except RuntimeError:
-            raise StudioError(f"unknown device {self.device!r}; choose from: auto, cpu, cuda, cuda:<index>") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise StudioError(f"device={self.device!r} but no CUDA GPU is available; use device=auto or cpu")
-        return device
-
-
-def check_targets(model, objective_cfg, spec: params.ParamSpec) -> list:
+def check_targets(model, objective_cfg, spec: ParamSpec) -> list:
     """The objective's targets on this model: unknown layers, bad indices fail in one line."""
     layer = objective_cfg.get("layer")
-    if layer and objective_cfg.name != "class" and layer not in layer_names(model):
+    if layer and optvis_config.objective_kind(objective_cfg).reads_layer and layer not in layer_names(model):
         get_layer(model, str(layer))  # raises "unknown layer 'x'; choose from: ..."
-    return objectives.config_targets(objective_cfg, layer_shapes(model, (spec.channels, *spec.size), LOGITS,
-                                                                        "param.channels, param.size"))
+    shapes = layer_shapes(model, (spec.channels, *spec.size), LOGITS, "param.channels, param.size")
+    return optvis_config.objective_targets(objective_cfg, shapes)
 
 
-def _check_seeds(objective_cfg, settings: Settings) -> None:
-    if objective_cfg.name == "diversity" and len(settings.seeds) < 2:
-        raise StudioError("objective diversity compares the seeds of each target: set seeds=2 or more")
-
-
-def render_config(model, objective_cfg, spec: params.ParamSpec, regularization: regularizers.Regularization,
-                  settings: Settings, desc: str = "") -> Rendering:
+def render_config(model, objective_cfg, spec: ParamSpec, regularization: Regularization, options: RenderOptions,
+                  batch_size: int = 256) -> Rendering:
     """Render every target of `objective_cfg` × every seed, `batch_size` images at a time."""
-    _check_seeds(objective_cfg, settings)
-    device = settings.torch_device
-    targets = check_targets(model.to(device), objective_cfg, spec)
-    per_batch = max(1, settings.batch_size // len(settings.seeds))
+    optvis_config.check_seeds(objective_cfg, len(options.seeds))
+    targets = check_targets(model.to(options.device), objective_cfg, spec)
+    per_batch = max(1, batch_size // len(options.seeds))
     chunks = [targets[i:i + per_batch] for i in range(0, len(targets), per_batch)]
     out = []
     for i, chunk in enumerate(chunks):
-        label = desc + (f" [{i + 1}/{len(chunks)}]" if len(chunks) > 1 else "")
-        objective = objectives.from_config(objective_cfg, chunk)
+        label = (options.desc or "") + (f" [{i + 1}/{len(chunks)}]" if len(chunks) > 1 else "")
+        objective = optvis_config.build_objective(objective_cfg, chunk)
         out.append(render(model, objective, spec, regularization.transforms, regularization.as_list(),
-                          steps=settings.steps, lr=settings.lr, optimizer=settings.optimizer, seeds=settings.seeds,
-                          thresholds=settings.thresholds, device=device, precision=settings.precision,
-                          progress=settings.progress, desc=label or None))
+                          options.with_overrides(desc=label or None)))
     return concat(out)
 
 
@@ -202,9 +152,8 @@ def log_rendering(tracker, rendering: Rendering, saved: Saved, run_dir: Path, pr
 
 
 def _describe(objective_cfg, rendering: Rendering, n_seeds: int) -> str:
-    what = objective_cfg.get("layer") if objective_cfg.name != "class" else "classes"
     targets = len(rendering.targets) // n_seeds
-    return f"{objective_cfg.name} {what}: {targets} target(s) x {n_seeds} seed(s)"
+    return f"{optvis_config.describe(objective_cfg)}: {targets} target(s) x {n_seeds} seed(s)"
 
 
 def _print_summary(label: str, metrics: dict, where: Path) -> None:
@@ -235,28 +184,27 @@ def judge_rendering(judge: Judge, rendering: Rendering) -> tuple[list[dict], dic
 def run(cfg, tracker) -> Result:
     """Render every target of cfg.objective × seeds on the (trained, cached) model; PNGs + grid + metrics."""
     run_dir = tracker.output_dir
-    settings = Settings.from_config(cfg)
-    settings.torch_device  # noqa: B018 - a bad device fails before any training
-    _check_seeds(cfg.objective, settings)
-    params.check_config(cfg.param)
-    latent = params.needs_generator(cfg.param)
-    spec = params.pixel(cfg.data.size, cfg.data.channels) if latent else params.from_config(cfg.param)
-    regularization = regularizers.from_config(cfg.get("regularizer"))
+    options, batch_size = optvis_config.render_options(cfg)  # a bad device fails here, before any training
+    options = options.with_overrides(desc=optvis_config.describe(cfg.objective))
+    optvis_config.check_seeds(cfg.objective, len(options.seeds))
+    latent = optvis_config.needs_generator(cfg.param)
+    spec = pixel(cfg.data.size, cfg.data.channels) if latent else optvis_config.build_param(cfg.param)
+    regularization = optvis_config.build_regularization(cfg.get("regularizer"))
     untrained = untrained_copy(cfg.model, cfg.data)
     if untrained is not None:  # a typo in a layer name or an index costs no training
         check_targets(untrained, cfg.objective, spec)
 
     dm = build_datamodule(cfg.data)
     if latent:  # before the classifier: a generator checkpoint that does not fit costs no training
-        spec = params.from_config(cfg.param, generator_for(cfg, dm, tracker).module)
+        spec = optvis_config.build_param(cfg.param, generator_for(cfg, dm, tracker).module)
     trained = train_one(cfg, cfg.model, dm, tracker, "model")
 
-    rendering = render_config(trained.model, cfg.objective, spec, regularization, settings,
-                              desc=f"{cfg.objective.name} {cfg.objective.get('layer') or ''}".strip())
+    rendering = render_config(trained.model, cfg.objective, spec, regularization, options, batch_size)
     report_failures(rendering, "visualize", _overflow_hint(cfg))
-    saved = save_rendering(rendering, run_dir, run_dir, len(settings.seeds))
-    metrics = {**summary(rendering), "targets": len(rendering.targets) // len(settings.seeds),
-               "seeds": len(settings.seeds), "model_test_acc": trained.test_acc}
+    seeds = len(options.seeds)
+    saved = save_rendering(rendering, run_dir, run_dir, seeds)
+    metrics = {**summary(rendering), "targets": len(rendering.targets) // seeds, "seeds": seeds,
+               "model_test_acc": trained.test_acc}
     if cfg.get("judge_metrics", True):
         judge = Judge.for_data(train_one(cfg, cfg.judge, dm, tracker, "judge").model, dm)
         per_image, judged = judge_rendering(judge, rendering)
@@ -264,7 +212,7 @@ def run(cfg, tracker) -> Result:
             item["metrics"].update(extra)
         metrics.update(judged)
     log_rendering(tracker, rendering, saved, run_dir, "visualize")
-    _print_summary(_describe(cfg.objective, rendering, len(settings.seeds)), metrics, run_dir / "grid.png")
+    _print_summary(_describe(cfg.objective, rendering, seeds), metrics, run_dir / "grid.png")
     return Result(metrics, saved.items, saved.artifacts)
 
 
@@ -277,10 +225,10 @@ DEMO_REGULARIZERS = ("none", "l2_tv")
 DEMO_LATENT = ("classes", "class", {"classes": "all"}, 4)
 
 
-def _demo_settings(seeds: int) -> Settings:
+def _demo_options(seeds: int) -> RenderOptions:
     defaults = config.load("visualize")  # the same loop settings as `studio visualize`
-    return Settings(steps=int(defaults.steps), lr=float(defaults.lr), optimizer=str(defaults.optimizer),
-                    seeds=tuple(range(seeds)), progress=False)
+    return RenderOptions(steps=int(defaults.steps), lr=float(defaults.lr), optimizer=str(defaults.optimizer),
+                         seeds=tuple(range(seeds)), device=optvis_config.resolve_device("auto"), progress=False)
 
 
 def _param_config(name: str, data_cfg) -> dict:
@@ -296,7 +244,7 @@ def demo_visualizations(cfg, tracker, run_dir: Path, model, judge: Judge | None 
     Uses the same YAML files as `studio visualize` (conf/objective, conf/param, conf/regularizer)."""
     run_dir = Path(run_dir)
     load = config.load
-    pixels = params.from_config(_param_config("pixel", cfg.data))
+    pixels = optvis_config.build_param(_param_config("pixel", cfg.data))
     jobs = []  # (name, regularizer, objective cfg, spec, seeds)
     names = layer_names(model)
     for what, objective_name, overrides, seeds in DEMO_RENDERS:
@@ -307,14 +255,14 @@ def demo_visualizations(cfg, tracker, run_dir: Path, model, judge: Judge | None 
         jobs += [(f"{what}_{reg}", reg, objective_cfg, pixels, seeds) for reg in DEMO_REGULARIZERS]
     if generator is not None:
         what, objective_name, overrides, seeds = DEMO_LATENT
-        spec = params.from_config(_param_config("latent", cfg.data), generator)
+        spec = optvis_config.build_param(_param_config("latent", cfg.data), generator)
         jobs.append((f"{what}_latent", "none", OmegaConf.merge(load("objective", objective_name), overrides), spec,
                      seeds))
 
     done = []
     for name, reg, objective_cfg, spec, seeds in jobs:
-        rendering = render_config(model, objective_cfg, spec, regularizers.from_config(load("regularizer", reg)),
-                                  _demo_settings(seeds))
+        regularization = optvis_config.build_regularization(load("regularizer", reg))
+        rendering = render_config(model, objective_cfg, spec, regularization, _demo_options(seeds))
         report_failures(rendering, "demo")
         done.append((name, reg, spec.name, seeds, rendering))
 

@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
-from studio.errors import StudioError, lookup
+from studio.errors import StudioError
 
 IMAGE, INPUT, LOGITS = "image", "input", "logits"
 NOT_LAYERS = frozenset({IMAGE, INPUT})  # captured by render itself, not by a forward hook
@@ -293,7 +293,7 @@ def diversity(layer: str, groups: int = 1, relative_to: Objective | None = None)
                      f"diversity({layer}, relative to {relative_to.name})")
 
 
-# --- from config -------------------------------------------------------------------------------
+# --- targets -----------------------------------------------------------------------------------
 def resolve_indices(spec, count: int, what: str, layer: str) -> list[int]:
     """`all` | int | list of ints -> validated indices (a one-line error names the valid range)."""
     if isinstance(spec, str):
@@ -312,74 +312,3 @@ def resolve_indices(spec, count: int, what: str, layer: str) -> list[int]:
         raise StudioError(f"{what}s is empty; give 'all', an int or a list of ints")
     _check_range(layer, values, what)({layer: (count,)})
     return values
-
-
-def _layer(cfg) -> str:
-    layer = cfg.get("layer")
-    if not layer:
-        raise StudioError(f"objective {cfg.name!r} needs a layer: set objective.layer=<name> "
-                          "(`studio layers` lists them)")
-    return str(layer)
-
-
-def config_targets(cfg, shapes: dict[str, tuple[int, ...]]) -> list[int | None]:
-    """The target indices an objective config names, checked against the model's layer shapes."""
-    lookup(OBJECTIVES, "objective", cfg.name)
-    if cfg.name == "class":
-        return resolve_indices(cfg.get("classes", "all"), shapes[LOGITS][0], "class", LOGITS)
-    if cfg.name in ("channel", "neuron", "diversity"):
-        layer = _layer(cfg)
-        if layer not in shapes:
-            raise StudioError(f"layer {layer!r} produced no tensor output; choose another layer")
-        return resolve_indices(cfg.get("channels", "all"), shapes[layer][0], "channel", layer)
-    if cfg.name == "direction":
-        vectors, layer = _vectors(cfg), _layer(cfg)
-        if layer in shapes and vectors.shape[1] != shapes[layer][0]:
-            raise StudioError(f"objective.vector has {vectors.shape[1]} values but layer {layer!r} has "
-                              f"{shapes[layer][0]} channels")
-        return list(range(vectors.shape[0]))
-    return [None]
-
-
-def _vectors(cfg) -> torch.Tensor:
-    """objective.vector as a (T, C) float tensor: one list of C values, or T such lists."""
-    from omegaconf import OmegaConf
-
-    vector = cfg.get("vector")
-    if vector is None:
-        raise StudioError("objective direction needs objective.vector=[v_0,...,v_C-1] (one value per channel)")
-    raw = OmegaConf.to_container(vector) if OmegaConf.is_config(vector) else vector
-    try:
-        v = torch.as_tensor(raw, dtype=torch.float32)
-    except (TypeError, ValueError):
-        raise StudioError(f"objective.vector={raw!r} is not a list of numbers (or a list of such lists)") from None
-    if v.ndim not in (1, 2) or v.numel() == 0:
-        raise StudioError("objective.vector must be a list of C numbers or T lists of C numbers; "
-                          f"got shape {tuple(v.shape)}")
-    return v[None] if v.ndim == 1 else v
-
-
-def _direction_from_config(cfg, targets):
-    return direction(_layer(cfg), _vectors(cfg)[targets], float(cfg.get("cossim_pow", 0.0)))
-
-
-def _diversity_from_config(cfg, targets):
-    main = channel(_layer(cfg), targets)
-    return main + float(cfg.get("weight", 0.5)) * diversity(str(cfg.get("diversity_layer") or _layer(cfg)),
-                                                             groups=len(targets), relative_to=main)
-
-
-# name -> builder(cfg, targets) -> Objective; a config's `name` picks one (conf/objective/<name>.yaml).
-OBJECTIVES: dict[str, Callable] = {
-    "channel": lambda cfg, t: channel(_layer(cfg), t),
-    "neuron": lambda cfg, t: neuron(_layer(cfg), t, cfg.get("x"), cfg.get("y")),
-    "class": lambda cfg, t: class_(t, bool(cfg.get("log_softmax", False))),
-    "layer": lambda cfg, t: deepdream(_layer(cfg)),
-    "direction": _direction_from_config,
-    "diversity": _diversity_from_config,
-}
-
-
-def from_config(cfg, targets: list) -> Objective:
-    """The objective `cfg` (conf/objective/*.yaml) describes, for these targets (from config_targets)."""
-    return lookup(OBJECTIVES, "objective", cfg.name)(cfg, targets)

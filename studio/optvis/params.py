@@ -212,7 +212,8 @@ def fft(size, channels: int = 3, sd: float = 0.01, decay_power: float = 1.0, dec
     return _spec("fft", size, channels, dict(sd=sd, decay_power=decay_power, decorrelate=decorrelate))
 
 
-def _check_latent(truncation=None, max_norm=None, **_) -> None:
+def check_latent(truncation=None, max_norm=None, **_) -> None:
+    """The latent options that can be checked before a generator exists."""
     for key, value in (("truncation", truncation), ("max_norm", max_norm)):
         if value is not None and not value > 0:
             raise StudioError(f"param.{key}={value} must be positive (or null to turn it off)")
@@ -224,7 +225,7 @@ def latent(generator, prior_weight: float = 0.0, anchor_weight: float = 0.0, rea
     """Images G(z) of a generator module (generators/: `sample`, `latent_dim`, `realism`); see LatentParam.
 
     size and channels default to what the generator makes (one sample decides)."""
-    _check_latent(truncation=truncation, max_norm=max_norm)
+    check_latent(truncation=truncation, max_norm=max_norm)
     if generator is None:
         raise StudioError("param=latent needs a generator: generator=dcgan, generator=vae or generator=checkpoint")
     shape = tuple(generator.sample(1).shape[1:])
@@ -241,34 +242,3 @@ def latent(generator, prior_weight: float = 0.0, anchor_weight: float = 0.0, rea
 
 PARAMS: dict[str, Callable[..., Param]] = {"pixel": PixelParam, "fft": FFTParam, "latent": LatentParam}
 BUILDERS = {"pixel": pixel, "fft": fft, "latent": latent}
-
-
-def check_config(cfg) -> tuple[Callable[..., ParamSpec], dict]:
-    """(builder, options) of conf/param/<name>.yaml; an unknown name or option names the valid ones."""
-    import inspect
-
-    from omegaconf import OmegaConf
-
-    options = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
-    name = options.pop("name")
-    builder = lookup(BUILDERS, "param", name)
-    known = [p for p in inspect.signature(builder).parameters if p != "generator"]
-    for key in options:
-        if key not in known:
-            raise StudioError(f"param {name!r} has no option {key!r}; its options: {', '.join(known)}")
-    if name == "latent":  # checked now: the generator it needs may take minutes to train
-        _check_latent(**options)
-    return builder, options
-
-
-def needs_generator(cfg) -> bool:
-    return cfg["name"] == "latent"
-
-
-def from_config(cfg, generator=None) -> ParamSpec:
-    """conf/param/<name>.yaml -> ParamSpec. `generator` feeds param=latent (visualize builds it from
-    the `generator` config group)."""
-    builder, options = check_config(cfg)
-    if needs_generator(cfg):
-        options["generator"] = generator
-    return builder(**options)

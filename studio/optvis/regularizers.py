@@ -217,12 +217,8 @@ def known_names() -> list[str]:
 
 
 def _terms(spec) -> list[tuple[str, dict]]:
-    from omegaconf import OmegaConf
-
     if spec is None:
         return []
-    if OmegaConf.is_config(spec):
-        spec = OmegaConf.to_container(spec, resolve=True)
     if isinstance(spec, Mapping):
         for key, value in spec.items():
             if value is not None and not isinstance(value, Mapping):
@@ -240,8 +236,9 @@ def _terms(spec) -> list[tuple[str, dict]]:
                       "terms; see conf/regularizer/")
 
 
-def from_config(spec) -> Regularization:
-    """conf/regularizer/<name>.yaml (term id -> {name, weight, every, options}) or a list of terms."""
+def regularization(spec: Mapping | Sequence | None) -> Regularization:
+    """Terms as a mapping (term id -> {name, weight, every, options}: conf/regularizer/<name>.yaml's shape)
+    or a list of terms ({name, ...}), built: `render(transforms=r.transforms, regularizers=r.as_list())`."""
     result = Regularization()
     penalties: list[Objective] = []
     for key, term in _terms(spec):

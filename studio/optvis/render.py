@@ -18,12 +18,11 @@ import itertools
 import time
 import zlib
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from studio.errors import StudioError, lookup
 from studio.modes import autocast, eval_mode
@@ -31,6 +30,7 @@ from studio.optvis.objectives import IMAGE, INPUT, LOGITS, Objective
 from studio.optvis.params import ParamSpec, pixel
 from studio.optvis.regularizers import Projection
 from studio.optvis.transforms import compose
+from studio.progress import bar
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop,
@@ -225,139 +225,244 @@ def _evaluate(objective: Objective, model, modules, images: torch.Tensor, amp,
     return objective(acts).float(), acts[LOGITS]
 
 
-def render(model: nn.Module, objective: Objective, param: ParamSpec | None = None, transforms: Sequence = (),
-           regularizers: Sequence = (), steps: int = 256, lr: float = 0.1, optimizer="adam",
-           optimizer_options: dict | None = None, seeds: Sequence[int] = (0,), thresholds: Sequence[int] = (),
-           device=None, precision: str = "auto", progress: bool = False, stop_early: bool = True,
-           memory_format: str = "auto", desc: str | None = None) -> Rendering:
-    """Maximize `objective` over images made by `param`, for every target × seed in one batch.
+@dataclass
+class RenderOptions:
+    """The loop settings of `render` (everything but what is optimized).
 
-    transforms: callables applied to the images before each forward pass (transforms.py).
-    regularizers: penalty objectives (subtracted; e.g. `1e-2 * tv()`) and projections (`blur(0.5)`).
     optimizer: a name in OPTIMIZERS or a callable (params, lr) -> torch.optim.Optimizer.
     thresholds: steps at which to keep a snapshot of the images.
-    device: where to render (the model is moved there); default the model's device.
+    device: where to render (the model is moved there); None: the model's device.
     precision: "auto" (bf16 autocast on CUDA, fp32 on CPU), "fp32", "bf16" or "fp16" (studio.modes).
     stop_early: end each forward pass after the deepest layer the objective reads.
     memory_format: "auto" (channels-last when the model allows it), "channels_last" or "contiguous".
     """
-    seeds = [int(s) for s in seeds]
-    if not seeds:
-        raise StudioError("render needs at least one seed")
-    if steps < 0:
-        raise StudioError(f"steps={steps} must be at least 0")
-    bad = [t for t in thresholds if not 1 <= int(t) <= steps]
-    if bad:
-        raise StudioError(f"threshold {bad[0]} is outside the {steps} optimization steps (1..{steps})")
-    device = torch.device(device) if device is not None else _model_device(model)
-    model.to(device)
+
+    steps: int = 256
+    lr: float = 0.1
+    optimizer: str | Callable = "adam"
+    optimizer_options: dict | None = None
+    seeds: Sequence[int] = (0,)
+    thresholds: Sequence[int] = ()
+    device: str | torch.device | None = None
+    precision: str = "auto"
+    progress: bool = False
+    stop_early: bool = True
+    memory_format: str = "auto"
+    desc: str | None = None
+
+    def with_overrides(self, **overrides) -> "RenderOptions":
+        """A copy with some settings changed; an unknown setting names the valid ones."""
+        known = [f.name for f in fields(self)]
+        for key in overrides:
+            if key not in known:
+                raise StudioError(f"render has no option {key!r}; its options: {', '.join(known)}")
+        return replace(self, **overrides)
+
+    def check(self) -> None:
+        if not list(self.seeds):
+            raise StudioError("render needs at least one seed")
+        if self.steps < 0:
+            raise StudioError(f"steps={self.steps} must be at least 0")
+        bad = [t for t in self.thresholds if not 1 <= int(t) <= self.steps]
+        if bad:
+            raise StudioError(f"threshold {bad[0]} is outside the {self.steps} optimization steps (1..{self.steps})")
+
+
+@dataclass
+class _Problem:
+    """What one render optimizes, laid out for its batch: element b is (targets[b], element_seeds[b])."""
+
+    objective: Objective
+    total: Objective  # the objective minus the penalties
+    penalty: Objective | None
+    projections: list[Projection]
+    modules: dict[str, nn.Module]
+    element_seeds: list[int]
+    targets: list[str]
+
+    @property
+    def batch(self) -> int:
+        return len(self.targets)
+
+    @property
+    def needs_model(self) -> bool:
+        return bool(self.total.model_layers)
+
+
+def _problem(model: nn.Module, objective: Objective, regularizers: Sequence, seeds: list[int]) -> _Problem:
     penalty, projections = _split(regularizers)
     total = objective if penalty is None else objective - penalty
     modules = _modules(model, total.model_layers - {LOGITS})
-    if param is None:
-        param = pixel(28, channels=_model_channels(model))
-
     n_seeds = len(seeds)
     batch = objective.size * n_seeds
-    element_seeds = [seeds[b % n_seeds] for b in range(batch)]
     labels = list(objective.targets) or [objective.name]
-    targets = [labels[b // n_seeds] for b in range(batch)]
-    image = param.build(element_seeds, device)
-    if projections and not image.can_load:
-        names = ", ".join(sorted({p.name for p in projections}))
+    return _Problem(objective, total, penalty, projections, modules, [seeds[b % n_seeds] for b in range(batch)],
+                    [labels[b // n_seeds] for b in range(batch)])
+
+
+@dataclass
+class _Loop:
+    """One optimization's state: the image, how the model runs, and what has been recorded so far."""
+
+    image: object  # a built Param (params.py)
+    transform: Callable
+    optimizer: torch.optim.Optimizer
+    capture: _Capture
+    amp: object
+    layout: torch.memory_format
+    history: dict[str, torch.Tensor]  # "objective", "total": steps × B
+    alive: torch.Tensor  # (B,) bool: the element's objective is still finite
+    died_at: torch.Tensor  # (B,) the step an element stopped at
+    snapshots: dict[int, torch.Tensor] = field(default_factory=dict)
+
+
+def _build_image(param: ParamSpec, problem: _Problem, device: torch.device):
+    image = param.build(problem.element_seeds, device)
+    if problem.projections and not image.can_load:
+        names = ", ".join(sorted({p.name for p in problem.projections}))
         raise StudioError(f"regularizer term(s) {names} edit pixels directly, which param={param.name} cannot "
                           "take; use penalty terms (l2, l1, tv, hf) and transforms with it")
-    transform = compose(list(transforms))
-    needs_model = bool(total.model_layers)
-    needs_grad = any(p.needs_grad for p in projections)
-    amp = autocast(device, precision)
-    alive_shape = (batch,) + (1,) * 3
+    return image
 
-    relaid: list = []
+
+def _start(model: nn.Module, problem: _Problem, image, transforms: Sequence, options: RenderOptions,
+           device: torch.device, relaid: list) -> tuple[_Loop, torch.Tensor, torch.Tensor]:
+    """Probe the model on the starting images (checking every target), then set up the loop.
+    Returns (loop, start images, their objective); `relaid` gets the weights laid out channels-last, for
+    the caller to restore whatever happens next."""
+    amp = autocast(device, options.precision)
+    start_images = image().detach().clone()
+    acts, shapes, calls, layout = {}, {}, {}, torch.contiguous_format
+    if problem.needs_model:
+        acts, shapes, calls, layout, changed = _probe_layout(model, problem.modules, start_images, amp,
+                                                             options.memory_format)
+        relaid.extend(changed)
+    problem.total.check(shapes)
+    acts[IMAGE] = acts[INPUT] = start_images
+    start = problem.objective(acts).float()
+    optimizer = _optimizer(options.optimizer, image.params, options.lr, options.optimizer_options)
+    stop = options.stop_early and LOGITS not in problem.total.model_layers
+    capture = _Capture(problem.modules, {n: max(c, 1) for n, c in calls.items()} if stop and problem.modules else None)
+    batch = problem.batch
+    history = {k: torch.empty(options.steps, batch, device=device) for k in ("objective", "total")}
+    loop = _Loop(image, compose(list(transforms)), optimizer, capture, amp, layout, history,
+                 torch.ones(batch, dtype=torch.bool, device=device), torch.zeros(batch, dtype=torch.long, device=device))
+    return loop, start_images, start
+
+
+def _step(loop: _Loop, problem: _Problem, model: nn.Module, step: int, needs_grad: bool) -> torch.Tensor:
+    """One step for every element: forward, backward (stopped elements masked out), projections.
+    Returns the objective values (B,) before the step."""
+    loop.optimizer.zero_grad(set_to_none=True)
+    images = loop.image()
+    if needs_grad:
+        images.retain_grad()
+    x = loop.transform(images)
+    acts = {}
+    if problem.needs_model:
+        with loop.amp:
+            acts = loop.capture.run(model, x.contiguous(memory_format=loop.layout))
+    acts[IMAGE], acts[INPUT] = images, x
+    values = problem.objective(acts).float()
+    totals = values if problem.penalty is None else values - problem.penalty(acts).float()
+    own = loop.image.penalty()  # e.g. a latent prior: a term of the parameterization itself
+    if own is not None:
+        totals = totals - own.float()
+    finite = torch.isfinite(totals)
+    loop.died_at = torch.where(loop.alive & ~finite, step, loop.died_at)
+    loop.alive = loop.alive & finite
+    (-torch.where(loop.alive, totals, 0.0).sum()).backward()
+    for p in loop.image.params:  # a stopped element keeps its image; NaN must not leak into Adam
+        if p.grad is not None:
+            p.grad = torch.where(loop.alive.view(-1, *([1] * (p.ndim - 1))), p.grad, 0.0)
+    loop.optimizer.step()
+    loop.image.constrain()
+    _project(loop, problem, images, step)
+    loop.history["objective"][step - 1] = values.detach()
+    loop.history["total"][step - 1] = totals.detach()
+    return values
+
+
+def _project(loop: _Loop, problem: _Problem, images: torch.Tensor, step: int) -> None:
+    """The projections due at this step, applied to the images of the elements still alive."""
+    due = [p for p in problem.projections if step % p.every == 0]
+    if not due:
+        return
+    with torch.no_grad():
+        edited = loop.image()
+        for proj in due:
+            edited = proj(edited, images.grad if proj.needs_grad else None)
+        loop.image.load(torch.where(loop.alive.view(problem.batch, 1, 1, 1), edited, loop.image()))
+
+
+def _optimize(loop: _Loop, problem: _Problem, model: nn.Module, options: RenderOptions,
+              device: torch.device) -> float:
+    """Every step, with the random transforms drawn from the elements' seeds; returns the seconds taken."""
+    needs_grad = any(p.needs_grad for p in problem.projections)
+    rng_devices = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
+    steps = bar(range(1, options.steps + 1), enabled=options.progress, desc=options.desc, leave=False)
+    began = time.perf_counter()
     try:
-        with eval_mode(model, freeze=True):
-            start_images = image().detach().clone()
-            layout = torch.contiguous_format
-            if needs_model:
-                acts, shapes, calls, layout, relaid = _probe_layout(model, modules, start_images, amp, memory_format)
-            else:
-                acts, shapes, calls = {}, {}, {}
-            total.check(shapes)
-            acts[IMAGE] = acts[INPUT] = start_images
-            start = objective(acts).float()
-            optimizer_ = _optimizer(optimizer, image.params, lr, optimizer_options)
-            stop = stop_early and LOGITS not in total.model_layers
-            capture = _Capture(modules, {n: max(c, 1) for n, c in calls.items()} if stop and modules else None)
-            history = {k: torch.empty(steps, batch, device=device) for k in ("objective", "total")}
-            alive = torch.ones(batch, dtype=torch.bool, device=device)
-            died_at = torch.zeros(batch, dtype=torch.long, device=device)
-            snapshots: dict[int, torch.Tensor] = {}
-            rng_devices = [device.index if device.index is not None else torch.cuda.current_device()] \
-                if device.type == "cuda" else []
-            bar = tqdm(range(1, steps + 1), disable=not progress, desc=desc, leave=False, dynamic_ncols=True)
-            began = time.perf_counter()
-            try:
-                with torch.random.fork_rng(devices=rng_devices):
-                    torch.manual_seed(zlib.crc32(",".join(map(str, element_seeds)).encode()))
-                    for step in bar:
-                        optimizer_.zero_grad(set_to_none=True)
-                        images = image()
-                        if needs_grad:
-                            images.retain_grad()
-                        x = transform(images)
-                        if needs_model:
-                            with amp:
-                                acts = capture.run(model, x.contiguous(memory_format=layout))
-                        else:
-                            acts = {}
-                        acts[IMAGE], acts[INPUT] = images, x
-                        values = objective(acts).float()
-                        totals = values if penalty is None else values - penalty(acts).float()
-                        own = image.penalty()  # e.g. a latent prior: a term of the parameterization itself
-                        if own is not None:
-                            totals = totals - own.float()
-                        finite = torch.isfinite(totals)
-                        died_at = torch.where(alive & ~finite, step, died_at)
-                        alive = alive & finite
-                        (-torch.where(alive, totals, 0.0).sum()).backward()
-                        for p in image.params:  # a stopped target keeps its image; NaN must not leak into Adam
-                            if p.grad is not None:
-                                p.grad = torch.where(alive.view(-1, *([1] * (p.ndim - 1))), p.grad, 0.0)
-                        optimizer_.step()
-                        image.constrain()
-                        due = [p for p in projections if step % p.every == 0]
-                        if due:
-                            with torch.no_grad():
-                                edited = image()
-                                for proj in due:
-                                    edited = proj(edited, images.grad if proj.needs_grad else None)
-                                image.load(torch.where(alive.view(alive_shape), edited, image()))
-                        history["objective"][step - 1] = values.detach()
-                        history["total"][step - 1] = totals.detach()
-                        if step in thresholds:
-                            snapshots[step] = image().detach().float().cpu()
-                        if progress and (step % 16 == 0 or step == steps):
-                            bar.set_postfix(objective=f"{values.mean().item():.3g}")
-                seconds = time.perf_counter() - began
-            finally:
-                capture.close()
-                bar.close()
-            final = image().detach()
-            # metrics in full precision: "on the model itself", whatever ran the optimization
-            values, logits = _evaluate(objective, model, modules, final, nullcontext(), layout) \
-                if needs_model else (objective({IMAGE: final, INPUT: final}).float(), None)
+        with torch.random.fork_rng(devices=rng_devices):
+            torch.manual_seed(zlib.crc32(",".join(map(str, problem.element_seeds)).encode()))
+            for step in steps:
+                values = _step(loop, problem, model, step, needs_grad)
+                if step in options.thresholds:
+                    loop.snapshots[step] = loop.image().detach().float().cpu()
+                if options.progress and (step % 16 == 0 or step == options.steps):
+                    steps.set_postfix(objective=f"{values.mean().item():.3g}")
+        return time.perf_counter() - began
     finally:
-        _restore(relaid)  # the caller's weights keep their layout
+        loop.capture.close()
+        steps.close()
 
+
+def _finish(problem: _Problem, model: nn.Module, loop: _Loop, start_images: torch.Tensor, start: torch.Tensor,
+            seconds: float) -> Rendering:
+    """The Rendering: final images and their metrics on the model itself, in full precision (whatever ran
+    the optimization), and which elements stopped where."""
+    final = loop.image().detach()
+    objective = problem.objective
+    values, logits = _evaluate(objective, model, problem.modules, final, nullcontext(), loop.layout) \
+        if problem.needs_model else (objective({IMAGE: final, INPUT: final}).float(), None)
+    batch = problem.batch
     target_prob = None
     if objective.classes is not None and logits is not None:
         classes = torch.tensor(objective.classes, device=logits.device).repeat_interleave(
             batch // len(objective.classes))
         target_prob = logits.float().softmax(1)[torch.arange(batch, device=logits.device), classes].cpu()
-    history = {k: v.cpu() for k, v in history.items()}
+    history = {k: v.cpu() for k, v in loop.history.items()}
     failed = {}
-    for b in torch.nonzero(~alive).flatten().tolist():
-        step = int(died_at[b])
+    for b in torch.nonzero(~loop.alive).flatten().tolist():
+        step = int(loop.died_at[b])
         failed[b] = f"objective became {float(history['total'][step - 1, b])} at step {step}"
-    return Rendering(final.float().cpu(), start_images.float().cpu(), targets, element_seeds, values.cpu(),
-                     start.cpu(), target_prob, history, snapshots, failed, seconds)
+    return Rendering(final.float().cpu(), start_images.float().cpu(), problem.targets, problem.element_seeds,
+                     values.cpu(), start.cpu(), target_prob, history, loop.snapshots, failed, seconds)
+
+
+def render(model: nn.Module, objective: Objective, param: ParamSpec | None = None, transforms: Sequence = (),
+           regularizers: Sequence = (), options: RenderOptions | None = None, **overrides) -> Rendering:
+    """Maximize `objective` over images made by `param`, for every target × seed in one batch.
+
+    transforms: callables applied to the images before each forward pass (transforms.py).
+    regularizers: penalty objectives (subtracted; e.g. `1e-2 * tv()`) and projections (`blur(0.5)`).
+    options: the loop settings (RenderOptions); keyword arguments override single ones
+    (`render(model, obj, steps=64, seeds=[0, 1])`).
+    """
+    options = (options or RenderOptions()).with_overrides(**overrides)
+    options.check()
+    device = torch.device(options.device) if options.device is not None else _model_device(model)
+    model.to(device)
+    problem = _problem(model, objective, regularizers, [int(s) for s in options.seeds])
+    if param is None:
+        param = pixel(28, channels=_model_channels(model))
+    image = _build_image(param, problem, device)
+    relaid: list = []
+    try:
+        with eval_mode(model, freeze=True):
+            loop, start_images, start = _start(model, problem, image, transforms, options, device, relaid)
+            seconds = _optimize(loop, problem, model, options, device)
+            return _finish(problem, model, loop, start_images, start, seconds)
+    finally:
+        _restore(relaid)  # the caller's weights keep their layout

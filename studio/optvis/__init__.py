@@ -10,9 +10,9 @@ from studio.optvis.objectives import Objective, channel, class_, deepdream, dire
 from studio.optvis.params import fft, latent, pixel
 from studio.optvis.regularizers import (REGULARIZERS, blur, clip_contrib, clip_norm, hf, l1, l2, penalty, register,
                                         tv, weight_decay)
-from studio.optvis.render import Rendering, render
+from studio.optvis.render import RenderOptions, Rendering, render
 from studio.optvis.transforms import jitter, pad, rotate, scale, standard
 
 __all__ = ["Objective", "channel", "class_", "deepdream", "direction", "diversity", "neuron", "fft", "latent", "pixel",
            "REGULARIZERS", "blur", "clip_contrib", "clip_norm", "hf", "l1", "l2", "penalty", "register", "tv",
-           "weight_decay", "Rendering", "render", "jitter", "pad", "rotate", "scale", "standard"]
+           "weight_decay", "RenderOptions", "Rendering", "render", "jitter", "pad", "rotate", "scale", "standard"]

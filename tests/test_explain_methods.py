@@ -7,6 +7,7 @@ from torch import nn
 from studio.errors import StudioError
 from studio.explain import METHODS, build_method, heatmap, method_names
 from studio.explain.compare import MetricOptions, compare_methods
+from studio.explain.registry import Attribution, Column, MethodSpec, register
 from studio.explain.gradients import IntegratedGradients, default_gradcam_layer
 from studio.data import classes_in_turn
 from studio.blur import gaussian_blur
@@ -205,3 +206,59 @@ def test_a_panel_shows_an_rgb_image_in_colour(tmp_path):
     path = save_panel(red, {"ig": torch.rand(16, 16)}, {"ig": "r2 0.9"}, "a red square", tmp_path / "panel.png")
     pixels = np.asarray(Image.open(path).convert("RGB")).reshape(-1, 3)
     assert (pixels == [255, 0, 0]).all(1).sum() > 100  # pure red: the image itself, not its grey mean
+
+
+class NoisyInput:
+    """x·(1 + scale·noise): a stand-in for a new method, registered by the test as its engine file would."""
+
+    def __init__(self, model, scale: float = 0.1, batch_size: int = 64, seed: int = 0):
+        self.model, self.scale, self.seed = model, scale, seed
+
+    def attribute(self, x, target=None, seed=None):
+        noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(self.seed if seed is None else seed))
+        return x * (1 + self.scale * noise)
+
+    def attribution(self, x, target=None, segments=None, seed=None):
+        maps = self.attribute(x, target, seed)
+        return Attribution(maps, {"brightness": maps.flatten(1).mean(1)})
+
+
+@pytest.fixture
+def noisy_input():
+    spec = register(MethodSpec("noisy_input", NoisyInput, block="noisy_input", metrics=("brightness",),
+                               columns=(Column("brightness", "bright", 6),),
+                               caption=lambda s: [f"b {s['brightness']:.2f}"], stochastic=True))
+    yield spec
+    del METHODS[spec.name]
+
+
+def test_a_registered_method_needs_no_other_edit(noisy_input, small_cnn, digits, capsys):
+    """The adapter, the comparison, the W&B columns, the captions and the summary all follow the registry."""
+    from studio.adapters.explain import method_options
+    from studio.commands.explain import _caption, _print_summary, item_metrics
+    from tests.conftest import compose_config
+
+    assert method_names("all")[-1] == "noisy_input"
+    cfg = compose_config("explain", ["+explain.noisy_input.scale=0.5"])
+    assert method_options(cfg.explain)["noisy_input"] == {"scale": 0.5, "batch_size": 64, "seed": 0}
+    result = compare_methods(small_cnn.model, digits[0][:3], ["noisy_input"], options={"noisy_input": {"scale": 0.5}},
+                             metrics=MetricOptions(stability_seeds=2, sanity=False, steps=5))
+    assert list(result.methods["noisy_input"].metrics) == ["deletion_auc", "insertion_auc", "brightness", "stability"]
+    assert item_metrics() == ("deletion_auc", "insertion_auc", "r2", "r2_heldout", "ig_delta", "brightness",
+                              "stability", "sanity", "mark_found")
+    scores = {"deletion_auc": 0.1, "insertion_auc": 0.9, "brightness": 0.25, "stability": 0.5}
+    assert _caption("noisy_input", scores) == "del 0.10 ins 0.90\nb 0.25 stab 0.50"
+    _print_summary(result, {"random/deletion_auc": 0.2, "random/insertion_auc": 0.5}, "")
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.startswith("method      deletion insertion    R² R² held bright stable random.  mark  (AUC")
+    name, *cells = row.split()  # its own column filled, LIME's empty; no sanity or mark asked for
+    assert name == "noisy_input" and [c == "-" for c in cells] == [False, False, True, True, False, False, True, True]
+
+
+def test_a_seed_given_to_the_call_leaves_the_method_its_own(small_cnn, digits):
+    x = digits[0][:2]
+    smooth = build_method("smoothgrad", small_cnn.model, samples=4)
+    maps = smooth.attribute(x, 0, seed=3)
+    assert smooth.seed == 0
+    assert torch.equal(maps, build_method("smoothgrad", small_cnn.model, samples=4, seed=3).attribute(x, 0))
+    assert not torch.equal(maps, smooth.attribute(x, 0))

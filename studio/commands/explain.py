@@ -3,7 +3,9 @@
 For `explain.images` images of `data.split`, the classes in turn (or, in the Clever Hans experiment,
 of its marked images): every method's map, per-image metrics, one comparison panel per image, one
 manifest item per (image, method) and a W&B table. Everything is computed before anything is
-written, so a bad input leaves no half-written run.
+written, so a bad input leaves no half-written run. No method is named here: options come through
+studio/adapters/explain.py, metric columns, captions and summary columns from the method registry
+(studio/explain/registry.py, which says what adding a method takes).
 """
 
 from __future__ import annotations
@@ -14,28 +16,22 @@ import torch
 from omegaconf import OmegaConf
 
 from studio import config
+from studio.adapters.explain import chosen_layers, method_options, metric_options
 from studio.commands.shared import Result, train_one
 from studio.data import build_datamodule, classes_in_turn
 from studio.errors import StudioError
-from studio.explain import method_names
+from studio.explain import METHODS, method_names
+from studio.explain.registry import Column
 from studio.models import check_layer_names
 
-ITEM_METRICS = ("deletion_auc", "insertion_auc", "r2", "r2_heldout", "stability", "sanity", "ig_delta", "mark_found")
-
-
-def method_options(ecfg) -> dict[str, dict]:
-    """Constructor keyword arguments of every method from the `explain` config block."""
-    common = {"batch_size": int(ecfg.batch_size), "seed": int(ecfg.seed)}
-
-    def block(name: str) -> dict:
-        node = ecfg.get(name)
-        return OmegaConf.to_container(node, resolve=True) if node is not None else {}
-
-    lime = block("lime")
-    lime["segmentation_options"] = (lime.pop("segmentations", None) or {}).get(lime.get("segmentation"), {})
-    return {"lime": {**lime, **common}, "saliency": dict(common),
-            "smoothgrad": {**block("smoothgrad"), **common}, "ig": {**block("ig"), **common},
-            "occlusion": {**block("occlusion"), **common}, "gradcam": {"layer": ecfg.gradcam_layer, **common}}
+# Per-image metrics every method gets, before and after the ones a method reports itself (registry).
+CURVES = ("deletion_auc", "insertion_auc")
+CHECKS = ("stability", "sanity", "mark_found")
+# Printed summary columns and caption parts of the common metrics; a method adds its own in between.
+CURVE_COLUMNS = (Column("deletion_auc", "deletion", 8), Column("insertion_auc", "insertion", 9))
+CHECK_COLUMNS = (Column("stability", "stable", 6), Column("sanity", "random.", 7), Column("mark_found", "mark", 5))
+CHECK_CAPTIONS = {"stability": lambda v: f"stab {v:.2f}", "sanity": lambda v: f"rand {v:.2f}",
+                  "mark_found": lambda v: "mark ✓" if v else "mark ✗"}
 
 
 def resolve_config_target(value, labels: torch.Tensor, num_classes: int):
@@ -72,17 +68,15 @@ def clever_hans_story(model, x: torch.Tensor, y: torch.Tensor, mark, mark_class:
             "mark_lift": mean(lifted - prob[clean_other])}
 
 
-def _caption(scores: dict[str, float]) -> str:
+def item_metrics() -> tuple[str, ...]:
+    """The W&B table's metric columns: the curves, every registered method's own metrics, the checks."""
+    return (*CURVES, *(metric for spec in METHODS.values() for metric in spec.metrics), *CHECKS)
+
+
+def _caption(name: str, scores: dict) -> str:
+    """A map's caption in the panel (three short lines): curves, then the method's parts and the checks'."""
     parts = [f"del {scores['deletion_auc']:.2f} ins {scores['insertion_auc']:.2f}"]
-    extra = []
-    if "r2" in scores:
-        extra.append(f"R² {scores['r2']:.2f}/{scores['r2_heldout']:.2f}")
-    if "stability" in scores:
-        extra.append(f"stab {scores['stability']:.2f}")
-    if "sanity" in scores:
-        extra.append(f"rand {scores['sanity']:.2f}")
-    if "mark_found" in scores:
-        extra.append("mark ✓" if scores["mark_found"] else "mark ✗")
+    extra = METHODS[name].caption(scores) + [draw(scores[k]) for k, draw in CHECK_CAPTIONS.items() if k in scores]
     return "\n".join(parts + [" ".join(extra[:2]), " ".join(extra[2:])]).rstrip()
 
 
@@ -90,19 +84,24 @@ def explain_run(cfg, model, x: torch.Tensor, y: torch.Tensor, index: torch.Tenso
                 out_dir: Path, tracker, prefix: str = "", mark=None, story: dict | None = None):
     """Explain x (labels y, positions `index` in the split) with `names`; write maps, panels and the
     W&B table under out_dir. Returns (run metrics, manifest items with paths relative to out_dir)."""
-    from studio.explain.compare import MetricOptions, compare_methods
-    from studio.explain.panels import save_map, save_panel
+    from studio.explain.compare import compare_methods
 
     ecfg = cfg.explain
-    num_classes = int(cfg.data.num_classes)
-    target = resolve_config_target(ecfg.target, y, num_classes)
+    target = resolve_config_target(ecfg.target, y, int(cfg.data.num_classes))
     region = mark.region(*x.shape[-2:]) if mark is not None else None
-    metric_options = MetricOptions(**OmegaConf.to_container(ecfg.metrics, resolve=True),
-                                   batch_size=int(ecfg.batch_size), seed=int(ecfg.seed))
-    result = compare_methods(model, x, names, target, method_options(ecfg), metric_options, region)
+    result = compare_methods(model, x, names, target, method_options(ecfg), metric_options(ecfg), region)
 
     # Everything is computed: now the numbers, then the files.
-    metrics, items, per_image = {}, [], []
+    metrics = _run_metrics(result, prefix, story, len(x))
+    items = _write(result, x, y, index, out_dir, mark)
+    _log_table(tracker, items, out_dir, prefix, metrics)
+    _print_summary(result, metrics, prefix)
+    return metrics, items
+
+
+def _run_metrics(result, prefix: str, story: dict | None, images: int) -> dict:
+    """Means over the images: the random baseline's, every method's (+ its seconds), the Clever Hans story."""
+    metrics = {}
     for k, v in result.baseline.items():
         metrics[f"{prefix}random/{k}"] = round(float(v.mean()), 4)
     for name, r in result.methods.items():
@@ -112,23 +111,35 @@ def explain_run(cfg, model, x: torch.Tensor, y: torch.Tensor, index: torch.Tenso
         metrics[f"{prefix}{name}/seconds"] = round(r.seconds, 2)
     for key, value in (story or {}).items():
         metrics[f"clever_hans/{key}"] = value
-    metrics[f"{prefix}images"] = len(x)
+    metrics[f"{prefix}images"] = images
+    return metrics
 
+
+def _image_scores(result, i: int) -> dict[str, dict]:
+    """Image i's rounded metrics per method (mark_found a bool), with the random baseline's AUCs."""
+    scores_of = {}
+    for name, r in result.methods.items():
+        scores = {k: float(v[i]) for k, v in r.metrics.items()}
+        scores["mark_found"] = bool(scores["mark_found"]) if "mark_found" in scores else None
+        scores_of[name] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in scores.items()
+                           if v is not None}
+        scores_of[name]["deletion_auc_random"] = round(float(result.baseline["deletion_auc"][i]), 4)
+        scores_of[name]["insertion_auc_random"] = round(float(result.baseline["insertion_auc"][i]), 4)
+    return scores_of
+
+
+def _write(result, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, out_dir: Path, mark) -> list[dict]:
+    """Per image a panel and per (image, method) a map under out_dir; returns the manifest items."""
+    from studio.explain.panels import save_map, save_panel
+
+    items = []
     for i in range(len(x)):
-        idx, scores_of = int(index[i]), {}
-        for name, r in result.methods.items():
-            scores = {k: float(v[i]) for k, v in r.metrics.items()}
-            scores["mark_found"] = bool(scores["mark_found"]) if "mark_found" in scores else None
-            scores_of[name] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in scores.items()
-                               if v is not None}
-            scores_of[name]["deletion_auc_random"] = round(float(result.baseline["deletion_auc"][i]), 4)
-            scores_of[name]["insertion_auc_random"] = round(float(result.baseline["insertion_auc"][i]), 4)
-        per_image.append(scores_of)
+        idx, scores_of = int(index[i]), _image_scores(result, i)
         panel = Path("panels") / f"{idx:05d}.png"
         title = (f"#{idx} label {int(y[i])} pred {int(result.prediction[i])}\n"
                  f"target {int(result.target[i])} p={float(result.probability[i]):.2f}")
         save_panel(x[i], {n: r.maps[i, 0] for n, r in result.methods.items()},
-                   {n: _caption(scores_of[n]) for n in result.methods}, title, out_dir / panel,
+                   {n: _caption(n, scores_of[n]) for n in result.methods}, title, out_dir / panel,
                    mark.box(*x.shape[-2:]) if mark is not None else None)
         for name, r in result.methods.items():
             image = Path("maps") / f"{idx:05d}_{name}.png"
@@ -136,30 +147,30 @@ def explain_run(cfg, model, x: torch.Tensor, y: torch.Tensor, index: torch.Tenso
             items.append({"index": idx, "label": int(y[i]), "prediction": int(result.prediction[i]),
                           "target": int(result.target[i]), "method": name, "image": str(image),
                           "panel": str(panel), "metrics": scores_of[name]})
-    _log_table(tracker, items, out_dir, prefix, metrics)
-    _print_summary(result, metrics, prefix)
-    return metrics, items
+    return items
 
 
 def _log_table(tracker, items: list, out_dir: Path, prefix: str, metrics: dict) -> None:
     """Mirror to W&B: the run metrics and one table row per (image, method) with its map and panel."""
     tracker.log(metrics)
+    columns = item_metrics()
     rows = [{"index": item["index"], "label": item["label"], "target": item["target"], "method": item["method"],
              "map": out_dir / item["image"], "panel": out_dir / item["panel"],
-             **{k: item["metrics"].get(k) for k in ITEM_METRICS}} for item in items]
+             **{k: item["metrics"].get(k) for k in columns}} for item in items]
     tracker.log_table(f"{prefix}explanations", rows, images=("map", "panel"))
 
 
 def _print_summary(result, metrics: dict, prefix: str) -> None:
-    print(f"{'method':<11} {'deletion':>8} {'insertion':>9} {'R²':>5} {'R² held':>7} {'stable':>6} "
-          f"{'random.':>7} {'mark':>5}  (AUC means; random order: deletion "
-          f"{metrics[f'{prefix}random/deletion_auc']:.3f}, insertion {metrics[f'{prefix}random/insertion_auc']:.3f})")
+    """Per method the means of the curves, of every method's own metrics that have a column, of the checks."""
+    columns = (*CURVE_COLUMNS, *(c for spec in METHODS.values() for c in spec.columns), *CHECK_COLUMNS)
+    print(f"{'method':<11} " + " ".join(f"{c.header:>{c.width}}" for c in columns) +
+          f"  (AUC means; random order: deletion {metrics[f'{prefix}random/deletion_auc']:.3f}, "
+          f"insertion {metrics[f'{prefix}random/insertion_auc']:.3f})")
     for name, r in result.methods.items():
-        def cell(key, width):
-            v = r.metrics.get(key)
-            return f"{float(v.float().mean()):>{width}.3f}" if v is not None else " " * (width - 1) + "-"
-        print(f"{name:<11} {cell('deletion_auc', 8)} {cell('insertion_auc', 9)} {cell('r2', 5)} "
-              f"{cell('r2_heldout', 7)} {cell('stability', 6)} {cell('sanity', 7)} {cell('mark_found', 5)}")
+        def cell(c: Column) -> str:
+            v = r.metrics.get(c.metric)
+            return f"{float(v.float().mean()):>{c.width}.3f}" if v is not None else " " * (c.width - 1) + "-"
+        print(f"{name:<11} " + " ".join(cell(c) for c in columns))
 
 
 def check_selection(cfg) -> None:
@@ -211,8 +222,8 @@ def run(cfg, tracker) -> Result:
     # names and indices fail before any training: an untrained copy has the trained model's layers
     resolve_config_target(cfg.explain.target, torch.zeros(0, dtype=torch.long), int(cfg.data.num_classes))
     check_selection(cfg)
-    if cfg.explain.gradcam_layer and "gradcam" in names:
-        check_layer_names(cfg.model, cfg.data, [cfg.explain.gradcam_layer])
+    if layers := chosen_layers(cfg.explain, names):
+        check_layer_names(cfg.model, cfg.data, layers)
     dm = build_datamodule(cfg.data)
     candidates = _candidates(cfg, dm)  # no marked image to explain: found before training
     trained = train_one(cfg, cfg.model, dm, tracker, "model")

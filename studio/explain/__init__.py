@@ -1,28 +1,23 @@
 """Local explanations: "why is *this* image class i?".
 
-One verb for every method: `METHODS[name](model, **options).attribute(x, target=...)` returns maps
-(N×C×H×W or N×1×H×W) for images x (N×C×H×W in [0, 1]). LIME also answers `explain(...)` with its
-surrogate (weights, intercept, R² in-sample and held-out). `heatmap(maps)` reduces any map to
+Every method is registered once in `METHODS` (name -> `MethodSpec`, see registry.py, which also says what
+adding a method takes): `build_method(name, model, **options)` builds it; `attribute(x, target)` returns
+maps (N×C×H×W or N×1×H×W) for images x (N×C×H×W in [0, 1]) and `attribution(x, target, segments=...,
+seed=...)` maps N×1×H×W plus the metrics only that method reports. LIME also answers `explain(...)` with
+its surrogate (weights, intercept, R² in-sample and held-out). `heatmap(maps)` reduces any map to
 N×1×H×W for ranking, metrics and pictures.
 """
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from studio.errors import lookup
-from studio.explain.gradients import GradCam, IntegratedGradients, Occlusion, Saliency, SmoothGrad
-from studio.explain.lime import LimeExplanation, LimeImage
 
-METHODS = {
-    "lime": LimeImage,
-    "saliency": Saliency,
-    "smoothgrad": SmoothGrad,
-    "ig": IntegratedGradients,
-    "occlusion": Occlusion,
-    "gradcam": GradCam,
-}
+# Registration happens on import, in this order: the order of METHODS (and of `method=all`).
+from studio.explain.lime import LimeExplanation, LimeImage
+from studio.explain.gradients import GradCam, IntegratedGradients, Occlusion, Saliency, SmoothGrad
+from studio.explain.registry import METHODS, Attribution, MethodSpec, heatmap, method_spec
 
 
 def method_names(choice: str) -> list[str]:
@@ -34,14 +29,10 @@ def method_names(choice: str) -> list[str]:
 
 
 def build_method(name: str, model: nn.Module, **options):
-    """METHODS[name](model, **options): the explanation method `name` for `model`."""
-    return lookup(METHODS, "method", name)(model, **options)
+    """The explanation method `name` for `model`; options: its constructor's keyword arguments."""
+    return method_spec(name).build(model, **options)
 
 
-def heatmap(maps: torch.Tensor) -> torch.Tensor:
-    """N×1×H×W: the channel sum of a map (signed: positive = evidence for the target)."""
-    return maps.sum(1, keepdim=True) if maps.shape[1] != 1 else maps
-
-
-__all__ = ["METHODS", "GradCam", "IntegratedGradients", "LimeExplanation", "LimeImage", "Occlusion",
-           "Saliency", "SmoothGrad", "build_method", "heatmap", "method_names"]
+__all__ = ["METHODS", "Attribution", "GradCam", "IntegratedGradients", "LimeExplanation", "LimeImage",
+           "MethodSpec", "Occlusion", "Saliency", "SmoothGrad", "build_method", "heatmap", "method_names",
+           "method_spec"]

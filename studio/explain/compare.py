@@ -1,9 +1,11 @@
 """Run several explanation methods on one batch and score every map the same way.
 
 `compare_methods` is what `studio explain` computes before it writes anything: per method the
-N×1×H×W heat maps and per-image metrics (deletion / insertion AUC, LIME's R², stability across
-seeds, the model-randomization similarity, and — given the mark's region — whether the mark was found),
-plus the random-order baseline that every deletion / insertion AUC must beat.
+N×1×H×W heat maps and per-image metrics (deletion / insertion AUC, the metrics a method reports itself,
+e.g. LIME's R², stability across seeds for stochastic methods, the model-randomization similarity, and —
+given the mark's region — whether the mark was found), plus the random-order baseline that every
+deletion / insertion AUC must beat. What a method reports and whether it is stochastic come from the
+registry (registry.py); nothing here knows a method by name.
 """
 
 from __future__ import annotations
@@ -14,13 +16,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from studio.explain import METHODS, build_method, heatmap
 from studio.explain.checks import logits, resolve_target
 from studio.explain.clever_hans import mark_found_pixels, mark_found_segments
 from studio.explain.fast import inference_twin
-from studio.explain.lime import LimeImage
 from studio.explain.metrics import (deletion_insertion, pixel_order, random_baseline, randomized_copy,
                                     sanity_similarity, stability, top_segments)
+from studio.explain.registry import METHODS, Attribution, method_spec, segmenter
 
 
 @dataclass
@@ -57,14 +58,58 @@ class Comparison:
     baseline: dict[str, torch.Tensor]        # random order: deletion_auc, insertion_auc (N each)
 
 
-def _maps(method, x: torch.Tensor, target: torch.Tensor, segments: torch.Tensor, seed: int | None = None):
-    """(heat maps N×1×H×W, LIME explanation or None) of one method, with an optional seed."""
-    if isinstance(method, LimeImage):
-        explanation = method.explain(x, target, segments=segments, seed=seed)
-        return explanation.heatmap(), explanation
-    if seed is not None:
-        method.seed = seed
-    return heatmap(method.attribute(x, target)), None
+@dataclass
+class _Bench:
+    """What every method's maps are scored against (shared so that all are scored the same way)."""
+
+    x: torch.Tensor                   # N×C×H×W in [0, 1]
+    target: torch.Tensor              # N
+    segments: torch.Tensor            # N×H×W: the segmenter's superpixels
+    scorer: nn.Module                 # scores the deletion / insertion curves
+    twin: nn.Module | None            # the randomized model (sanity check) or None
+    generator: torch.Generator        # tie-breaking of pixel orders, one stream for all methods in turn
+    curve_options: dict
+    metrics: MetricOptions
+    options: dict[str, dict]          # constructor options per method name
+    region: torch.Tensor | None       # H×W bool: the planted mark, or None
+
+
+def _stability(method, maps: torch.Tensor, bench: _Bench) -> torch.Tensor:
+    """Agreement (N) of the top segments of `maps` and of the maps for the next stability_seeds − 1 seeds;
+    the seeds go to the call, so the method keeps its own."""
+    m = bench.metrics
+    tops = [top_segments(maps, bench.segments, m.stability_top_k)]
+    for s in range(1, m.stability_seeds):
+        again = method.attribution(bench.x, bench.target, segments=bench.segments, seed=method.seed + s)
+        tops.append(top_segments(again.maps, bench.segments, m.stability_top_k))
+    return stability(tops)
+
+
+def _mark_found(attribution: Attribution, bench: _Bench) -> torch.Tensor:
+    """N bools: did the map single out the planted mark (by its top segments, or else its top pixels)?"""
+    m = bench.metrics
+    if attribution.top_segments is not None:
+        return mark_found_segments(attribution.top_segments(m.mark_top_segments), bench.segments, bench.region,
+                                   m.mark_share)
+    return mark_found_pixels(attribution.maps, bench.region, m.mark_top_pixels, m.mark_share)
+
+
+def _score(name: str, method, bench: _Bench) -> MethodResult:
+    """One method's maps and per-image metrics: the curves, its own extra metrics, then the checks."""
+    spec, m, start = method_spec(name), bench.metrics, time.perf_counter()
+    attribution = method.attribution(bench.x, bench.target, segments=bench.segments)
+    order = pixel_order(attribution.maps, bench.generator)
+    scores = deletion_insertion(bench.scorer, bench.x, order, bench.target, **bench.curve_options)
+    scores.update(attribution.metrics)
+    if spec.stochastic and m.stability_seeds >= 2:
+        scores["stability"] = _stability(method, attribution.maps, bench)
+    if bench.twin is not None:
+        twin_method = spec.build(bench.twin, **bench.options.get(name, {}))
+        twin_maps = twin_method.attribution(bench.x, bench.target, segments=bench.segments).maps
+        scores["sanity"] = sanity_similarity(attribution.maps, twin_maps)
+    if bench.region is not None:
+        scores["mark_found"] = _mark_found(attribution, bench).float()
+    return MethodResult(name, attribution.maps, scores, time.perf_counter() - start)
 
 
 def compare_methods(model: nn.Module, x: torch.Tensor, names: list[str], target=None,
@@ -76,43 +121,17 @@ def compare_methods(model: nn.Module, x: torch.Tensor, names: list[str], target=
     outputs = logits(model, x, m.batch_size)
     target = resolve_target(target, outputs)
     probability = outputs.softmax(1).gather(1, target[:, None]).squeeze(1)
-    methods = {name: build_method(name, model, **options.get(name, {})) for name in names}
+    methods = {name: method_spec(name).build(model, **options.get(name, {})) for name in names}
     twin = randomized_copy(model, m.seed) if m.sanity else None
-    lime = methods.get("lime") or LimeImage(model, **options.get("lime", {}))
-    segments = lime.segments(x)
+    cut = segmenter()  # its superpixels, even when it is not one of `names`
+    segments = (methods.get(cut.name) or cut.build(model, **options.get(cut.name, {}))).segments(x)
     curve_options = dict(steps=m.steps, deletion_value=m.deletion_value, blur_sigma=m.blur_sigma,
                          batch_size=m.batch_size)
     scorer = inference_twin(model, x[:16])  # curves need no gradients: the fast twin scores them
     baseline = random_baseline(scorer, x, target, orders=m.random_orders, seed=m.seed, **curve_options)
-    generator = torch.Generator().manual_seed(m.seed)
-
-    results = {}
-    for name, method in methods.items():
-        start = time.perf_counter()
-        maps, explanation = _maps(method, x, target, segments)
-        scores = deletion_insertion(scorer, x, pixel_order(maps, generator), target, **curve_options)
-        if explanation is not None:
-            scores["r2"], scores["r2_heldout"] = explanation.r2, explanation.r2_heldout
-        if name == "ig" and method.last_delta is not None:
-            scores["ig_delta"] = method.last_delta.abs()
-        if method.stochastic and m.stability_seeds >= 2:
-            base_seed = method.seed
-            tops = [top_segments(maps, segments, m.stability_top_k)]
-            for s in range(1, m.stability_seeds):
-                tops.append(top_segments(_maps(method, x, target, segments, base_seed + s)[0], segments,
-                                         m.stability_top_k))
-            method.seed = base_seed
-            scores["stability"] = stability(tops)
-        if twin is not None:
-            twin_method = build_method(name, twin, **options.get(name, {}))
-            scores["sanity"] = sanity_similarity(maps, _maps(twin_method, x, target, segments)[0])
-        if region is not None:
-            scores["mark_found"] = (
-                mark_found_segments(explanation.top_segments(m.mark_top_segments, positive_only=True), segments,
-                                    region, m.mark_share)
-                if explanation is not None else
-                mark_found_pixels(maps, region, m.mark_top_pixels, m.mark_share)).float()
-        results[name] = MethodResult(name, maps, scores, time.perf_counter() - start)
+    bench = _Bench(x, target, segments, scorer, twin, torch.Generator().manual_seed(m.seed), curve_options, m,
+                   options, region)
+    results = {name: _score(name, method, bench) for name, method in methods.items()}
     return Comparison(target, outputs.argmax(1), probability, segments, results, baseline)
 
 

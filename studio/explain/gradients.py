@@ -1,8 +1,10 @@
 """Gradient and perturbation attributions through captum, behind the same verb as LIME.
 
 Every method is built from the model (Grad-CAM also from a layer name) and answers
-`attribute(x, target)`: x N×C×H×W in [0, 1], target None (the prediction), an int or N ints;
-it returns maps N×C×H×W (pixel methods) or N×1×H×W (Grad-CAM), attributing the target's logit.
+`attribute(x, target, seed=None)`: x N×C×H×W in [0, 1], target None (the prediction), an int or N ints;
+it returns maps N×C×H×W (pixel methods) or N×1×H×W (Grad-CAM), attributing the target's logit. The
+registry's verb `attribution(...)` adds the metrics only a method can report (IG: its completeness delta).
+Each method is registered at the end of this file.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from torch import nn
 
 from studio.errors import StudioError, lookup
 from studio.explain.checks import check_finite, logits, resolve_target
+from studio.explain.registry import Attribution, MethodSpec, heatmap, register
 from studio.modes import eval_mode
 from studio.blur import gaussian_blur
 
@@ -21,7 +24,6 @@ class GradientMethod:
     """Shared plumbing: input checks, eval mode, a resolved target, captum's forward function."""
 
     name = ""
-    stochastic = False
 
     def __init__(self, model: nn.Module, batch_size: int = 256, seed: int = 0):
         self.model, self.batch_size, self.seed = model, batch_size, seed
@@ -30,12 +32,19 @@ class GradientMethod:
         outputs = logits(self.model, x, self.batch_size)
         return x.detach().clone().requires_grad_(True), resolve_target(target, outputs)
 
-    def attribute(self, x: torch.Tensor, target=None) -> torch.Tensor:
+    def attribute(self, x: torch.Tensor, target=None, seed: int | None = None) -> torch.Tensor:
+        """Maps of x for the target; seed (None: the method's own) overrides it for this call only."""
         x, target = self._prepare(x, target)
         with eval_mode(self.model), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)  # SmoothGrad's noise comes from torch's global generator
+            # SmoothGrad's noise comes from torch's global generator
+            torch.manual_seed(self.seed if seed is None else seed)
             maps = self._attribute(x, target)
         return check_finite(maps.detach().float())
+
+    def attribution(self, x: torch.Tensor, target=None, segments: torch.Tensor | None = None,
+                    seed: int | None = None) -> Attribution:
+        """The registry's verb: N×1×H×W maps (pixel methods ignore `segments`) and no extra metrics."""
+        return Attribution(heatmap(self.attribute(x, target, seed)))
 
     def _attribute(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -57,7 +66,6 @@ class SmoothGrad(GradientMethod):
     pixel range (the studio's range is [0, 1], so σ = noise)."""
 
     name = "smoothgrad"
-    stochastic = True
 
     def __init__(self, model, samples: int = 50, noise: float = 0.15, batch_size: int = 256, seed: int = 0):
         super().__init__(model, batch_size, seed)
@@ -114,6 +122,11 @@ class IntegratedGradients(GradientMethod):
             internal_batch_size=max(self.batch_size, len(x)), return_convergence_delta=True)
         self.last_delta = delta.detach().float()
         return maps
+
+    def attribution(self, x, target=None, segments=None, seed=None) -> Attribution:
+        """Maps and ig_delta: |Σ attributions − (f(x) − f(x'))| per image, how far from complete (logits)."""
+        maps = self.attribute(x, target, seed)
+        return Attribution(heatmap(maps), {"ig_delta": self.last_delta.abs()})
 
 
 class Occlusion(GradientMethod):
@@ -175,3 +188,10 @@ class GradCam(GradientMethod):
             raise StudioError(f"Grad-CAM needs a layer with N×C×H×W output; {self.layer_name!r} gives "
                               f"shape {tuple(cams.shape)} (pick a conv layer: studio layers)")
         return F.interpolate(cams, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+register(MethodSpec("saliency", Saliency))
+register(MethodSpec("smoothgrad", SmoothGrad, block="smoothgrad", stochastic=True))
+register(MethodSpec("ig", IntegratedGradients, block="ig", metrics=("ig_delta",)))
+register(MethodSpec("occlusion", Occlusion, block="occlusion"))
+register(MethodSpec("gradcam", GradCam, config_keys={"layer": "gradcam_layer"}, layer_options=("layer",)))

@@ -7,7 +7,8 @@ to all-ones; a weighted ridge (or lasso, or forward-selected) linear surrogate s
 weighted R² in-sample and on a fresh held-out set of perturbations.
 
 All perturbations of all images are built with tensor ops and evaluated in large batches (no
-per-sample Python loop), without gradients, and the same seed gives the same numbers.
+per-sample Python loop), without gradients, and the same seed gives the same numbers. LIME is registered
+at the end of this file.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from studio.explain.fast import inference_twin
 from studio.modes import autocast, check_precision, eval_mode
 from studio.blur import gaussian_blur
 from studio.explain.metrics import weighted_r2
+from studio.explain.registry import Attribution, Column, MethodSpec, register
 from studio.explain.segments import check_segments, segment, segment_means
 
 OUTPUTS = ("prob", "logit")
@@ -259,7 +261,6 @@ class LimeImage:
     """
 
     name = "lime"
-    stochastic = True
 
     def __init__(self, model: nn.Module, segmentation: str = "slic", segmentation_options: dict | None = None,
                  samples: int = 1000, heldout: int = 250, fill: str = "blur", fill_value: float = 0.0,
@@ -366,6 +367,32 @@ class LimeImage:
                                beta.float(), score.float(), score_heldout.float(), local_pred.float(),
                                y[:, 0].float())
 
-    def attribute(self, x: torch.Tensor, target=None) -> torch.Tensor:
+    def attribute(self, x: torch.Tensor, target=None, seed: int | None = None) -> torch.Tensor:
         """The uniform verb: the target's segment weights painted on the pixels, N×1×H×W."""
-        return self.explain(x, target).heatmap()
+        return self.explain(x, target, seed=seed).heatmap()
+
+    def attribution(self, x: torch.Tensor, target=None, segments: torch.Tensor | None = None,
+                    seed: int | None = None) -> Attribution:
+        """The registry's verb: maps, the surrogate's R² (in-sample, held-out) and its top segments."""
+        e = self.explain(x, target, segments=segments, seed=seed)
+        return Attribution(e.heatmap(), {"r2": e.r2, "r2_heldout": e.r2_heldout},
+                           lambda k: e.top_segments(k, positive_only=True))
+
+
+def options_from_block(block: dict) -> dict:
+    """conf/explain.yaml's lime block -> LimeImage's options: `segmentation_options` are the chosen
+    segmentation's entry of `segmentations`."""
+    options = dict(block)
+    segmentations = options.pop("segmentations", None) or {}
+    options["segmentation_options"] = segmentations.get(options.get("segmentation"), {})
+    return options
+
+
+def caption_parts(scores: dict) -> list[str]:
+    """The surrogate's fit under LIME's map: in-sample / held-out R²."""
+    return [f"R² {scores['r2']:.2f}/{scores['r2_heldout']:.2f}"]
+
+
+register(MethodSpec("lime", LimeImage, block="lime", from_block=options_from_block, metrics=("r2", "r2_heldout"),
+                    columns=(Column("r2", "R²", 5), Column("r2_heldout", "R² held", 7)), caption=caption_parts,
+                    stochastic=True, segmenter=True))

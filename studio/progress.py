@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Iterable
 
 from tqdm import tqdm
 
-LOG_INTERVAL = 30.0  # seconds between progress lines in a log file
+LOG_INTERVAL = 30.0  # seconds between progress lines in a log file ($STUDIO_PROGRESS_INTERVAL sets another)
 
 
 def interactive(stream=None) -> bool:
@@ -21,5 +22,6 @@ def bar(iterable: Iterable, enabled: bool = True, **options) -> tqdm:
     """tqdm over `iterable` (off unless `enabled`): redrawn live on a terminal, at most one line per
     LOG_INTERVAL seconds (and the last) otherwise."""
     live = interactive(options.get("file"))
-    return tqdm(iterable, disable=not enabled, mininterval=0.1 if live else LOG_INTERVAL,
+    interval = float(os.environ.get("STUDIO_PROGRESS_INTERVAL", LOG_INTERVAL))
+    return tqdm(iterable, disable=not enabled, mininterval=0.1 if live else interval,
                 dynamic_ncols=live, **options)

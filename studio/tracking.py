@@ -98,6 +98,16 @@ class Tracker:
             except Exception as e:  # noqa: BLE001
                 self._warn("table", e)
 
+    def log_image(self, key: str, path, caption: str | None = None) -> None:
+        """One PNG file as a W&B image."""
+        if self.run is not None:
+            try:
+                import wandb
+
+                self.run.log({key: wandb.Image(str(path), caption=caption or Path(path).stem)})
+            except Exception as e:  # noqa: BLE001
+                self._warn("images", e)
+
     def log_images(self, key: str, paths: list, captions: list[str] | None = None) -> None:
         """PNG files as a list of W&B images (offline runs keep them in the run directory)."""
         if self.run is not None and paths:

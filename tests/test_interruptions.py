@@ -30,9 +30,9 @@ from tests.conftest import QUIET_LOCAL, read_manifest, run_studio, run_studio_fo
 CLASSIFIER = ["train", "model.seed=101", "trainer.max_epochs=2", *QUIET_LOCAL]
 
 
-def start_studio(*args: str, outputs: Path, log: Path) -> subprocess.Popen:
+def start_studio(*args: str, outputs: Path, log: Path, env: dict | None = None) -> subprocess.Popen:
     """The real CLI in its own process group (so the kill reaches every child), stdout+stderr to `log`."""
-    env = {**os.environ, "STUDIO_OUTPUTS": str(outputs), "WANDB_SILENT": "true"}
+    env = {**os.environ, "STUDIO_OUTPUTS": str(outputs), "WANDB_SILENT": "true", **(env or {})}
     env.pop("STUDIO_DEBUG", None)
     with open(log, "w") as out:
         return subprocess.Popen([sys.executable, "-m", "studio.cli", *args], env=env, stdout=out,
@@ -175,7 +175,8 @@ def test_killed_render_leaves_no_partial_output_and_reruns(small_cnn, outputs, t
         counts = re.findall(rf"(\d+)/{steps}\b", log.read_text(errors="replace"))
         return bool(counts) and int(counts[-1]) >= 20
 
-    process = start_studio(*args, outputs=outputs, log=log)
+    # in a log file the bar writes a line every 30 s by default; this test reads it as it goes
+    process = start_studio(*args, outputs=outputs, log=log, env={"STUDIO_PROGRESS_INTERVAL": "0.05"})
     kill9_when(process, rendering, "the render under way")
     assert not (run_dir / "manifest.json").exists()
     assert not list(run_dir.rglob("*.png"))  # nothing is written before the render is done

@@ -27,6 +27,14 @@ def test_a_bar_in_a_file_writes_a_line_per_interval_not_per_step():
     assert LOG_INTERVAL >= 10
 
 
+def test_the_log_interval_can_be_set(monkeypatch):
+    monkeypatch.setenv("STUDIO_PROGRESS_INTERVAL", "0")
+    log = io.StringIO()
+    for _ in bar(range(50), desc="render", file=log):
+        time.sleep(0.001)
+    assert log.getvalue().count("render") > 3
+
+
 def test_a_disabled_bar_writes_nothing():
     log = io.StringIO()
     for _ in bar(range(10), enabled=False, file=log):

@@ -144,7 +144,7 @@ def log_rendering(tracker, rendering: Rendering, saved: Saved, run_dir: Path, pr
     for i in range(every - 1, history.shape[0], every):
         tracker.log({f"{prefix}/step": i + 1, f"{prefix}/objective_mean": float(history[i].mean()),
                      f"{prefix}/objective_min": float(history[i].min())})
-    tracker.log_images(f"{prefix}/grid", [saved.grid], [f"{prefix}: {len(ok)} images"])
+    tracker.log_image(f"{prefix}/grid", saved.grid, f"{prefix}: {len(ok)} images")
     keys = list(saved.items[0]["metrics"]) if saved.items else []
     rows = [{"target": item["target"], "seed": item["seed"], "image": run_dir / item["image"],
              **{k: item["metrics"].get(k) for k in keys}} for item in saved.items]

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from studio.errors import StudioError, lookup
 from studio.explain.checks import check_finite, logits, resolve_target
 from studio.explain.fast import inference_twin
 from studio.modes import autocast, check_precision, eval_mode
+from studio.progress import bar
 from studio.blur import gaussian_blur
 from studio.explain.metrics import weighted_r2
 from studio.explain.registry import Attribution, Column, MethodSpec, register
@@ -306,8 +306,7 @@ class LimeImage:
         starts = range(0, n * m, self.batch_size)
         model = self._evaluator(x)
         channels_last = self.channels_last or model is not self.model
-        for a in tqdm(starts, desc=f"LIME {what}", unit="batch", disable=None if self.progress else True,
-                      leave=False):
+        for a in bar(starts, enabled=self.progress, desc=f"LIME {what}", unit="batch", leave=False):
             rows = torch.arange(a, min(a + self.batch_size, n * m), device=x.device)
             image = rows // m
             on = flat_z[rows].gather(1, flat_segments[image]).view(-1, 1, h, w).to(x.dtype)

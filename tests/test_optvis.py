@@ -407,6 +407,22 @@ def test_relative_diversity_pulls_as_hard_as_its_objective_on_any_scale_of_activ
     assert torch.allclose(relative({"conv2": a}), diversity("conv2", groups=2)({"conv2": a}))
 
 
+def test_relative_diversity_balances_at_the_input_when_its_objective_reads_another_layer():
+    from studio.optvis.objectives import INPUT, Objective
+
+    x = torch.rand(4, 1, 6, 6, requires_grad=True)
+    conv = torch.nn.Conv2d(1, 12, 3)
+    acts = {INPUT: x, "conv2": conv(x), "fc1": (3 * x).flatten(1)}  # fc1 does not depend on conv2
+    upstream = Objective(lambda a: a["fc1"].mean(1), {"fc1"})
+    relative = diversity("conv2", groups=2, relative_to=upstream)
+    norms = [torch.autograd.grad(term(acts).sum(), x, retain_graph=True)[0].flatten(1).norm(dim=1)
+             for term in (upstream, relative)]
+    # about equal on average: an element's pull also moves its group's other similarities, at their scales
+    assert norms[1].mean() == pytest.approx(norms[0].mean(), rel=0.15)
+    without_input = {k: v for k, v in acts.items() if k != INPUT}  # nowhere to compare: the plain similarity
+    assert torch.equal(relative(without_input), diversity("conv2", groups=2)(without_input))
+
+
 @pytest.mark.parametrize("build,shown", [(lambda: pixel(0), "param size 0 with 1 channel"),
                                          (lambda: fft((28, -1), channels=3), r"param size \(28, -1\) with 3"),
                                          (lambda: pixel(28, channels=0), "param size 28 with 0 channel")])

@@ -418,7 +418,7 @@ def test_relative_diversity_balances_at_the_input_when_its_objective_reads_anoth
     norms = [torch.autograd.grad(term(acts).sum(), x, retain_graph=True)[0].flatten(1).norm(dim=1)
              for term in (upstream, relative)]
     # about equal on average: an element's pull also moves its group's other similarities, at their scales
-    assert norms[1].mean() == pytest.approx(norms[0].mean(), rel=0.15)
+    assert float(norms[1].mean()) == pytest.approx(float(norms[0].mean()), rel=0.15)
     without_input = {k: v for k, v in acts.items() if k != INPUT}  # nowhere to compare: the plain similarity
     assert torch.equal(relative(without_input), diversity("conv2", groups=2)(without_input))
 

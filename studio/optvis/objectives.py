@@ -248,8 +248,9 @@ def diversity(layer: str, groups: int = 1, relative_to: Objective | None = None)
     subtracts its similarity; same thing). The batch is cut into `groups` consecutive groups (one
     per target when several targets share a batch), so seeds compete only with their own target.
 
-    relative_to: the objective it is added to. Then each element's gradient at the model's input is
-    scaled to the norm of that objective's, so a weight means about the same on any model: with a fixed
+    relative_to: the objective it is added to. Then each element's term is scaled so that its gradient
+    (at the compared layer, or at the model's input when the objective does not read that layer) has
+    about the norm of that objective's, and a weight means about the same on any model: with a fixed
     scale, weight 2 made conv2's renders of one trained small_cnn diverse and left another's (with 2.4x
     stronger activations) alike. The value stays the plain similarity either way."""
 

@@ -262,3 +262,11 @@ def test_a_seed_given_to_the_call_leaves_the_method_its_own(small_cnn, digits):
     assert smooth.seed == 0
     assert torch.equal(maps, build_method("smoothgrad", small_cnn.model, samples=4, seed=3).attribute(x, 0))
     assert not torch.equal(maps, smooth.attribute(x, 0))
+
+
+def test_a_method_name_registers_once():
+    from studio.explain.registry import register
+
+    with pytest.raises(ValueError, match="explanation method 'ig' is registered twice"):
+        register(METHODS["ig"])
+    assert list(METHODS)[:6] == ["lime", "saliency", "smoothgrad", "ig", "occlusion", "gradcam"]  # unchanged

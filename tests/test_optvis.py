@@ -566,3 +566,10 @@ def test_an_objective_of_the_image_alone_never_runs_the_model():
     calls = _counting(model.net)
     r = render(model, -1.0 * l2(), param=pixel(8, channels=1), steps=10, lr=0.05)
     assert calls == [] and r.activation_gain.item() > 0 and r.target_prob is None
+
+
+def test_every_objective_config_has_a_registered_kind():
+    """conf/objective/<name>.yaml and the adapter's OBJECTIVES name the same objectives, one to one."""
+    assert sorted(optvis_config.OBJECTIVES) == config_choices("objective")
+    for name in config_choices("objective"):
+        assert optvis_config.objective_kind({"name": name}) is optvis_config.OBJECTIVES[name]

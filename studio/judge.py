@@ -2,15 +2,18 @@
 
 - judge recognition: share of class images the judge (another architecture and seed) labels as the
   target class. Noise that fools the model rarely fools the judge, but adversarial textures can.
-- realism ratio: Fréchet distance between judge embeddings of the images and of many real images,
-  divided by the mean Fréchet distance of class-matched sets of as many *real* images. Real data
-  scores about 1; higher is less natural. The class-matched baseline is what makes the number
-  readable: FD on 40 images is noisy and depends on the classes.
+- realism, in several views (studio/realism.py: the convolution statistics of the judge and of each
+  "eye", another independently trained network): the Fréchet ratio = Fréchet distance between the
+  view's embeddings of the images and of many real images, divided by the mean Fréchet distance of
+  class-matched sets of as many *real* images (real data scores about 1; higher is less natural; the
+  class-matched baseline is what makes the number readable: FD on 40 images is noisy and depends on
+  the classes); KID beside the KID of those real sets; improved precision (realism) and recall
+  (coverage). realism_ratio is the largest ratio over the views: one blind view cannot hide a flaw.
 - diversity: mean pairwise distance of judge embeddings across the seeds of one target.
 
-    judge = Judge(judge_model, real_train_images, real_train_labels, real_pool_images, real_pool_labels)
+    judge = Judge(judge_model, real_train_images, real_pool_images, real_pool_labels, eyes={"eye": eye_model})
     judge.recognition(images, classes)      # per-image (correct, prob of the target)
-    judge.realism_ratio(images, classes)    # one number; ~1 for real data
+    judge.realism(images, classes)          # {"realism_ratio": ~1 for real data, "realism_ratio/eye", "kid/eye", ...}
     judge.diversity(images, groups)         # one number per group of seeds
 """
 
@@ -26,6 +29,9 @@ from torch import nn
 
 from studio.errors import StudioError
 from studio.modes import eval_mode
+from studio.realism import FeatureView, frechet_distance, kernel_self_mean, kid, knn_radii, precision_recall
+
+__all__ = ["Judge", "Recognition", "frechet_distance", "generator_quality", "hidden_features"]
 
 
 @torch.no_grad()
@@ -48,16 +54,6 @@ def hidden_features(model: nn.Module, images: torch.Tensor, batch_size: int = 50
     return torch.cat(chunks)
 
 
-def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Fréchet distance between Gaussians fitted to the rows of a and b (as in FID)."""
-    from scipy import linalg
-
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    root = np.real(linalg.sqrtm(cov_a @ cov_b))
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root))
-
-
 @dataclass
 class Recognition:
     correct: torch.Tensor  # (N,) bool: the judge's top class is the target
@@ -68,31 +64,41 @@ class Recognition:
 class Judge:
     """An independent classifier plus real images: scores recognition, realism and diversity.
 
-    train_images: the real set the embedding (PCA) is fitted on and compared against.
+    train_images: the real set the embeddings (PCA) are fitted on and compared against.
     pool_images/pool_labels: other real images, from which the class-matched baselines are drawn.
+    eyes: {name: network} more independently trained networks, each one more realism view beside the
+    judge's own ("judge"); realism_ratio is the largest ratio over the views.
+    dims: PCA dimensions of every view (None: all its statistics); k: neighbours of precision and recall.
     """
 
     def __init__(self, model: nn.Module, train_images: torch.Tensor, pool_images: torch.Tensor,
-                 pool_labels: torch.Tensor, dims: int = 10, baselines: int = 8, seed: int = 0):
+                 pool_labels: torch.Tensor, dims: int | None = None, baselines: int = 16, seed: int = 0,
+                 eyes: dict[str, nn.Module] | None = None, k: int = 3):
         from sklearn.decomposition import PCA
 
-        self.model, self.baselines, self.seed = model, baselines, seed
+        self.model, self.baselines, self.seed, self.k = model, baselines, seed, k
         features = hidden_features(model, train_images).numpy()
-        self.pca = PCA(n_components=min(dims, features.shape[1], len(features)), random_state=seed).fit(features)
+        self.pca = PCA(n_components=min(10, features.shape[1], len(features)), random_state=seed).fit(features)
         self.reference = self.pca.transform(features)
         self.pool = self.embed(pool_images)
         self.pool_labels = pool_labels.cpu().numpy()
+        self.views = [FeatureView(name, net, train_images, dims, seed)
+                      for name, net in {"judge": model, **(eyes or {})}.items()]
+        for view in self.views:  # what every score of a view reuses
+            view.pool = view.embed(pool_images)
+            view.reference_self = kernel_self_mean(view.reference)
+            view.radii = knn_radii(view.reference, k)
 
     @classmethod
     def for_data(cls, model: nn.Module, dm, **options) -> "Judge":
-        """The judge on a data module: embedding fitted on the training split, baselines drawn from
+        """The judge on a data module: embeddings fitted on the training split, baselines drawn from
         the validation and test splits (real images the visualizations never saw either)."""
         train_images, _ = dm.split("train")
         pool = [dm.split(name) for name in ("val", "test")]
         return cls(model, train_images, torch.cat([p[0] for p in pool]), torch.cat([p[1] for p in pool]), **options)
 
     def embed(self, images: torch.Tensor) -> np.ndarray:
-        """N×dims judge embedding (PCA of the last hidden layer, fitted on real images)."""
+        """N×10 judge embedding for diversity (PCA of the last hidden layer, fitted on real images)."""
         return self.pca.transform(hidden_features(self.model, images).numpy())
 
     @torch.no_grad()
@@ -109,11 +115,11 @@ class Judge:
         predicted = probs.argmax(1)
         return Recognition(predicted == classes, probs[torch.arange(len(classes)), classes], predicted)
 
-    def class_matched(self, classes: Sequence[int] | None, rng: np.random.Generator, n: int = 0) -> np.ndarray:
-        """Embeddings of real pool images: one of the same class per element of `classes`, or, with
+    def class_matched_rows(self, classes: Sequence[int] | None, rng: np.random.Generator, n: int = 0) -> np.ndarray:
+        """Rows of real pool images: one of the same class per element of `classes`, or, with
         classes=None (e.g. filter images, which have no class), n drawn from every class."""
         if classes is None:
-            return self.pool[rng.choice(len(self.pool), size=n, replace=n > len(self.pool))]
+            return rng.choice(len(self.pool_labels), size=n, replace=n > len(self.pool_labels))
         rows = []
         for c, count in zip(*np.unique(np.asarray(classes), return_counts=True)):
             candidates = np.flatnonzero(self.pool_labels == c)
@@ -121,18 +127,46 @@ class Judge:
                 raise StudioError(f"no real images of class {int(c)} to compare with; the judge's real images "
                                   f"have classes {', '.join(str(k) for k in np.unique(self.pool_labels))}")
             rows.append(rng.choice(candidates, size=count, replace=count > len(candidates)))
-        return self.pool[np.concatenate(rows)]
+        return np.concatenate(rows)
 
-    def realism_ratio(self, images: torch.Tensor, classes: Sequence[int] | None = None) -> dict:
-        """FD(images, real) / mean FD(class-matched real sets, real): ~1 for real data, higher is less natural."""
+    def class_matched(self, classes: Sequence[int] | None, rng: np.random.Generator, n: int = 0) -> np.ndarray:
+        """Diversity embeddings of class-matched real pool images (class_matched_rows)."""
+        return self.pool[self.class_matched_rows(classes, rng, n)]
+
+    def realism(self, images: torch.Tensor, classes: Sequence[int] | None = None) -> dict:
+        """Per view v: realism_ratio/v = FD(images, real) / mean FD(class-matched real sets of as many
+        images, real) (~1 for real data, higher is less natural), frechet/v, frechet_real/v, kid/v and
+        kid_real/v (the same for KID: real sets ~0), precision/v, recall/v (k-NN manifolds, real
+        manifold from the reference). Over the views: realism_ratio (largest), precision and recall
+        (smallest), precision_real and recall_real (the same for the class-matched real sets)."""
         if len(images) < 3:
             raise StudioError(f"realism needs at least 3 images to fit a covariance; got {len(images)}")
-        fd = frechet_distance(self.embed(images), self.reference)
         rng = np.random.default_rng(self.seed)
-        real = [frechet_distance(self.class_matched(classes, rng, len(images)), self.reference)
-                for _ in range(self.baselines)]
-        baseline = float(np.mean(real))
-        return {"realism_ratio": fd / baseline, "frechet": fd, "frechet_real": baseline}
+        draws = [self.class_matched_rows(classes, rng, len(images)) for _ in range(self.baselines)]
+        out: dict = {}
+        real_pr = np.zeros((len(self.views), len(draws), 2))
+        for i, view in enumerate(self.views):
+            x, v = view.embed(images), view.name
+            fd = frechet_distance(x, view.reference)
+            fd_real = float(np.mean([frechet_distance(view.pool[rows], view.reference) for rows in draws]))
+            kid_real = float(np.mean([kid(view.pool[rows], view.reference, view.reference_self) for rows in draws]))
+            out.update({f"realism_ratio/{v}": fd / fd_real, f"frechet/{v}": fd, f"frechet_real/{v}": fd_real,
+                        f"kid/{v}": kid(x, view.reference, view.reference_self), f"kid_real/{v}": kid_real})
+            if len(images) > self.k:  # k neighbours among the images
+                out[f"precision/{v}"], out[f"recall/{v}"] = precision_recall(x, view.reference, self.k, view.radii)
+                real_pr[i] = [precision_recall(view.pool[rows], view.reference, self.k, view.radii) for rows in draws]
+        names = [view.name for view in self.views]
+        out["realism_ratio"] = max(out[f"realism_ratio/{v}"] for v in names)
+        if len(images) > self.k:
+            out.update(precision=min(out[f"precision/{v}"] for v in names),
+                       recall=min(out[f"recall/{v}"] for v in names),
+                       precision_real=float(real_pr[:, :, 0].min(0).mean()),
+                       recall_real=float(real_pr[:, :, 1].min(0).mean()))
+        return out
+
+    def realism_ratio(self, images: torch.Tensor, classes: Sequence[int] | None = None) -> dict:
+        """realism() (its "realism_ratio" is the largest over the views); kept for callers of the old name."""
+        return self.realism(images, classes)
 
     def diversity(self, images: torch.Tensor, groups: Sequence) -> float:
         """Mean pairwise embedding distance within each group (e.g. the seeds of one target), averaged."""
@@ -145,7 +179,8 @@ class Judge:
 
     def score(self, images: torch.Tensor, classes: Sequence[int] | None, groups: Sequence) -> tuple[list, dict]:
         """Per-image metrics (judge_correct, judge_prob for class images) and the set's summary
-        (judge_recognition, realism_ratio, diversity beside diversity_real) of visualizations."""
+        (judge_recognition, realism(): realism_ratio, kid, precision, recall, ..., diversity beside
+        diversity_real) of visualizations."""
         per_image: list[dict] = [{} for _ in range(len(images))]
         summary: dict = {}
         if classes is not None:
@@ -154,9 +189,7 @@ class Judge:
                 per_image[i].update(judge_correct=int(ok), judge_prob=p)
             summary.update(judge_recognition=float(rec.correct.float().mean()), judge_prob_mean=float(rec.prob.mean()))
         if len(images) >= 3:
-            realism = self.realism_ratio(images, classes)
-            summary.update(realism_ratio=realism["realism_ratio"], frechet=realism["frechet"],
-                           frechet_real=realism["frechet_real"])
+            summary.update(self.realism(images, classes))
         if len(set(groups)) < len(groups):  # some target has several seeds
             summary.update(diversity=self.diversity(images, groups), diversity_real=self.real_diversity(classes, groups))
         return per_image, summary
@@ -180,13 +213,10 @@ def mean_pairwise_distance(embedding: np.ndarray, groups: Sequence) -> float:
 
 def generator_quality(judge: Judge, samples: torch.Tensor, num_classes: int) -> dict:
     """What the judge says about a generator's samples: class shares (by the judge's labels), mean
-    confidence, realism ratio against real sets drawn from every class."""
+    confidence, and realism() against real sets drawn from every class."""
     confidence, predicted = judge.probabilities(samples).max(1)
     shares = torch.bincount(predicted, minlength=num_classes).float() / len(samples)
     # against random real sets: a generator that over-makes some classes should score worse for it
     # (and noise the judge calls all one class must not find a flattering class-matched baseline)
-    realism = judge.realism_ratio(samples)
     return {"judge_confidence": float(confidence.mean()), "class_share_min": float(shares.min()),
-            **{f"class_share/{c}": float(s) for c, s in enumerate(shares)},
-            "realism_ratio": realism["realism_ratio"], "frechet": realism["frechet"],
-            "frechet_real": realism["frechet_real"]}
+            **{f"class_share/{c}": float(s) for c, s in enumerate(shares)}, **judge.realism(samples)}

@@ -61,6 +61,19 @@ def judge_cnn(channels: int, num_classes: int) -> nn.Module:
     ))
 
 
+def strided_cnn(channels: int, num_classes: int) -> nn.Module:
+    """The realism judge's second eye: 3x3 convs that downsample by stride (no max pooling, no batch norm),
+    average pooling to 2x2, its own seed. Layers: conv1 relu1 conv2 relu2 conv3 relu3 pool flatten fc1 relu4 fc."""
+    return nn.Sequential(OrderedDict(
+        conv1=nn.Conv2d(channels, 32, 3, padding=1), relu1=nn.ReLU(),
+        conv2=nn.Conv2d(32, 64, 3, stride=2, padding=1), relu2=nn.ReLU(),
+        conv3=nn.Conv2d(64, 128, 3, stride=2, padding=1), relu3=nn.ReLU(),
+        pool=nn.AdaptiveAvgPool2d(2), flatten=nn.Flatten(),
+        fc1=nn.Linear(128 * 4, 128), relu4=nn.ReLU(),
+        fc=nn.Linear(128, num_classes),
+    ))
+
+
 def torchvision_model(channels: int, num_classes: int, arch: str = "resnet18",
                       weights: str | None = None) -> nn.Module:
     """Any torchvision classifier by name. `weights=None` works offline; `"DEFAULT"` downloads (once, into
@@ -99,7 +112,7 @@ def _replace_head(net: nn.Module, arch: str, num_classes: int) -> None:
     setattr(parent, name.rpartition(".")[2], nn.Linear(last.in_features, num_classes))
 
 
-ARCHITECTURES = {"small_cnn": small_cnn, "judge_cnn": judge_cnn, "torchvision": torchvision_model}
+ARCHITECTURES = {"small_cnn": small_cnn, "judge_cnn": judge_cnn, "strided_cnn": strided_cnn, "torchvision": torchvision_model}
 
 
 def build_net(architecture: str, channels: int, num_classes: int, **options) -> nn.Module:

@@ -80,6 +80,12 @@ def judge(outputs):
     return _trained("judge_cnn")
 
 
+@pytest.fixture(scope="session")
+def eye(outputs):
+    """The judge's second realism view (model@eye: strided_cnn), trained once per session."""
+    return _trained("strided_cnn")
+
+
 def run_studio(*args: str, outputs: Path, env: dict | None = None, timeout: int = 600):
     """Run the real CLI in a subprocess; returns CompletedProcess with text stdout/stderr."""
     inherited = {k: v for k, v in os.environ.items() if k not in ("STUDIO_DEBUG", "HYDRA_FULL_ERROR")}
@@ -182,11 +188,12 @@ def vae(outputs, datamodule):
 
 
 @pytest.fixture(scope="session")
-def judged(judge, datamodule):
-    """The judge with its real-image embedding (studio.metrics.Judge)."""
+def judged(judge, eye, datamodule):
+    """The judge with its real-image embeddings and the eye as its second realism view (studio.judge.Judge),
+    as the commands build it."""
     from studio.judge import Judge
 
-    return Judge.for_data(judge.model, datamodule)
+    return Judge.for_data(judge.model, datamodule, eyes={"eye": eye.model})
 
 
 def read_manifest(run_dir: Path) -> dict:

@@ -129,7 +129,7 @@ ROWS = {
     # model: names and checkpoints
     "train-unknown-arch": ("train", ["model=checkpoint", "model.path={inputs}/grey_small_cnn.pt",
                                      "model.arch=small_cnm"],
-                           ["unknown architecture 'small_cnm'; choose from: judge_cnn, small_cnn, torchvision"]),
+                           ["unknown architecture 'small_cnm'; choose from: judge_cnn, small_cnn, strided_cnn, torchvision"]),
     "train-unknown-torchvision-model": ("train", ["model=resnet18", "model.options.arch=resnet19"],
                                         ["unknown torchvision model 'resnet19'; choose from:", "resnet18"]),
     "demo-checkpoint-missing": ("demo", ["model=checkpoint", "model.path={inputs}/absent.pt"],

@@ -140,11 +140,11 @@ def test_killed_classifier_training_resumes_from_its_last_epoch(uninterrupted, t
     assert all(torch.equal(resumed[k], expected[k]) for k in expected)
 
 
-def test_killed_generator_training_resumes_from_its_last_epoch(judge, tmp_path):
+def test_killed_generator_training_resumes_from_its_last_epoch(judge, eye, tmp_path):
     outputs, models = tmp_path / "out", tmp_path / "out" / "models"
     models.mkdir(parents=True)
-    for path in (judge.path, judge.path.with_suffix(".json")):  # only the generator is left to train
-        shutil.copy(path, models / path.name)
+    for path in (judge.path, judge.path.with_suffix(".json"), eye.path, eye.path.with_suffix(".json")):
+        shutil.copy(path, models / path.name)  # only the generator is left to train
     args = ["train-generator", "generator.max_epochs=2", "generator.seed=7", "samples=200", *QUIET_LOCAL]
     process = start_studio(*args, f"hydra.run.dir={tmp_path / 'killed'}", outputs=outputs,
                            log=tmp_path / "killed.log")
@@ -158,8 +158,8 @@ def test_killed_generator_training_resumes_from_its_last_epoch(judge, tmp_path):
     drawn = sorted(p.name for p in (tmp_path / "again" / "samples").glob("samples_epoch*.png"))
     assert drawn == ["samples_epoch001.png"]
     weights = assert_cache_entries_whole(models)
-    assert [p.name.split("-")[0] for p in weights] == ["judge_cnn", "vae"]
-    assert json.loads(weights[1].with_suffix(".json").read_text())["resumed_after_epoch"] == 1
+    assert [p.name.split("-")[0] for p in weights] == ["judge_cnn", "strided_cnn", "vae"]
+    assert json.loads(weights[2].with_suffix(".json").read_text())["resumed_after_epoch"] == 1
     manifest = read_manifest(tmp_path / "again")
     assert manifest["status"] == "complete" and manifest["metrics"]["cached"] is False
     assert_no_debris(tmp_path)

@@ -6,10 +6,9 @@ that command's shipped settings (conf/<command>.yaml) and conf/demo.yaml's few c
 from __future__ import annotations
 
 from studio.commands import embed, explain, probe, visualize
-from studio.commands.shared import Result, generator_for, train_one
+from studio.commands.shared import Result, generator_for, judge_for, train_one
 from studio.commands.train import accuracy_metrics
 from studio.data import build_datamodule
-from studio.judge import Judge
 
 
 def run(cfg, tracker) -> Result:
@@ -20,7 +19,7 @@ def run(cfg, tracker) -> Result:
     metrics = {**accuracy_metrics(model, "model/"), **accuracy_metrics(judge, "judge/")}
     tracker.log({k: v for k, v in metrics.items() if k.endswith("_acc")})
     generator = generator_for(cfg, dm, tracker, samples_dir=run_dir / "generator")
-    steps = [visualize.demo_visualizations(cfg, tracker, run_dir, model.model, Judge.for_data(judge.model, dm),
+    steps = [visualize.demo_visualizations(cfg, tracker, run_dir, model.model, judge_for(cfg, dm, tracker, judge.model),
                                            generator.module),
              probe.demo_step(cfg, tracker, run_dir / "probe"),
              embed.demo_step(cfg, tracker, run_dir / "embed"),

@@ -36,6 +36,15 @@ def train_one(cfg, model_cfg, dm, tracker: Tracker, role: str) -> Trained:
     return trained
 
 
+def judge_for(cfg, dm, tracker: Tracker, judge_model=None):
+    """The Judge of cfg.judge (trained or cached, or the network given) with cfg.eye (trained or cached)
+    as its second realism view (studio/judge.py)."""
+    from studio.judge import Judge
+
+    judge_model = judge_model if judge_model is not None else train_one(cfg, cfg.judge, dm, tracker, "judge").model
+    return Judge.for_data(judge_model, dm, eyes={"eye": train_one(cfg, cfg.eye, dm, tracker, "eye").model})
+
+
 def generator_for(cfg, dm, tracker: Tracker, samples_dir: Path | None = None):
     """cfg.generator, trained on cfg.data (or cached, or loaded from generator.path), with a one-line report."""
     from generators import trained_generator  # Lightning and the generators: only when used

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from studio.commands.shared import Result, generator_for, train_one
+from studio.commands.shared import Result, generator_for, judge_for
 from studio.data import build_datamodule
 from studio.images import grid, pyplot, save_figure, save_png
-from studio.judge import Judge, generator_quality
+from studio.judge import generator_quality
 
 
 def _share_plot(shares: list[float], classes: list[str], path: Path) -> None:
@@ -30,9 +30,9 @@ def run(cfg, tracker) -> Result:
     run_dir = tracker.output_dir
     dm = build_datamodule(cfg.data)
     gen = generator_for(cfg, dm, tracker, samples_dir=run_dir / "samples")
-    judge_model = train_one(cfg, cfg.judge, dm, tracker, "judge").model
+    judge = judge_for(cfg, dm, tracker)
     samples = gen.module.sample(int(cfg.samples), seed=int(cfg.seed))
-    metrics = {**generator_quality(Judge.for_data(judge_model, dm), samples, dm.num_classes),
+    metrics = {**generator_quality(judge, samples, dm.num_classes),
                "train_seconds": gen.train_seconds, "cached": gen.cached}
     save_png(grid(samples[:100], 10), run_dir / "samples.png")
     shares = [metrics[f"class_share/{c}"] for c in range(dm.num_classes)]

@@ -18,7 +18,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from studio import config
-from studio.commands.shared import Result, generator_for, train_one
+from studio.commands.shared import Result, generator_for, judge_for, train_one
 from studio.data import build_datamodule
 from studio.errors import StudioError
 from studio.files import write_text
@@ -206,7 +206,7 @@ def run(cfg, tracker) -> Result:
     metrics = {**summary(rendering), "targets": len(rendering.targets) // seeds, "seeds": seeds,
                "model_test_acc": trained.test_acc}
     if cfg.get("judge_metrics", True):
-        judge = Judge.for_data(train_one(cfg, cfg.judge, dm, tracker, "judge").model, dm)
+        judge = judge_for(cfg, dm, tracker)
         per_image, judged = judge_rendering(judge, rendering)
         for item, extra in zip(saved.items, per_image):
             item["metrics"].update(extra)

@@ -51,9 +51,9 @@ def hinge_g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
 
 class GANModule(GeneratorModule):
     """The data-efficient GAN recipe for a few thousand images: DCGAN's generator, a spectrally
-    normalized discriminator, the hinge loss, DiffAugment (translation + cutout on every image the
-    discriminator sees, real and fake, in both steps) and an exponential moving average of the
-    generator's weights.
+    normalized discriminator, the hinge loss, DiffAugment (translation and cutout, either off at ratio 0,
+    on every image the discriminator sees, real and fake, in both steps) and an exponential moving
+    average of the generator's weights.
 
     `online` is the generator the optimizer trains; `ema` (also `generator`, what sample() and latent
     visualization run z through) is its moving average, always in eval mode. Its decay ramps up

@@ -1,9 +1,11 @@
-"""DCGAN (Radford et al. 2016) for small images: size 28 (MNIST) or 32 (CIFAR), any channel count."""
+"""DCGAN (Radford et al. 2016) for small images: size 28 (MNIST) or 32 (CIFAR), any channel count; its
+discriminator spectrally normalized for the hinge loss (generators/modules.py, GANModule)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
 
 from studio.errors import StudioError
 
@@ -42,15 +44,17 @@ class MinibatchStd(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """images in [0, 1] -> one realism logit per image."""
+    """images in [0, 1] -> one realism logit per image. Spectral norm on every layer (Miyato et al. 2018)
+    instead of batch norm: each layer is 1-Lipschitz, which keeps the hinge loss's logits in check, and
+    a logit depends on its own image only (apart from the minibatch-std channel)."""
 
     def __init__(self, channels: int, size: int, width: int = 64):
         super().__init__()
         base = _base(size)
         self.net = nn.Sequential(
-            nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2),
-            nn.Conv2d(width, 2 * width, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * width), nn.LeakyReLU(0.2),
-            MinibatchStd(), nn.Flatten(), nn.Linear((2 * width + 1) * base ** 2, 1))
+            spectral_norm(nn.Conv2d(channels, width, 4, 2, 1)), nn.LeakyReLU(0.2),
+            spectral_norm(nn.Conv2d(width, 2 * width, 4, 2, 1)), nn.LeakyReLU(0.2),
+            MinibatchStd(), nn.Flatten(), spectral_norm(nn.Linear((2 * width + 1) * base ** 2, 1)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x * 2 - 1).squeeze(1)

@@ -4,10 +4,13 @@ like the training data: the GAN's discriminator logit, or the VAE's ELBO)."""
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 import pytorch_lightning as pl
 
+from generators.augment import diff_augment
 from generators.dcgan import Discriminator, Generator
 from generators.vae import Decoder, Encoder, negative_elbo
 from studio.fit import diverged
@@ -17,6 +20,8 @@ from studio.modes import eval_mode
 class GeneratorModule(pl.LightningModule):
     generator: torch.nn.Module
     latent_dim: int
+    options: tuple[str, ...] = ()  # generator config keys the constructor takes beyond latent_dim, width, lr
+    sampled = "generator"  # the state dict's part that sample() runs: a plain generator state dict loads there
 
     def prior(self, n: int, seed: int) -> torch.Tensor:
         """n latent codes from N(0, I), drawn on the CPU from `seed` (the same on every device)."""
@@ -33,40 +38,90 @@ class GeneratorModule(pl.LightningModule):
         raise NotImplementedError
 
 
-class GANModule(GeneratorModule):
-    """DCGAN with the non-saturating loss and one-sided label smoothing."""
+def hinge_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """The discriminator's hinge loss: mean relu(1 - D(real)) + mean relu(1 + D(fake)); 0 once real
+    logits are >= 1 and fake ones <= -1."""
+    return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
 
-    def __init__(self, latent_dim: int, channels: int, size: int, width: int = 64, lr: float = 2e-4):
+
+def hinge_g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """The generator's side of the hinge loss: -mean D(G(z))."""
+    return -fake_logits.mean()
+
+
+class GANModule(GeneratorModule):
+    """The data-efficient GAN recipe for a few thousand images: DCGAN's generator, a spectrally
+    normalized discriminator, the hinge loss, DiffAugment (translation and cutout, either off at ratio 0,
+    on every image the discriminator sees, real and fake, in both steps) and an exponential moving
+    average of the generator's weights.
+
+    `online` is the generator the optimizer trains; `ema` (also `generator`, what sample() and latent
+    visualization run z through) is its moving average, always in eval mode. Its decay ramps up
+    as min(ema_decay, (1 + t) / (10 + t)) after t updates, so a short training is not averaged with
+    the random start. The state dict holds both (ema.*, online.*) and the discriminator."""
+
+    options = ("ema_decay", "augment_translation", "augment_cutout")
+    sampled = "ema"
+
+    def __init__(self, latent_dim: int, channels: int, size: int, width: int = 64, lr: float = 2e-4,
+                 ema_decay: float = 0.999, augment_translation: float = 0.125, augment_cutout: float = 0.5):
         super().__init__()
-        self.latent_dim, self.lr = latent_dim, lr
-        self.generator = Generator(latent_dim, channels, size, width)
+        self.latent_dim, self.lr, self.ema_decay = latent_dim, lr, ema_decay
+        self.augment_ratios = (augment_translation, augment_cutout)
+        self.online = Generator(latent_dim, channels, size, width)
+        self.ema = copy.deepcopy(self.online).requires_grad_(False).eval()
         self.discriminator = Discriminator(channels, size, width)
+        self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
         self.automatic_optimization = False
+
+    @property
+    def generator(self) -> torch.nn.Module:
+        return self.ema
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.ema.eval()  # the average is never trained: its batch norm runs on the averaged statistics
+        return self
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        return diff_augment(x, *self.augment_ratios)
 
     def training_step(self, batch, _):
         real, _ = batch
         opt_g, opt_d = self.optimizers()
-        fake = self.generator(torch.randn(len(real), self.latent_dim, device=self.device))
-        real_logits, fake_logits = self.discriminator(real), self.discriminator(fake.detach())
-        d_loss = (F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, 0.9))
-                  + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+        fake = self.online(torch.randn(len(real), self.latent_dim, device=self.device))
+        d_loss = hinge_d_loss(self.discriminator(self.augment(real)),
+                              self.discriminator(self.augment(fake.detach())))
         opt_d.zero_grad()
         self.manual_backward(d_loss)
         opt_d.step()
-        g_logits = self.discriminator(fake)
-        g_loss = F.binary_cross_entropy_with_logits(g_logits, torch.ones_like(g_logits))
+        g_loss = hinge_g_loss(self.discriminator(self.augment(fake)))
         opt_g.zero_grad()
         self.manual_backward(g_loss)
         opt_g.step()
+        self.update_ema()
         self.log_dict({"d_loss": d_loss, "g_loss": g_loss}, prog_bar=True, on_step=False, on_epoch=True)
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """ema <- decay·ema + (1 - decay)·online, for the weights and the batch-norm statistics alike."""
+        t = float(self.ema_updates)
+        decay = min(self.ema_decay, (1 + t) / (10 + t))
+        for average, current in zip(self.ema.state_dict().values(), self.online.state_dict().values()):
+            if average.is_floating_point():
+                average.lerp_(current, 1 - decay)
+            else:  # batch norm's num_batches_tracked
+                average.copy_(current)
+        self.ema_updates += 1
 
     def configure_optimizers(self):
         betas = (0.5, 0.999)
-        return (torch.optim.Adam(self.generator.parameters(), lr=self.lr, betas=betas),
+        return (torch.optim.Adam(self.online.parameters(), lr=self.lr, betas=betas),
                 torch.optim.Adam(self.discriminator.parameters(), lr=self.lr, betas=betas))
 
     def realism(self, x: torch.Tensor) -> torch.Tensor:
-        """The discriminator's logit: a learned realism prior (in the spirit of PPGN)."""
+        """The discriminator's logit on x as it is (not augmented): a learned realism prior (in the
+        spirit of PPGN)."""
         return self.discriminator(x)
 
 

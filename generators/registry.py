@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,8 @@ RUNTIME_KEYS = ("accelerator", "devices", "strategy", "num_nodes")
 def build_generator(gen_cfg, channels: int, size: int) -> GeneratorModule:
     """An untrained generator module of `gen_cfg.arch` for channels×size×size images."""
     cls = lookup(GENERATORS, "generator architecture", gen_cfg.arch)
-    return cls(gen_cfg.latent_dim, channels, size, gen_cfg.width, gen_cfg.lr)
+    options = {k: gen_cfg[k] for k in cls.options if k in gen_cfg}  # absent (generator=checkpoint): the defaults
+    return cls(gen_cfg.latent_dim, channels, size, gen_cfg.width, gen_cfg.lr, **options)
 
 
 @dataclass
@@ -82,34 +84,62 @@ def trained_generator(gen_cfg, data_cfg, trainer_cfg, dm: ImageDataModule, model
         loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*dm.split("train")),
                                              batch_size=gen_cfg.batch_size, shuffle=True, drop_last=True,
                                              generator=torch.Generator().manual_seed(gen_cfg.seed))
-        trainer.fit(module, loader, ckpt_path=last, weights_only=True)
+        with warnings.catch_warnings():  # the GAN's EMA generator stays in eval mode on purpose
+            warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+            trainer.fit(module, loader, ckpt_path=last, weights_only=True)
         return {"generator": dict(gen_cfg), "data": data_cfg.name, "resumed": last is not None,
                 "resumed_after_epoch": resumed_after}
 
-    path, cached, facts = load_or_train(module, models_dir, stem, train)
+    path, cached, facts = load_or_train(module, models_dir, stem, train,
+                                        load=lambda m, state, source: load_generator_state(m, state, source))
     return TrainedGenerator(module.eval(), path, cached, facts["train_seconds"],
                             resumed_after_epoch=0 if cached else facts.get("resumed_after_epoch", 0))
 
 
+# The parts of a studio generator module's state dict, old and new: a file with keys under any of them is a
+# whole module's state dict; one without is just a generator's weights.
+MODULE_PARTS = ("generator", "discriminator", "encoder", "online", "ema")
+SAMPLED_WEIGHTS = {  # arch: (what the weights sample() runs are, what to do when a module's state dict lacks them)
+    "dcgan": ("the moving average (EMA) of the generator's weights",
+              "a checkpoint from before the EMA recipe? Retrain it (studio train-generator generator=dcgan; a model "
+              "cache entry: delete it) or save the generator's weights alone, which load as the EMA weights"),
+}
+
+
 def load_generator_weights(module: GeneratorModule, path: str, image_shape: tuple[int, int, int] | None = None
                            ) -> None:
-    """A whole module's state dict, or just the generator's (keys without the `generator.` prefix).
+    """A whole module's state dict, or just the generator's (keys without a part prefix), which fills the
+    weights sample() runs (module.sampled: the VAE's decoder, the GAN's EMA generator).
     image_shape (C, H, W): the images the generator must make, named when the weights do not fit."""
-    state = load_state_dict_file(path)
-    if not any(k.startswith("generator.") for k in state):
-        state = {f"generator.{k}": v for k, v in state.items()}
+    load_generator_state(module, load_state_dict_file(path), path, image_shape)
+
+
+def load_generator_state(module: GeneratorModule, state: dict, path: str,
+                         image_shape: tuple[int, int, int] | None = None) -> None:
+    """load_generator_weights for a state dict already read from `path`; a one-line StudioError when it
+    does not fit (nothing of it loaded then)."""
+    arch = next((name for name, cls in GENERATORS.items() if type(module) is cls), type(module).__name__)
+    prefix = f"{module.sampled}."
+    parts = sorted({k.split(".")[0] for k in state})
+    if not set(parts) & set(MODULE_PARTS):
+        state = {prefix + k: v for k, v in state.items()}
+    elif not any(k.startswith(prefix) for k in state):
+        what, hint = SAMPLED_WEIGHTS.get(arch, ("the generator's weights", "is generator.arch right?"))
+        found = ", ".join(f"{p}.*" for p in parts)
+        raise StudioError(f"generator checkpoint {str(path)!r} has no {prefix}* weights ({what}, which "
+                          f"generator.arch={arch} samples from); found only {found}: {hint}")
     expected = module.state_dict()
     mismatched = [k for k in state if k in expected and state[k].shape != expected[k].shape]
     if mismatched:
         k = mismatched[0]
-        arch = next((name for name, cls in GENERATORS.items() if type(module) is cls), type(module).__name__)
         images = (f" for {image_shape[0]}x{image_shape[1]}x{image_shape[2]} images (data.channels, data.size)"
                   if image_shape else "")
-        raise StudioError(f"generator checkpoint {path!r} does not fit generator.arch={arch} with "
+        raise StudioError(f"generator checkpoint {str(path)!r} does not fit generator.arch={arch} with "
                           f"generator.latent_dim={module.latent_dim}{images}: {k} has shape "
                           f"{tuple(state[k].shape)}, expected {tuple(expected[k].shape)}")
-    missing = [k for k in expected if k.startswith("generator.") and k not in state]
-    if missing:
-        raise StudioError(f"generator checkpoint {path!r} lacks {missing[0]}; is generator.arch right?")
+    missing = [k for k in expected if k.startswith(prefix) and k not in state]
+    unknown = [k for k in state if k not in expected]
+    if missing or unknown:
+        what = f"lacks {missing[0]}" if missing else f"has {unknown[0]}, which generator.arch={arch} does not"
+        raise StudioError(f"generator checkpoint {str(path)!r} {what}; is generator.arch right?")
     module.load_state_dict({**expected, **state})
-

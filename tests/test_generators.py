@@ -11,7 +11,8 @@ from generators import build_generator, trained_generator
 from generators.registry import load_generator_weights
 from studio.errors import StudioError
 from studio.judge import generator_quality as quality
-from tests.conftest import FAST_GENERATOR, QUIET_TRAINER, compose_config, run_studio, run_studio_forked
+from tests.conftest import (FAST_GENERATOR, QUIET_TRAINER, assert_one_line_error, compose_config, run_studio,
+                            run_studio_forked)
 
 
 def _cfg(arch: str, extra=()):
@@ -80,7 +81,7 @@ def test_cli_trains_scores_and_rejects_bad_generators(dcgan, judge, outputs, tmp
     bad = run_studio_forked("train-generator", "generator=checkpoint", f"generator.path={wrong}",
                             f"hydra.run.dir={tmp_path / 'bad'}", outputs=outputs)
     assert bad.returncode == 2
-    assert "lacks generator.project.0.weight" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    assert "lacks ema.project.0.weight" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "bad" / "manifest.json").exists()
 
 
@@ -89,3 +90,82 @@ def test_generator_output_must_fit_the_classifier(dcgan):
 
     with pytest.raises(StudioError, match=r"makes 1x28x28 images, but the classifier takes 3x32x32"):
         latent(dcgan.module, size=32, channels=3)
+
+
+def _seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_diff_augment_transforms_real_and_fake_alike_and_passes_gradients():
+    from generators.augment import cutout, diff_augment, translate
+
+    real, fake = torch.rand(16, 1, 28, 28), torch.rand(16, 1, 28, 28)
+    # the same draws move and cut two batches the same way: the ops are linear in the images for one draw
+    together = diff_augment(real + fake, generator=_seeded(3))
+    assert torch.allclose(diff_augment(real, generator=_seeded(3)) + diff_augment(fake, generator=_seeded(3)), together)
+    assert not torch.equal(diff_augment(real, generator=_seeded(3)), diff_augment(real, generator=_seeded(4)))
+    dot = torch.zeros(1, 1, 28, 28)
+    dot[0, 0, 14, 14] = 1
+    for seed in range(8):  # a shift of at most 1/8 of 28 px (4) in each direction, nothing else changes
+        [[_, _, row, col]] = translate(dot, 0.125, _seeded(seed)).nonzero().tolist()
+        assert abs(row - 14) <= 4 and abs(col - 14) <= 4
+    holes = (cutout(torch.ones(64, 1, 28, 28), 0.5, _seeded(0)) == 0).flatten(1).sum(1)
+    assert holes.max() == 14 * 14 and holes.min() > 0  # a 14x14 square, sometimes partly outside
+    # differentiable: each kept output pixel passes the gradient to the one input pixel it came from
+    x = torch.rand(8, 1, 28, 28, requires_grad=True)
+    out = diff_augment(x, generator=_seeded(5))
+    out.sum().backward()
+    assert x.grad.sum() == diff_augment(torch.ones(8, 1, 28, 28), generator=_seeded(5)).sum() > 0
+
+
+def test_hinge_losses():
+    from generators.modules import hinge_d_loss, hinge_g_loss
+
+    assert hinge_d_loss(torch.tensor([2.0, 1.0]), torch.tensor([-1.0, -3.0])).item() == 0.0  # beyond the margins
+    assert hinge_d_loss(torch.zeros(4), torch.zeros(4)).item() == 2.0
+    assert hinge_d_loss(torch.tensor([0.0, 3.0]), torch.tensor([1.0, -2.0])).item() == 0.5 + 1.0
+    assert hinge_g_loss(torch.tensor([1.0, 3.0])).item() == -2.0
+
+
+def test_ema_update_ramps_its_decay_up():
+    module = build_generator(_cfg("dcgan").generator, 1, 28)
+    before = module.ema.project[0].weight.clone()
+    online = module.online.project[0].weight
+    with torch.no_grad():
+        online.add_(1.0)
+    module.update_ema()  # the first update: decay min(0.999, 1/10)
+    assert torch.allclose(module.ema.project[0].weight, 0.1 * before + 0.9 * online)
+    module.ema_updates.fill_(10 ** 6)
+    now = module.ema.project[0].weight.clone()
+    module.update_ema()  # long after: decay 0.999
+    assert torch.allclose(module.ema.project[0].weight, 0.999 * now + 0.001 * online)
+
+
+def test_the_gan_samples_from_its_ema_which_its_cache_entry_holds(dcgan):
+    from studio.modes import eval_mode
+
+    module = dcgan.module
+    assert module.generator is module.ema and not module.ema.training
+    differ = [not torch.equal(a, b) for a, b in zip(module.ema.parameters(), module.online.parameters())]
+    assert all(differ)  # trained: the average trails the online weights everywhere
+    z = module.prior(8, seed=1)
+    with eval_mode(module):
+        assert torch.equal(module.sample(8, seed=1), module.ema(z))
+        assert not torch.allclose(module.sample(8, seed=1), module.online(z), atol=1e-3)
+    module.train()
+    assert not module.ema.training  # never trained: it stays in eval mode
+    module.eval()
+    stored = torch.load(dcgan.path, weights_only=True)
+    assert torch.equal(stored["ema.project.0.weight"], module.ema.project[0].weight)
+
+
+def test_a_gan_checkpoint_without_ema_weights_is_refused_in_one_line(dcgan, outputs, tmp_path):
+    # what the cache held before the EMA recipe: generator.* (the trained weights) and discriminator.*
+    old = {f"generator.{k}": v for k, v in dcgan.module.online.state_dict().items()}
+    old["discriminator.net.0.weight"] = torch.zeros(64, 1, 4, 4)
+    torch.save(old, tmp_path / "old.pt")
+    bad = run_studio_forked("train-generator", "generator=checkpoint", f"generator.path={tmp_path / 'old.pt'}",
+                            f"hydra.run.dir={tmp_path / 'run'}", "logger=none", outputs=outputs)
+    assert_one_line_error(bad, "old.pt' has no ema.* weights", "found only discriminator.*, generator.*",
+                          "save the generator's weights alone")
+    assert not (tmp_path / "run" / "manifest.json").exists()

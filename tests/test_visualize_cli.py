@@ -204,7 +204,7 @@ def test_demo_skips_the_filter_renders_of_a_model_without_conv2(tmp_path, monkey
     assert sorted(p.name for p in (tmp_path / "run" / "visualize").iterdir()) == ["classes_l2_tv", "classes_none"]
 
 
-# --- the judge's numbers: what a caller of studio.metrics.Judge is told --------------------------------------
+# --- the judge's numbers: what a caller of studio.judge.Judge is told --------------------------------------
 @pytest.fixture(scope="module")
 def untrained_judge(datamodule):
     """A judge (untrained judge_cnn) whose real images are the test split's classes 0..4 only."""

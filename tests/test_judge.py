@@ -113,3 +113,18 @@ def test_precision_recall_of_the_real_set_and_of_a_far_one():
     precision, recall = precision_recall(real[:100], real, k=3)
     assert precision == 1.0 and recall > 0.5  # its own points lie in the real manifold; it covers most of it
     assert precision_recall(real + 100, real, k=3) == (0.0, 0.0)
+
+
+def test_too_few_images_and_a_network_without_convolutions_are_one_line():
+    from torch import nn
+
+    from studio.errors import StudioError
+    from studio.realism import conv_statistics
+
+    x = np.random.default_rng(0).normal(size=(3, 4))
+    with pytest.raises(StudioError, match="KID needs at least 2 images; got 1"):
+        kid(x[:1], x)
+    with pytest.raises(StudioError, match=r"precision and recall with k=3 need more than 3 images; got 3"):
+        precision_recall(x, x, k=3)
+    with pytest.raises(StudioError, match="this network has no nn.Conv2d; choose a convolutional one"):
+        conv_statistics(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), torch.rand(2, 1, 2, 2))

@@ -22,6 +22,8 @@ class GeneratorModule(pl.LightningModule):
     latent_dim: int
     options: tuple[str, ...] = ()  # generator config keys the constructor takes beyond latent_dim, width, lr
     sampled = "generator"  # the state dict's part that sample() runs: a plain generator state dict loads there
+    sampled_what = "the generator's weights"  # ... in words, and what to do when a module's state dict lacks it
+    sampled_missing = "is generator.arch right?"
 
     def prior(self, n: int, seed: int) -> torch.Tensor:
         """n latent codes from N(0, I), drawn on the CPU from `seed` (the same on every device)."""
@@ -62,6 +64,10 @@ class GANModule(GeneratorModule):
 
     options = ("ema_decay", "augment_translation", "augment_cutout")
     sampled = "ema"
+    sampled_what = "the moving average (EMA) of the generator's weights"
+    sampled_missing = ("a checkpoint from before the EMA recipe? Retrain it (studio train-generator generator=dcgan; "
+                       "a model cache entry: delete it) or save the generator's weights alone, which load as the EMA "
+                       "weights")
 
     def __init__(self, latent_dim: int, channels: int, size: int, width: int = 64, lr: float = 2e-4,
                  ema_decay: float = 0.999, augment_translation: float = 0.125, augment_cutout: float = 0.5):

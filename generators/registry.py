@@ -90,8 +90,7 @@ def trained_generator(gen_cfg, data_cfg, trainer_cfg, dm: ImageDataModule, model
         return {"generator": dict(gen_cfg), "data": data_cfg.name, "resumed": last is not None,
                 "resumed_after_epoch": resumed_after}
 
-    path, cached, facts = load_or_train(module, models_dir, stem, train,
-                                        load=lambda m, state, source: load_generator_state(m, state, source))
+    path, cached, facts = load_or_train(module, models_dir, stem, train, load=load_generator_state)
     return TrainedGenerator(module.eval(), path, cached, facts["train_seconds"],
                             resumed_after_epoch=0 if cached else facts.get("resumed_after_epoch", 0))
 
@@ -99,11 +98,6 @@ def trained_generator(gen_cfg, data_cfg, trainer_cfg, dm: ImageDataModule, model
 # The parts of a studio generator module's state dict, old and new: a file with keys under any of them is a
 # whole module's state dict; one without is just a generator's weights.
 MODULE_PARTS = ("generator", "discriminator", "encoder", "online", "ema")
-SAMPLED_WEIGHTS = {  # arch: (what the weights sample() runs are, what to do when a module's state dict lacks them)
-    "dcgan": ("the moving average (EMA) of the generator's weights",
-              "a checkpoint from before the EMA recipe? Retrain it (studio train-generator generator=dcgan; a model "
-              "cache entry: delete it) or save the generator's weights alone, which load as the EMA weights"),
-}
 
 
 def load_generator_weights(module: GeneratorModule, path: str, image_shape: tuple[int, int, int] | None = None
@@ -124,10 +118,9 @@ def load_generator_state(module: GeneratorModule, state: dict, path: str,
     if not set(parts) & set(MODULE_PARTS):
         state = {prefix + k: v for k, v in state.items()}
     elif not any(k.startswith(prefix) for k in state):
-        what, hint = SAMPLED_WEIGHTS.get(arch, ("the generator's weights", "is generator.arch right?"))
         found = ", ".join(f"{p}.*" for p in parts)
-        raise StudioError(f"generator checkpoint {str(path)!r} has no {prefix}* weights ({what}, which "
-                          f"generator.arch={arch} samples from); found only {found}: {hint}")
+        raise StudioError(f"generator checkpoint {str(path)!r} has no {prefix}* weights ({module.sampled_what}, "
+                          f"which generator.arch={arch} samples from); found only {found}: {module.sampled_missing}")
     expected = module.state_dict()
     mismatched = [k for k in state if k in expected and state[k].shape != expected[k].shape]
     if mismatched:

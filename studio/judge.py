@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from studio.errors import StudioError
-from studio.modes import eval_mode
+from studio.modes import eval_mode, forward_batches
 from studio.realism import FeatureView, frechet_distance, kernel_self_mean, kid, knn_radii, precision_recall
 
 __all__ = ["Judge", "Recognition", "frechet_distance", "generator_quality", "hidden_features"]
@@ -43,14 +43,8 @@ def hidden_features(model: nn.Module, images: torch.Tensor, batch_size: int = 50
         raise StudioError(f"the judge {name} has no nn.Linear layer whose input embeds the images; choose a "
                           "judge whose classifier ends in one (model@judge=judge_cnn, small_cnn or resnet18)")
     chunks: list[torch.Tensor] = []
-    hook = last[-1].register_forward_hook(lambda _m, inputs, _o: chunks.append(inputs[0].detach().float().cpu()))
-    device = next(model.parameters()).device
-    try:
-        with eval_mode(model):
-            for start in range(0, len(images), batch_size):
-                model(images[start:start + batch_size].to(device))
-    finally:
-        hook.remove()
+    forward_batches(model, images, [(last[-1], lambda _m, inputs, _o: chunks.append(inputs[0].detach().float().cpu()))],
+                    batch_size)
     return torch.cat(chunks)
 
 
@@ -163,10 +157,6 @@ class Judge:
                        precision_real=float(real_pr[:, :, 0].min(0).mean()),
                        recall_real=float(real_pr[:, :, 1].min(0).mean()))
         return out
-
-    def realism_ratio(self, images: torch.Tensor, classes: Sequence[int] | None = None) -> dict:
-        """realism() (its "realism_ratio" is the largest over the views); kept for callers of the old name."""
-        return self.realism(images, classes)
 
     def diversity(self, images: torch.Tensor, groups: Sequence) -> float:
         """Mean pairwise embedding distance within each group (e.g. the seeds of one target), averaged."""

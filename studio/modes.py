@@ -7,6 +7,7 @@ One precision vocabulary for YAML and code: "auto" (bf16 autocast on CUDA, fp32 
 from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -49,3 +50,19 @@ def autocast(device: torch.device | str, precision: str = "auto"):
     if precision == "fp32":
         return nullcontext()
     return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
+
+
+@torch.no_grad()
+def forward_batches(model: nn.Module, images: torch.Tensor, hooks: Sequence[tuple[nn.Module, Callable]],
+                    batch_size: int = 500) -> None:
+    """Run `model` over `images` in batches, in eval mode on the model's device, with the forward hooks
+    (module, hook) registered for the duration: what the hooks record is the result."""
+    handles = [module.register_forward_hook(hook) for module, hook in hooks]
+    device = next(model.parameters()).device
+    try:
+        with eval_mode(model):
+            for start in range(0, len(images), batch_size):
+                model(images[start:start + batch_size].to(device))
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from studio.errors import StudioError
-from studio.modes import eval_mode
+from studio.modes import forward_batches
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -92,15 +92,7 @@ def conv_statistics(model: nn.Module, images: torch.Tensor, batch_size: int = 50
             blocks[i].append(torch.cat([out.mean((2, 3)), out.std((2, 3))], 1).cpu())
         return hook
 
-    hooks = [conv.register_forward_hook(record(i)) for i, conv in enumerate(convs)]
-    device = next(model.parameters()).device
-    try:
-        with eval_mode(model):
-            for start in range(0, len(images), batch_size):
-                model(images[start:start + batch_size].to(device))
-    finally:
-        for hook in hooks:
-            hook.remove()
+    forward_batches(model, images, [(conv, record(i)) for i, conv in enumerate(convs)], batch_size)
     return [torch.cat(b).numpy().astype(np.float64) for b in blocks]
 
 

@@ -51,7 +51,7 @@ def test_saved_generator_loads_and_reproduces_its_samples(dcgan, datamodule, tmp
 
 def test_realism_ratio_is_about_one_for_real_images(judged, datamodule):
     images, labels = datamodule.split("test")
-    ratio = judged.realism_ratio(images[:200], labels[:200].tolist())["realism_ratio"]
+    ratio = judged.realism(images[:200], labels[:200].tolist())["realism_ratio"]
     assert 0.5 < ratio < 2.0
 
 

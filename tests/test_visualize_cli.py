@@ -229,14 +229,14 @@ def test_a_judge_without_a_linear_layer_is_refused(datamodule):
 def test_realism_needs_three_images(untrained_judge):
     judge, x = untrained_judge
     with pytest.raises(StudioError, match=r"^realism needs at least 3 images to fit a covariance; got 2$"):
-        judge.realism_ratio(x[:2])
+        judge.realism(x[:2])
 
 
 def test_realism_of_a_class_with_no_real_images_names_the_classes_there_are(untrained_judge):
     judge, x = untrained_judge
     with pytest.raises(StudioError, match=r"^no real images of class 7 to compare with; the judge's real images "
                                           r"have classes 0, 1, 2, 3, 4$"):
-        judge.realism_ratio(x[:3], [7, 7, 7])
+        judge.realism(x[:3], [7, 7, 7])
 
 
 def test_diversity_needs_two_seeds_of_a_target(untrained_judge):

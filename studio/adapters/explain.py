@@ -4,23 +4,17 @@ per method and as MetricOptions. Driven by the method registry (studio/explain/r
 
 from __future__ import annotations
 
-from omegaconf import OmegaConf
-
+from studio.adapters import plain
 from studio.explain import METHODS
 from studio.explain.compare import MetricOptions
 from studio.explain.registry import MethodSpec
 
 
-def _plain(node):
-    """A config node as plain Python values (resolved); anything else as it is."""
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-
-
 def _options(spec: MethodSpec, ecfg, common: dict) -> dict:
     """One method's options: its block through `from_block`, its keys of `explain`, then `common`."""
     node = ecfg.get(spec.block) if spec.block else None
-    block = spec.from_block(_plain(node) if node is not None else {})
-    return {**block, **{option: _plain(ecfg.get(key)) for option, key in spec.config_keys.items()}, **common}
+    block = spec.from_block(plain(node) if node is not None else {})
+    return {**block, **{option: plain(ecfg.get(key)) for option, key in spec.config_keys.items()}, **common}
 
 
 def method_options(ecfg) -> dict[str, dict]:
@@ -42,4 +36,4 @@ def chosen_layers(ecfg, names: list[str]) -> list[str]:
 
 def metric_options(ecfg) -> MetricOptions:
     """explain.metrics plus the shared batch_size and seed."""
-    return MetricOptions(**_plain(ecfg.metrics), batch_size=int(ecfg.batch_size), seed=int(ecfg.seed))
+    return MetricOptions(**plain(ecfg.metrics), batch_size=int(ecfg.batch_size), seed=int(ecfg.seed))

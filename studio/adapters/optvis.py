@@ -15,20 +15,13 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-from omegaconf import OmegaConf
 
+from studio.adapters import plain
 from studio.errors import StudioError, lookup
 from studio.optvis import params, regularizers
 from studio.optvis.objectives import (LOGITS, Objective, channel, class_, deepdream, direction, diversity, neuron,
                                       resolve_indices)
 from studio.optvis.render import RenderOptions
-
-
-def plain(node) -> dict | list | None:
-    """A config node as plain Python values (a `???` left in it is Hydra's one-line missing-value error)."""
-    if OmegaConf.is_config(node):
-        return OmegaConf.to_container(node, resolve=True, throw_on_missing=True)
-    return node
 
 
 # --- objectives ------------------------------------------------------------------------------------

@@ -17,16 +17,17 @@ def default_layers(model: Classifier) -> list[str]:
     return [name for name, _ in model.net.named_children()]
 
 
-def _flatten(activation: torch.Tensor, pool: int) -> torch.Tensor:
-    """N×C×H×W maps average-pooled to at most pool×pool, then flattened; N×D features stay as they are."""
-    if activation.ndim == 4:
+def _flatten(activation: torch.Tensor, pool: int | None) -> torch.Tensor:
+    """N×C×H×W maps average-pooled to at most pool×pool (None: not pooled), then flattened; N×D features stay
+    as they are."""
+    if activation.ndim == 4 and pool is not None:
         h, w = activation.shape[-2:]
         activation = F.adaptive_avg_pool2d(activation, (min(pool, h), min(pool, w)))
     return activation.flatten(1)
 
 
 @torch.no_grad()
-def collect(model: Classifier, images: torch.Tensor, layers: list[str], pool: int = 4,
+def collect(model: Classifier, images: torch.Tensor, layers: list[str], pool: int | None = 4,
             batch_size: int = 500, max_features: int | None = None) -> dict[str, torch.Tensor]:
     """{layer: N×D float32 features} for `images` (N×C×H×W in [0, 1]); 'pixels' is the input itself."""
     modules = {name: get_layer(model, name) for name in layers if name != PIXELS}

@@ -126,8 +126,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 def load_image_folder(root: str, size: int, channels: int) -> Images:
     """A user's own images: root/<class name>/<image>, converted to `channels` and resized to size×size."""
-    from PIL import Image
-
     root_path = Path(root)
     if not root_path.is_dir():
         raise StudioError(f"image folder not found: {root!r}; expected <root>/<class name>/<images>")
@@ -135,30 +133,48 @@ def load_image_folder(root: str, size: int, channels: int) -> Images:
     if len(class_dirs) < 2:
         raise StudioError(f"image folder {root!r} has {len(class_dirs)} class folder(s); need at least 2 "
                           "(<root>/<class name>/<images>)")
-    mode = {1: "L", 3: "RGB"}.get(channels)
-    if mode is None:
-        raise StudioError(f"image_folder channels={channels} is not supported; choose from: 1, 3")
+    mode = pil_mode(channels, "image_folder")
     images, labels = [], []
-    # Pillow only warns for images between MAX_IMAGE_PIXELS and twice that; a folder of user files is
-    # untrusted, so a warning-sized bomb is refused like a bigger one
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        for label, class_dir in enumerate(class_dirs):
-            for file in sorted(class_dir.iterdir()):
-                if file.suffix.lower() not in IMAGE_SUFFIXES:
-                    continue
-                try:
-                    with Image.open(file) as img:
-                        img = img.convert(mode).resize((size, size), Image.BILINEAR)
-                        images.append(np.asarray(img, dtype=np.uint8))
-                except (Image.DecompressionBombError, Image.DecompressionBombWarning,  # "... decompression bomb"
-                        OSError, ValueError, SyntaxError, EOFError) as e:  # what Pillow raises for corrupt files
-                    raise StudioError(f"cannot read image {str(file)!r}: {e}") from None
-                labels.append(label)
+    for label, class_dir in enumerate(class_dirs):
+        files = image_files(class_dir)
+        images.extend(read_images(files, size, mode))
+        labels.extend([label] * len(files))
     if not images:
         raise StudioError(f"image folder {root!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
     return Images(_from_uint8(np.stack(images), channels_last=channels == 3),
                   torch.tensor(labels, dtype=torch.int64), [p.name for p in class_dirs])
+
+
+def pil_mode(channels: int, what: str) -> str:
+    mode = {1: "L", 3: "RGB"}.get(channels)
+    if mode is None:
+        raise StudioError(f"{what} channels={channels} is not supported; choose from: 1, 3")
+    return mode
+
+
+def image_files(folder: Path) -> list[Path]:
+    """The image files directly inside `folder`, sorted by name."""
+    return [f for f in sorted(folder.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]
+
+
+def read_images(files: list[Path], size: int, mode: str) -> list[np.ndarray]:
+    """Each file converted to PIL `mode` ("L" or "RGB") and resized to size×size, as uint8 arrays."""
+    from PIL import Image
+
+    images = []
+    # Pillow only warns for images between MAX_IMAGE_PIXELS and twice that; a folder of user files is
+    # untrusted, so a warning-sized bomb is refused like a bigger one
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        for file in files:
+            try:
+                with Image.open(file) as img:
+                    img = img.convert(mode).resize((size, size), Image.BILINEAR)
+                    images.append(np.asarray(img, dtype=np.uint8))
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning,  # "... decompression bomb"
+                    OSError, ValueError, SyntaxError, EOFError) as e:  # what Pillow raises for corrupt files
+                raise StudioError(f"cannot read image {str(file)!r}: {e}") from None
+    return images
 
 
 def _plant_some(images: torch.Tensor, chosen: torch.Tensor, mark: Mark) -> torch.Tensor:

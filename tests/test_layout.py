@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("studio", "generators")
-ENGINES = ("studio.optvis", "studio.explain", "generators")
+ENGINES = ("studio.optvis", "studio.explain", "studio.concepts", "generators")
 # What an engine never imports: the config and tracking libraries, and the layers above it.
 ENGINE_FORBIDDEN = ("omegaconf", "hydra", "wandb", "studio.cli", "studio.config", "studio.commands",
                     "studio.tracking", "studio.report")

@@ -42,6 +42,8 @@ COMMANDS = {
     "embed": Command("embed", "PCA / t-SNE maps of chosen layers, coloured by class, with separation"),
     "explain": Command("explain", "explain single images (LIME, saliency, SmoothGrad, IG, occlusion, Grad-CAM) "
                        "and score the maps"),
+    "tcav": Command("tcav", "TCAV: does a class depend on a concept (mark, thick, thin, a folder)? Scores per layer "
+                    "and class, t-tested against random concepts"),
     "report": Command("report", "a sweep's jobs side by side: table, plots, comparison grid, HTML gallery "
                       "(studio report <sweep dir>)", positional="sweep", group="sweep_group"),
 }

@@ -66,18 +66,28 @@ def _mark(data_cfg) -> Mark:
     return Mark(o.size, o.corner, o.margin, o.value)
 
 
-def _concept_sets(cfg, concepts: dict[str, str], x_train: torch.Tensor, bases: list[torch.Tensor]):
-    """{name: one image set per run}: built-in concepts on fresh training images each run; a folder's images
-    (a random subset of tcav.images per run when it holds more)."""
-    s, out = cfg.tcav, {}
-    generator = torch.Generator().manual_seed(s.seed)
+def _folders(cfg, concepts: dict[str, str]) -> dict[str, torch.Tensor]:
+    """The images of every concept given as a folder, read and checked before any training."""
+    out = {}
     for name, source in concepts.items():
-        if source == "builtin":
+        if source != "builtin":
+            out[name] = load_concept_folder(name, source, cfg.data.channels, cfg.data.size)
+            check_count(name, out[name], cfg.tcav.min_images, f"in {source!r}")
+    return out
+
+
+def _concept_sets(cfg, concepts: dict[str, str], folders: dict[str, torch.Tensor], x_train: torch.Tensor,
+                  bases: list[torch.Tensor]) -> dict[str, list[torch.Tensor]]:
+    """{name: one image set per run}: a built-in concept on fresh training images each run; a folder's images
+    (a random subset of tcav.images per run where it holds more)."""
+    generator = torch.Generator().manual_seed(cfg.tcav.seed)
+    out = {}
+    for name in concepts:
+        if name in folders:
+            images = folders[name]
+            out[name] = [images[torch.randperm(len(images), generator=generator)[:cfg.tcav.images]] for _ in bases]
+        else:
             out[name] = [builtin_concept(name, x_train[b], _mark(cfg.data)) for b in bases]
-            continue
-        images = load_concept_folder(name, source, cfg.data.channels, cfg.data.size)
-        check_count(name, images, s.min_images, f"in {source!r}")
-        out[name] = [images[torch.randperm(len(images), generator=generator)[:s.images]] for _ in bases]
     return out
 
 
@@ -85,6 +95,7 @@ def tcav_run(cfg, tracker: Tracker, run_dir: Path) -> Result:
     """TCAV of every concept in every layer for every class (the issue's numbers: README)."""
     s = cfg.tcav
     concepts = _check_settings(cfg)
+    folders = _folders(cfg, concepts)
     dm = build_datamodule(cfg.data)
     trained = train_one(cfg, cfg.model, dm, tracker, "model")
     (x_train, _), (x_eval, y_eval) = dm.split("train"), dm.split(cfg.data.split)
@@ -94,7 +105,7 @@ def tcav_run(cfg, tracker: Tracker, run_dir: Path) -> Result:
     runs = s.random_runs
     sets = disjoint_sets(len(x_train), 3 * runs, s.images, s.seed)
     start = time.perf_counter()
-    results = tcav(trained.model, _concept_sets(cfg, concepts, x_train, sets[2 * runs:]),
+    results = tcav(trained.model, _concept_sets(cfg, concepts, folders, x_train, sets[2 * runs:]),
                    [x_train[i] for i in sets[:runs]], [x_train[i] for i in sets[runs:2 * runs]],
                    x_eval[chosen], y_eval[chosen], list(s.layers), classes, s.l2, s.max_iter)
     seconds = time.perf_counter() - start

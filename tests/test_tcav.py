@@ -146,3 +146,21 @@ def test_each_bad_input_is_one_line(case, outputs, tmp_path):
     result = run_studio_forked("tcav", *args, f"hydra.run.dir={tmp_path / 'run'}", *QUIET_LOCAL, outputs=outputs)
     assert_one_line_error(result, *fragments)
     assert not (tmp_path / "run" / "tcav.csv").exists()
+
+
+def test_the_demo_step_catches_the_mark_in_conv3(outputs, tmp_path, capsys):
+    from studio.commands.tcav import demo_step
+    from studio.tracking import Tracker
+    from tests.conftest import compose_config
+
+    cfg = compose_config("demo", ["logger=none", "trainer.enable_progress_bar=false"])
+    with Tracker(cfg, "demo", tmp_path, str(tmp_path)) as tracker:
+        result = demo_step(cfg, tracker, tmp_path / "tcav")
+    assert result.metrics["tcav/mark/conv3/0"] >= 0.9 and result.metrics["tcav_p/mark/conv3/0"] < 0.01
+    assert {k for k in result.metrics if k.startswith("tcav/")} == {
+        f"tcav/{c}/conv3/0" for c in ("mark", "thick", "thin", "background_light")}
+    assert (tmp_path / result.artifacts["tcav/plot"]).stat().st_size > 0
+    cfg = compose_config("demo", ["model=resnet18", "logger=none"])
+    with Tracker(cfg, "demo", tmp_path / "resnet", str(tmp_path)) as tracker:
+        assert demo_step(cfg, tracker, tmp_path / "resnet" / "tcav").metrics == {}
+    assert "demo: resnet18 has no layer 'conv3'; skipping TCAV" in capsys.readouterr().out

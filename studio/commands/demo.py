@@ -1,11 +1,12 @@
 """`studio demo`, the main job: classifier, judge and generator on the bundled digits, then what they show:
-filters and classes rendered (pixels and latent), probes and embeddings of the layers, and local
-explanations (with the Clever Hans experiment). Each step is the matching command's own code, run with
+filters and classes rendered (pixels and latent), probes and embeddings of the layers, local
+explanations (with the Clever Hans experiment) and TCAV of the Clever Hans model. Each step is the
+matching command's own code, run with
 that command's shipped settings (conf/<command>.yaml) and conf/demo.yaml's few changes."""
 
 from __future__ import annotations
 
-from studio.commands import embed, explain, probe, visualize
+from studio.commands import embed, explain, probe, tcav, visualize
 from studio.commands.shared import Result, generator_for, judge_for, train_one
 from studio.commands.train import accuracy_metrics
 from studio.data import build_datamodule
@@ -23,7 +24,8 @@ def run(cfg, tracker) -> Result:
                                            generator.module),
              probe.demo_step(cfg, tracker, run_dir / "probe"),
              embed.demo_step(cfg, tracker, run_dir / "embed"),
-             explain.demo_explanations(cfg, tracker, run_dir, model.model)]
+             explain.demo_explanations(cfg, tracker, run_dir, model.model),
+             tcav.demo_step(cfg, tracker, run_dir / "tcav")]
     artifacts = {"model_checkpoint": str(model.path.resolve()), "judge_checkpoint": str(judge.path.resolve()),
                  "generator": str(generator.path.resolve())}
     for step in steps:

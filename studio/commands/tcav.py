@@ -20,7 +20,7 @@ from studio.errors import StudioError
 from studio.files import write_text
 from studio.images import pyplot, save_figure
 from studio.mark import Mark
-from studio.models import check_layer_names
+from studio.models import check_layer_names, layer_names, untrained_copy
 from studio.report.tables import csv_and_markdown
 from studio.tracking import Tracker
 
@@ -169,3 +169,28 @@ def _plot(rows: list[dict], alpha: float):
     axes[0, 0].set_title(f"TCAV by class (grey: not significant at p < {alpha})")
     axes[-1, 0].set_xlabel("class")
     return fig
+
+
+DEMO_LAYER = "conv3"  # small_cnn's layer where the Clever Hans model is caught (README, Concepts: TCAV)
+
+
+def demo_step(cfg, tracker: Tracker, out_dir: Path) -> Result:
+    """The demo's TCAV: `studio tcav experiment=clever_hans` with its shipped settings (conf/tcav.yaml), for
+    the mark's class in conv3 only (the demo's 10 s budget), on the demo's Clever Hans model (the explain
+    step's cache entry: the experiment's data and epochs, the demo's paths, model and trainer otherwise),
+    under out_dir; the table and plot are artifacts, not items."""
+    from omegaconf import OmegaConf
+
+    from studio import config
+
+    model = untrained_copy(cfg.model, cfg.data)
+    if model is None or DEMO_LAYER not in layer_names(model):
+        print(f"demo: {cfg.model.name} has no layer {DEMO_LAYER!r}; skipping TCAV")
+        return Result({})
+    hans = config.compose("tcav", ["+experiment=clever_hans"])
+    hans.paths, hans.model = cfg.paths, cfg.model
+    hans.trainer = OmegaConf.merge(cfg.trainer, {"max_epochs": hans.trainer.max_epochs})
+    hans.tcav.classes, hans.tcav.layers = [hans.data.options.mark_class], [DEMO_LAYER]
+    result = tcav_run(hans, tracker, out_dir)
+    prefix = out_dir.name
+    return Result(result.metrics, [], {f"{prefix}/{k}": f"{prefix}/{v}" for k, v in result.artifacts.items()})

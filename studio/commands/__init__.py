@@ -44,6 +44,8 @@ COMMANDS = {
                        "and score the maps"),
     "tcav": Command("tcav", "TCAV: does a class depend on a concept (mark, thick, thin, a folder)? Scores per layer "
                     "and class, t-tested against random concepts"),
+    "dissect": Command("dissect", "Network Dissection: label each unit of a layer with the concept (ink, loop, "
+                       "stroke end, mark, a mask folder) its top activations overlap (IoU)"),
     "report": Command("report", "a sweep's jobs side by side: table, plots, comparison grid, HTML gallery "
                       "(studio report <sweep dir>)", positional="sweep", group="sweep_group"),
 }

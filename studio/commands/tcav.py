@@ -58,7 +58,7 @@ def _check_settings(cfg) -> dict[str, str]:
     return concepts
 
 
-def _mark(data_cfg) -> Mark:
+def data_mark(data_cfg) -> Mark:
     """The data's own mark on marked data (so the concept is what the model saw), else the default mark."""
     if data_cfg.source != "marked":
         return Mark()
@@ -87,7 +87,7 @@ def _concept_sets(cfg, concepts: dict[str, str], folders: dict[str, torch.Tensor
             images = folders[name]
             out[name] = [images[torch.randperm(len(images), generator=generator)[:cfg.tcav.images]] for _ in bases]
         else:
-            out[name] = [builtin_concept(name, x_train[b], _mark(cfg.data)) for b in bases]
+            out[name] = [builtin_concept(name, x_train[b], data_mark(cfg.data)) for b in bases]
     return out
 
 

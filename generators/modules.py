@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 
 from generators.augment import diff_augment
 from generators.dcgan import Discriminator, Generator
+from generators.ema import update_ema
 from generators.vae import Decoder, Encoder, negative_elbo
 from studio.fit import diverged
 from studio.modes import eval_mode
@@ -108,17 +109,8 @@ class GANModule(GeneratorModule):
         self.update_ema()
         self.log_dict({"d_loss": d_loss, "g_loss": g_loss}, prog_bar=True, on_step=False, on_epoch=True)
 
-    @torch.no_grad()
     def update_ema(self) -> None:
-        """ema <- decay·ema + (1 - decay)·online, for the weights and the batch-norm statistics alike."""
-        t = float(self.ema_updates)
-        decay = min(self.ema_decay, (1 + t) / (10 + t))
-        for average, current in zip(self.ema.state_dict().values(), self.online.state_dict().values()):
-            if average.is_floating_point():
-                average.lerp_(current, 1 - decay)
-            else:  # batch norm's num_batches_tracked
-                average.copy_(current)
-        self.ema_updates += 1
+        update_ema(self.ema, self.online, self.ema_updates, self.ema_decay)
 
     def configure_optimizers(self):
         betas = (0.5, 0.999)

@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 from torchvision.utils import make_grid, save_image
 
+from generators.diffusion import DiffusionModule
 from generators.modules import GANModule, GeneratorModule, VAEModule
 from studio.cache import config_hash, load_or_train
 from studio.data import ImageDataModule
@@ -18,7 +19,7 @@ from studio.files import atomic_path
 from studio.models import load_state_dict_file
 from studio.fit import RngState, StopIfDiverged, every_epoch_checkpoint, last_checkpoint, progress
 
-GENERATORS = {"dcgan": GANModule, "vae": VAEModule}
+GENERATORS = {"dcgan": GANModule, "vae": VAEModule, "diffusion": DiffusionModule}
 RUNTIME_KEYS = ("accelerator", "devices", "strategy", "num_nodes")
 
 
@@ -67,7 +68,8 @@ def trained_generator(gen_cfg, data_cfg, trainer_cfg, dm: ImageDataModule, model
 
     runtime = {k: trainer_cfg[k] for k in RUNTIME_KEYS if k in trainer_cfg}
     data_key = {k: v for k, v in data_cfg.items() if k not in ("num_workers", "split")}
-    stem = f"{gen_cfg.name}-{data_cfg.name}-{config_hash(generator=gen_cfg, data=data_key)}"
+    trained_by = {k: v for k, v in gen_cfg.items() if k != "render"}  # the render recipe does not change the weights
+    stem = f"{gen_cfg.name}-{data_cfg.name}-{config_hash(generator=trained_by, data=data_key)}"
 
     def train(workdir: Path) -> dict:
         # A checkpoint after every epoch: a run killed mid-way resumes from it (the work dir survives
@@ -122,6 +124,10 @@ def load_generator_state(module: GeneratorModule, state: dict, path: str,
         raise StudioError(f"generator checkpoint {str(path)!r} has no {prefix}* weights ({module.sampled_what}, "
                           f"which generator.arch={arch} samples from); found only {found}: {module.sampled_missing}")
     expected = module.state_dict()
+    if "image_shape" in state and not torch.equal(state["image_shape"].cpu(), expected["image_shape"].cpu()):
+        found, wanted = ("x".join(str(int(v)) for v in s) for s in (state["image_shape"], expected["image_shape"]))
+        raise StudioError(f"generator checkpoint {str(path)!r} was trained on {found} images; generator.arch={arch} "
+                          f"here makes {wanted} images (data.channels, data.size)")
     mismatched = [k for k in state if k in expected and state[k].shape != expected[k].shape]
     if mismatched:
         k = mismatched[0]

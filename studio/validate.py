@@ -68,7 +68,7 @@ def check_overrides(command: str, overrides: list[str], conf_dir: Path) -> None:
         return  # the groups themselves do not compose: Hydra reports that
     for override in values:
         key = override.key_or_group
-        defaults = [node for node in (_node(cfg, key) for cfg in configs) if node is not _ABSENT]
+        defaults = [node for node in (_default(cfg, key) for cfg in configs) if node is not _ABSENT]
         if not defaults:
             raise _unknown_key(key, configs)
         if override.is_interval_sweep():
@@ -143,6 +143,19 @@ def _node(cfg: DictConfig, key: str):
             node = node[int(part)]
         else:
             return _ABSENT
+    return node
+
+
+def _default(cfg: DictConfig, key: str):
+    """_node, with an interpolation (`steps: ${param.render.steps}`) replaced by what it resolves to: its
+    type is the schema."""
+    node = _node(cfg, key)
+    if isinstance(node, str) and "${" in node:
+        try:
+            resolved = OmegaConf.select(cfg, key)
+        except Exception:  # noqa: BLE001 - resolves only at run time (${now:...}, a missing value): any string
+            return node
+        return node if resolved is None else resolved
     return node
 
 

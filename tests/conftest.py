@@ -165,7 +165,8 @@ def _studio_in_this_process(args, outputs: Path, env: dict | None, out, err):
 
 
 # A few epochs: enough for digit-like samples in tests; the default (README numbers) trains longer.
-FAST_GENERATOR = {"dcgan": ["generator.max_epochs=3"], "vae": ["generator.max_epochs=6"]}
+FAST_GENERATOR = {"dcgan": ["generator.max_epochs=3"], "vae": ["generator.max_epochs=6"],
+                  "diffusion": ["generator.max_epochs=3"]}
 
 
 def _generator(arch: str, datamodule):
@@ -185,6 +186,12 @@ def dcgan(outputs, datamodule):
 def vae(outputs, datamodule):
     """A briefly trained VAE, once per session."""
     return _generator("vae", datamodule)
+
+
+@pytest.fixture(scope="session")
+def diffusion(outputs, datamodule):
+    """A briefly trained diffusion model, once per session."""
+    return _generator("diffusion", datamodule)
 
 
 @pytest.fixture(scope="session")

@@ -5,10 +5,9 @@ from collections import OrderedDict
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
-from studio.config import CONF_DIR, config_choices
+from studio.config import config_choices
 from studio.errors import StudioError
 from studio.models import Classifier, build_net
 from studio.optvis import (blur, channel, class_, clip_contrib, clip_norm, deepdream, direction, diversity, fft,
@@ -210,7 +209,8 @@ def test_regularizer_configs_build_and_list_the_registry_on_a_typo():
 
 @pytest.mark.parametrize("name", config_choices("regularizer"))
 def test_every_regularizer_config_builds_and_renders(small_cnn, name):
-    built = optvis_config.build_regularization(OmegaConf.load(CONF_DIR / "regularizer" / f"{name}.yaml"))
+    cfg = compose_config("visualize", [f"regularizer={name}"])  # auto: the pixel recipe's
+    built = optvis_config.build_regularization(optvis_config.regularizer_config(cfg))
     r = render(small_cnn.model, channel("conv2", [0, 1]), steps=8, transforms=built.transforms,
                regularizers=built.as_list())
     assert r.images.shape == (2, 1, 28, 28) and not r.failed
@@ -281,7 +281,7 @@ def test_bad_targets_fail_in_one_line(small_cnn):
         optvis_config.objective_targets(cfg.objective, {"conv2": (12, 14, 14)})
     with pytest.raises(StudioError, match=r"unknown objective 'chanel'; choose from: channel, class, direction"):
         optvis_config.build_objective(compose_config("visualize", ["objective.name=chanel"]).objective, [0])
-    with pytest.raises(StudioError, match=r"unknown param 'pixels'; choose from: fft, latent, pixel"):
+    with pytest.raises(StudioError, match=r"unknown param 'pixels'; choose from: fft, guided, latent, pixel"):
         optvis_config.build_param({"name": "pixels", "size": 28, "channels": 1})
     with pytest.raises(StudioError, match=r"param 'fft' has no option 'decay'; its options: size, channels, sd"):
         optvis_config.build_param({"name": "fft", "size": 28, "channels": 1, "decay": 2})
@@ -432,7 +432,7 @@ def test_a_param_that_is_not_an_image_is_refused(build, shown):
 
 
 def test_latent_param_without_a_generator_names_the_generators():
-    with pytest.raises(StudioError, match=r"param=latent needs a generator: generator=dcgan, generator=vae"):
+    with pytest.raises(StudioError, match=r"param=latent needs a generator: generator=vae, generator=dcgan, generator=diffusion"):
         optvis_config.build_param({"name": "latent"})
 
 

@@ -327,7 +327,8 @@ def test_jobs_the_sweep_never_finished_are_failed_and_stale_dirs_left_out(tmp_pa
 
 def test_every_experiment_composes():
     for command, experiment in (("visualize", "compare_regularizers"), ("visualize", "all_filters"),
-                                ("visualize", "gan_vs_pixel"), ("explain", "explain_compare")):
+                                ("visualize", "gan_vs_pixel"), ("visualize", "prior_ladder"),
+                                ("explain", "explain_compare")):
         overrides = [f"+experiment={experiment}"] if command == "visualize" else [f"experiment={experiment}"]
         cfg = compose_config(command, overrides)
         params = OmegaConf.load(config.CONF_DIR / "experiment" / f"{experiment}.yaml").hydra.sweeper.params

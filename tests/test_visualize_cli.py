@@ -5,12 +5,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from PIL import Image
 
 from studio.errors import StudioError
 from studio.models import build_classifier
 from studio.optvis import channel, pixel, render
 from studio.tracking import read_offline_run
+from studio.adapters import optvis as optvis_config
 from studio.commands.visualize import log_rendering, report_failures, save_rendering, summary
 from studio.images import to_pil
 from tests.conftest import assert_one_line_error, compose_config, read_manifest, run_studio, run_studio_forked
@@ -71,7 +73,7 @@ BAD_INPUTS = {
               ["class 10 is out of range: the model has 10 classes (0..9)"]),
     "regularizer-term": (["+regularizer.tvv.weight=1"],
                          ["unknown regularizer 'tvv'; choose from:", "clip_contrib", "weight_decay"]),
-    "param": (["param.name=pixels"], ["unknown param 'pixels'; choose from: fft, latent, pixel"]),
+    "param": (["param.name=pixels"], ["unknown param 'pixels'; choose from: fft, guided, latent, pixel"]),
     "objective-name": (["objective.name=deepdream"],
                        ["unknown objective 'deepdream'; choose from:", "channel", "diversity", "layer"]),
     "diversity-seeds": (["objective=diversity"], ["set seeds=2 or more"]),
@@ -190,11 +192,11 @@ def test_demo_skips_the_filter_renders_of_a_model_without_conv2(tmp_path, monkey
     from studio.tracking import Tracker
     from studio.commands.visualize import demo_visualizations
 
-    conf = tmp_path / "conf"  # the demo takes its loop settings from conf/visualize.yaml: 2 steps here
+    conf = tmp_path / "conf"  # the demo takes its pixel renders' steps from conf/param/pixel.yaml: 2 steps here
     shutil.copytree(config.CONF_DIR, conf)
-    settings = (conf / "visualize.yaml").read_text()
-    assert "\nsteps: 256\n" in settings
-    (conf / "visualize.yaml").write_text(settings.replace("\nsteps: 256\n", "\nsteps: 2\n"))
+    settings = (conf / "param" / "pixel.yaml").read_text()
+    assert "render: {steps: 256," in settings
+    (conf / "param" / "pixel.yaml").write_text(settings.replace("render: {steps: 256,", "render: {steps: 2,"))
     monkeypatch.setattr(config, "CONF_DIR", conf)
     cfg = compose_config("demo", ["model=resnet18", "logger=none"])  # `studio demo model=resnet18`
     with Tracker(cfg, "demo", tmp_path / "run", str(tmp_path)) as tracker:
@@ -243,3 +245,35 @@ def test_diversity_needs_two_seeds_of_a_target(untrained_judge):
     judge, x = untrained_judge
     with pytest.raises(StudioError, match=r"each of the 3 target\(s\) has 1 image: give 2 or more seeds"):
         judge.diversity(x[:3], ["class:0", "class:1", "class:2"])
+
+
+@pytest.mark.parametrize("overrides, regularizer, steps, lr, optimizer", [
+    ([], "l2_tv", 256, 0.1, "adam"),
+    (["param=fft"], "l2_tv", 256, 0.1, "adam"),
+    (["param=latent"], "none", 256, 0.1, "adam"),                       # no pixel penalty on G(z)
+    (["param=latent", "generator=diffusion"], "none", 64, 0.1, "adam"),
+    (["param=guided", "generator=diffusion"], "none", 50, 1.0, "sgd"),
+    (["param=latent", "regularizer=tv", "steps=10", "lr=0.5"], "tv", 10, 0.5, "adam"),  # asked for: taken
+], ids=["pixel", "fft", "latent", "latent-diffusion", "guided", "given"])
+def test_the_default_recipe_is_the_parameterizations(overrides, regularizer, steps, lr, optimizer):
+    from studio import config
+
+    cfg = compose_config("visualize", overrides)
+    expected = OmegaConf.to_container(config.load("regularizer", regularizer))
+    assert OmegaConf.to_container(optvis_config.regularizer_config(cfg), resolve=True) == expected
+    assert (cfg.steps, cfg.lr, cfg.optimizer) == (steps, lr, optimizer)
+    if cfg.param.name == "guided":
+        assert cfg.param.sampler_steps == steps  # one sampler step per render step
+
+
+def test_an_auto_regularizer_without_a_recipe_names_the_choices():
+    cfg = compose_config("visualize", ["param.render.regularizer=sharpen"])
+    with pytest.raises(StudioError, match=r"regularizer=auto takes param.render.regularizer, which is 'sharpen': "
+                                          r"not a regularizer; choose from: blur, clip, .*l2_tv"):
+        optvis_config.regularizer_config(cfg)
+
+
+def test_terms_added_to_the_auto_regularizer_go_on_top_of_the_recipe():
+    cfg = compose_config("visualize", ["+regularizer.tv.weight=0.5", "+regularizer.l1.weight=0.01"])
+    terms = OmegaConf.to_container(optvis_config.regularizer_config(cfg), resolve=True)
+    assert terms == {"l2": {"weight": 0.1}, "tv": {"weight": 0.5}, "l1": {"weight": 0.01}}  # l2_tv, tv replaced

@@ -127,13 +127,14 @@ def param_options(cfg) -> tuple[Callable[..., params.ParamSpec], dict]:
     """(builder, options) of conf/param/<name>.yaml; an unknown name or option names the valid ones."""
     options = dict(plain(cfg))
     name = options.pop("name")
+    options.pop("render", None)  # the recipe `studio visualize` runs it with: regularizer_config, render_options
     builder = lookup(params.BUILDERS, "param", name)
     known = [p for p in inspect.signature(builder).parameters if p != "generator"]
     for key in options:
         if key not in known:
             raise StudioError(f"param {name!r} has no option {key!r}; its options: {', '.join(known)}")
-    if "generator" in inspect.signature(builder).parameters:  # checked now: the generator may take minutes to train
-        params.check_latent(**options)
+    if name in params.CHECKS:  # checked now: the generator may take minutes to train
+        params.CHECKS[name](**options)
     return builder, options
 
 
@@ -152,6 +153,32 @@ def build_param(cfg, generator=None) -> params.ParamSpec:
 
 
 # --- regularizers ----------------------------------------------------------------------------------
+def is_auto(regularizer) -> bool:
+    """Is this regularizer config conf/regularizer/auto.yaml (the parameterization's recipe)?"""
+    return regularizer is not None and bool(plain(regularizer).get("auto"))
+
+
+def regularizer_config(cfg):
+    """A visualize config's regularizer; regularizer=auto (the default) is the parameterization's recipe's,
+    conf/regularizer/<param.render.regularizer>.yaml (param=latent: the generator's render.regularizer),
+    with any terms added on the command line on top."""
+    node = cfg.get("regularizer")
+    if not is_auto(node):
+        return node
+    from omegaconf import OmegaConf
+
+    from studio import config
+
+    name = str((plain(cfg.param).get("render") or {}).get("regularizer", ""))
+    choices = sorted(p.stem for p in config.CONF_DIR.joinpath("regularizer").glob("*.yaml") if p.stem != "auto")
+    if name not in choices:
+        raise StudioError(f"regularizer=auto takes param.render.regularizer, which is {name!r}: not a regularizer; "
+                          f"choose from: {', '.join(choices)} (or set regularizer=<name>)")
+    recipe = config.load("regularizer", name)
+    extra = {k: v for k, v in plain(node).items() if k != "auto"}  # `+regularizer.tv.weight=0.5`: on top of it
+    return OmegaConf.merge(recipe, extra) if extra else recipe
+
+
 def build_regularization(cfg) -> regularizers.Regularization:
     """conf/regularizer/<name>.yaml (term id -> {name, weight, every, options}) or a list of terms."""
     return regularizers.regularization(plain(cfg))

@@ -127,7 +127,7 @@ def report_failures(rendering: Rendering, command: str, hint: str = "") -> None:
 
 def _overflow_hint(cfg) -> str:
     """What to lower when the objective turned non-finite: lr and the regularizer weights, with their values."""
-    regularizer = cfg.get("regularizer")
+    regularizer = optvis_config.regularizer_config(cfg)
     terms = OmegaConf.to_container(regularizer, resolve=True) if OmegaConf.is_config(regularizer) else {}
     weights = [f"regularizer.{k}.weight={t['weight']}" for k, t in terms.items()
                if isinstance(t, dict) and t.get("weight") is not None]
@@ -189,7 +189,12 @@ def run(cfg, tracker) -> Result:
     optvis_config.check_seeds(cfg.objective, len(options.seeds))
     latent = optvis_config.needs_generator(cfg.param)
     spec = pixel(cfg.data.size, cfg.data.channels) if latent else optvis_config.build_param(cfg.param)
-    regularization = optvis_config.build_regularization(cfg.get("regularizer"))
+    regularization = optvis_config.build_regularization(optvis_config.regularizer_config(cfg))
+    if optvis_config.is_auto(cfg.get("regularizer")):
+        from_generator = OmegaConf.is_interpolation(cfg.param, "render")  # param=latent: ${generator.render}
+        whose = f"generator {cfg.generator.name}" if from_generator else f"param {cfg.param.name}"
+        print(f"recipe of {whose}: regularizer {cfg.param.render.regularizer}, {options.steps} steps, "
+              f"lr {options.lr:g} (regularizer=, steps=, lr= change it)")
     untrained = untrained_copy(cfg.model, cfg.data)
     if untrained is not None:  # a typo in a layer name or an index costs no training
         check_targets(untrained, cfg.objective, spec)
@@ -225,27 +230,30 @@ DEMO_REGULARIZERS = ("none", "l2_tv")
 DEMO_LATENT = ("classes", "class", {"classes": "all"}, 4)
 
 
-def _demo_options(seeds: int) -> RenderOptions:
-    defaults = config.load("visualize")  # the same loop settings as `studio visualize`
-    return RenderOptions(steps=int(defaults.steps), lr=float(defaults.lr), optimizer=str(defaults.optimizer),
-                         seeds=tuple(range(seeds)), device=optvis_config.resolve_device("auto"), progress=False)
+def _demo_options(seeds: int, param: dict) -> RenderOptions:
+    """`studio visualize`'s loop settings for `param` (its render recipe's steps and lr)."""
+    recipe = param["render"]
+    return RenderOptions(steps=int(recipe["steps"]), lr=float(recipe["lr"]),
+                         optimizer=str(recipe.get("optimizer", "adam")), seeds=tuple(range(seeds)), device=optvis_config.resolve_device("auto"), progress=False)
 
 
-def _param_config(name: str, data_cfg) -> dict:
-    root = OmegaConf.create({"data": OmegaConf.to_container(data_cfg, resolve=True),
-                             "param": config.load("param", name)})
+def _param_config(name: str, cfg) -> dict:
+    """conf/param/<name>.yaml resolved against cfg's data (and generator: param=latent's recipe is its)."""
+    given = {k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("data", "generator") if k in cfg}
+    root = OmegaConf.create({**given, "param": config.load("param", name)})
     return OmegaConf.to_container(root, resolve=True)["param"]
 
 
 def demo_visualizations(cfg, tracker, run_dir: Path, model, judge: Judge | None = None, generator=None):
     """conv2's filters and the classes in pixel space, without regularization and with l2_tv; with a
-    generator also the classes through its latent space (param=latent); scored by the judge if given.
+    generator also the classes through its latent space (param=latent, the generator's recipe); scored by
+    the judge if given.
 
     Uses the same YAML files as `studio visualize` (conf/objective, conf/param, conf/regularizer)."""
     run_dir = Path(run_dir)
     load = config.load
-    pixels = optvis_config.build_param(_param_config("pixel", cfg.data))
-    jobs = []  # (name, regularizer, objective cfg, spec, seeds)
+    pixels = _param_config("pixel", cfg)
+    jobs = []  # (name, regularizer, objective cfg, param config, seeds)
     names = layer_names(model)
     for what, objective_name, overrides, seeds in DEMO_RENDERS:
         if overrides.get("layer") and overrides["layer"] not in names:
@@ -255,14 +263,15 @@ def demo_visualizations(cfg, tracker, run_dir: Path, model, judge: Judge | None 
         jobs += [(f"{what}_{reg}", reg, objective_cfg, pixels, seeds) for reg in DEMO_REGULARIZERS]
     if generator is not None:
         what, objective_name, overrides, seeds = DEMO_LATENT
-        spec = optvis_config.build_param(_param_config("latent", cfg.data), generator)
-        jobs.append((f"{what}_latent", "none", OmegaConf.merge(load("objective", objective_name), overrides), spec,
-                     seeds))
+        latent = _param_config("latent", cfg)
+        jobs.append((f"{what}_latent", latent["render"]["regularizer"],
+                     OmegaConf.merge(load("objective", objective_name), overrides), latent, seeds))
 
     done = []
-    for name, reg, objective_cfg, spec, seeds in jobs:
+    for name, reg, objective_cfg, param, seeds in jobs:
         regularization = optvis_config.build_regularization(load("regularizer", reg))
-        rendering = render_config(model, objective_cfg, spec, regularization, _demo_options(seeds))
+        spec = optvis_config.build_param(param, generator)
+        rendering = render_config(model, objective_cfg, spec, regularization, _demo_options(seeds, param))
         report_failures(rendering, "demo")
         done.append((name, reg, spec.name, seeds, rendering))
 

@@ -180,6 +180,52 @@ class LatentParam(Param):
             self.z.mul_((self.max_norm / norms).clamp(max=1.0))
 
 
+class GuidedParam(Param):
+    """Classifier guidance of a diffusion model's deterministic (DDIM) sampler, through the denoiser: render
+    step k is sampler step k. The classifier is not noise-aware, so it never sees the noisy image x_t, only
+    the denoiser's estimate x̂0(x_t) of the clean image, which is what this parameterization shows; the
+    objective's gradient flows back through the denoiser to x_t, which keeps the guidance to directions the
+    denoiser maps to digits (the gradient on x̂0 alone is an adversarial texture).
+
+    Each render step, the optimizer's move of x_t (with optimizer=sgd: that gradient) is rescaled per image
+    to a root-mean-square step of guidance_scale · √(1 - ᾱ_t), in proportion to the noise still in x_t (none
+    at the clean end); the denoiser's estimate of the guided x_t then takes it to the next noise level
+    (DDIM, η = 0). After the last sampler step the image is the sample itself, and further render steps
+    leave it as it is. Deterministic: each seed is its starting noise. The diffusion model runs frozen."""
+
+    can_load = False
+
+    def __init__(self, seeds, channels, height, width, device, generator, sampler_steps=50, guidance_scale=0.02):
+        self.generator = generator.to(device).eval().requires_grad_(False)
+        self.levels = generator.path_levels(int(sampler_steps))
+        self.scale = float(guidance_scale)
+        self.done = 0  # sampler steps taken
+        self.x = _noise(seeds, (channels, height, width), 1.0).to(device).requires_grad_(True)
+        self.before = self.x.detach().clone()  # x_t before the optimizer's move
+        self.params = [self.x]
+
+    def __call__(self):
+        if self.done == len(self.levels):  # the sample (x_0 itself); the optimizer's moves are undone
+            return (self.x.clamp(-1, 1) + 1) / 2
+        t, a, _ = self.levels[self.done]
+        return (self.generator.clean_estimate(self.x, t, a) + 1) / 2
+
+    def load(self, images):
+        raise StudioError("param=guided cannot edit its images in pixel space; use penalty regularizers "
+                          "(none, l2, l1, tv, hf, l2_tv, jitter, standard) with it, not blur/clip/decay")
+
+    @torch.no_grad()
+    def constrain(self):
+        if self.done < len(self.levels):
+            t, a, a_next = self.levels[self.done]
+            move = self.x - self.before
+            rms = move.flatten(1).pow(2).mean(1).sqrt().clamp_min(1e-12).view(-1, *[1] * (move.dim() - 1))
+            guided = self.before + self.scale * (1 - a).sqrt() * move / rms
+            self.before = self.generator.ddim_step(guided, self.generator.clean_estimate(guided, t, a), a, a_next)
+            self.done += 1
+        self.x.copy_(self.before)
+
+
 @dataclass(frozen=True)
 class ParamSpec:
     """A parameterization before it knows its batch: `build(seeds, device)` makes the Param."""
@@ -227,7 +273,16 @@ def latent(generator, prior_weight: float = 0.0, anchor_weight: float = 0.0, rea
     size and channels default to what the generator makes (one sample decides)."""
     check_latent(truncation=truncation, max_norm=max_norm)
     if generator is None:
-        raise StudioError("param=latent needs a generator: generator=dcgan, generator=vae or generator=checkpoint")
+        raise StudioError("param=latent needs a generator: generator=vae, generator=dcgan, generator=diffusion or "
+                          "generator=checkpoint")
+    size, channels = _generator_shape(generator, size, channels)
+    return _spec("latent", size, channels, dict(generator=generator, prior_weight=prior_weight,
+                                                anchor_weight=anchor_weight, realism_weight=realism_weight,
+                                                truncation=truncation, max_norm=max_norm))
+
+
+def _generator_shape(generator, size, channels) -> tuple[tuple[int, int], int]:
+    """(size, channels) of the generator's images (one sample decides), checked against those given."""
     shape = tuple(generator.sample(1).shape[1:])
     made = (shape[0], (shape[1], shape[2]))
     size = made[1] if size is None else ((size, size) if isinstance(size, int) else tuple(size))
@@ -235,10 +290,31 @@ def latent(generator, prior_weight: float = 0.0, anchor_weight: float = 0.0, rea
     if (int(channels), tuple(int(v) for v in size)) != made:
         raise StudioError(f"the generator makes {shape[0]}x{shape[1]}x{shape[2]} images, but the classifier "
                           f"takes {channels}x{size[0]}x{size[1]} (data.channels, data.size)")
-    return _spec("latent", size, channels, dict(generator=generator, prior_weight=prior_weight,
-                                                anchor_weight=anchor_weight, realism_weight=realism_weight,
-                                                truncation=truncation, max_norm=max_norm))
+    return size, channels
 
 
-PARAMS: dict[str, Callable[..., Param]] = {"pixel": PixelParam, "fft": FFTParam, "latent": LatentParam}
-BUILDERS = {"pixel": pixel, "fft": fft, "latent": latent}
+def check_guided(guidance_scale=1.0, **_) -> None:
+    """The guided options that can be checked before the diffusion model exists."""
+    if not guidance_scale > 0:
+        raise StudioError(f"param.guidance_scale={guidance_scale} must be positive (0.02 is the measured default)")
+
+
+def guided(generator, sampler_steps: int = 50, guidance_scale: float = 0.02, size=None,
+           channels: int | None = None) -> ParamSpec:
+    """A diffusion model's samples, guided by the objective through its clean-image estimate; see GuidedParam.
+    Render with steps=sampler_steps (more render steps change nothing; fewer stop at a blurry estimate) and
+    optimizer="sgd" (Adam's per-pixel steps would move the background as much as the strokes)."""
+    check_guided(guidance_scale)
+    if generator is None or not hasattr(generator, "path_levels"):
+        what = "none" if generator is None else type(generator).__name__
+        raise StudioError(f"param=guided needs a diffusion model: generator=diffusion (got {what})")
+    generator.path_levels(int(sampler_steps))  # a path longer than the schedule: the error now
+    size, channels = _generator_shape(generator, size, channels)
+    return _spec("guided", size, channels, dict(generator=generator, sampler_steps=int(sampler_steps),
+                                                guidance_scale=float(guidance_scale)))
+
+
+PARAMS: dict[str, Callable[..., Param]] = {"pixel": PixelParam, "fft": FFTParam, "latent": LatentParam,
+                                           "guided": GuidedParam}
+BUILDERS = {"pixel": pixel, "fft": fft, "latent": latent, "guided": guided}
+CHECKS = {"latent": check_latent, "guided": check_guided}  # before a generator is trained: its options' own checks

@@ -56,6 +56,14 @@ class SampleGrid(pl.Callback):
                              step=trainer.global_step)
 
 
+def cache_stem(gen_cfg, data_cfg) -> str:
+    """`<generator>-<data>-<hash>`: the cache entry's name, keyed by what changes the trained weights (not the
+    render recipe, not the data loader's workers or split)."""
+    data_key = {k: v for k, v in data_cfg.items() if k not in ("num_workers", "split")}
+    trained_by = {k: v for k, v in gen_cfg.items() if k != "render"}
+    return f"{gen_cfg.name}-{data_cfg.name}-{config_hash(generator=trained_by, data=data_key)}"
+
+
 def trained_generator(gen_cfg, data_cfg, trainer_cfg, dm: ImageDataModule, models_dir: str | Path,
                       logger=False, samples_dir: Path | None = None) -> TrainedGenerator:
     """The generator `gen_cfg` describes: loaded from gen_cfg.path, from the cache, or trained on dm."""
@@ -67,9 +75,7 @@ def trained_generator(gen_cfg, data_cfg, trainer_cfg, dm: ImageDataModule, model
         return TrainedGenerator(module.eval(), Path(gen_cfg.path), cached=True, train_seconds=0.0)
 
     runtime = {k: trainer_cfg[k] for k in RUNTIME_KEYS if k in trainer_cfg}
-    data_key = {k: v for k, v in data_cfg.items() if k not in ("num_workers", "split")}
-    trained_by = {k: v for k, v in gen_cfg.items() if k != "render"}  # the render recipe does not change the weights
-    stem = f"{gen_cfg.name}-{data_cfg.name}-{config_hash(generator=trained_by, data=data_key)}"
+    stem = cache_stem(gen_cfg, data_cfg)
 
     def train(workdir: Path) -> dict:
         # A checkpoint after every epoch: a run killed mid-way resumes from it (the work dir survives

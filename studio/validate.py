@@ -70,7 +70,7 @@ def check_overrides(command: str, overrides: list[str], conf_dir: Path) -> None:
         key = override.key_or_group
         defaults = [node for node in (_default(cfg, key) for cfg in configs) if node is not _ABSENT]
         if not defaults:
-            raise _unknown_key(key, configs)
+            raise _auto_group(key, configs) or _unknown_key(key, configs)
         if override.is_interval_sweep():
             continue
         given = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
@@ -193,6 +193,17 @@ def _show(default) -> str:
     if isinstance(default, (DictConfig, ListConfig)):
         return str(OmegaConf.to_container(default)).replace(" ", "")
     return str(default).lower() if isinstance(default, bool) else str(default)
+
+
+def _auto_group(key: str, configs: list[DictConfig]) -> StudioError | None:
+    """`regularizer.tv.weight=0.5` while regularizer=auto (conf/regularizer/auto.yaml, the default): the
+    recipe's terms are chosen at run time, so say how to set one."""
+    group = key.split(".")[0]
+    if "." not in key or not all(isinstance(n := _node(c, group), DictConfig) and n.get("auto") for c in configs):
+        return None
+    return StudioError(f"unknown config key {key!r}: {group}=auto (the default) takes the parameterization's recipe "
+                       f"and has no terms of its own; name one to change its terms ({group}=l2_tv {key}=...) or add "
+                       f"a term on top (+{key}=...)")
 
 
 def _unknown_key(key: str, configs: list[DictConfig]) -> StudioError:

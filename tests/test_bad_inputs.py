@@ -153,7 +153,7 @@ ROWS = {
     # generators
     "train-generator-unknown-arch": ("train-generator", ["generator=checkpoint", "generator.path={inputs}/x.pt",
                                                          "generator.arch=gan"],
-                                     ["unknown generator architecture 'gan'; choose from: dcgan, vae"]),
+                                     ["unknown generator architecture 'gan'; choose from: dcgan, diffusion, vae"]),
     "train-generator-checkpoint-missing": ("train-generator", ["generator=checkpoint",
                                                                "generator.path={inputs}/absent.pt"],
                                            ["checkpoint not found", "absent.pt"]),
@@ -225,7 +225,7 @@ def test_debug_shows_the_whole_trace(inputs, outputs, tmp_path):
 def test_nan_render_fails_in_one_line_and_writes_nothing(outputs, small_cnn, tmp_path):
     """A regularizer weight that overflows float32: every target's objective turns -inf at once; the one
     line says so and names the settings to lower."""
-    result = run_studio_forked("visualize", "regularizer.l2.weight=1e39", "steps=8", "progress=false",
+    result = run_studio_forked("visualize", "regularizer=l2_tv", "regularizer.l2.weight=1e39", "steps=8", "progress=false",
                                f"hydra.run.dir={tmp_path}", *QUIET_LOCAL, outputs=outputs)
     assert_one_line_error(result, "every target failed", "objective became -inf at step 1", "(and 11 more)",
                           "lower lr=0.1 or regularizer.l2.weight=1e+39")
@@ -271,13 +271,11 @@ def _poisoned_cache(small_cnn, tmp_path: Path, evil: Path) -> list[str]:
 
 def _poisoned_resume(small_cnn, tmp_path: Path, evil: Path):
     """A fresh cache holding only the generator's half-trained work dir, its last.ckpt poisoned."""
-    from studio.cache import config_hash
+    from generators.registry import cache_stem
 
     overrides = ["generator=vae", *FAST_GENERATOR["vae"]]
     cfg = compose_config("train-generator", overrides)
-    data_key = {k: v for k, v in cfg.data.items() if k not in ("num_workers", "split")}
-    stem = f"{cfg.generator.name}-{cfg.data.name}-{config_hash(generator=cfg.generator, data=data_key)}"
-    work = tmp_path / "models" / f"{stem}.work"
+    work = tmp_path / "models" / f"{cache_stem(cfg.generator, cfg.data)}.work"
     work.mkdir(parents=True)
     shutil.copy(evil, work / "last.ckpt")
     return (["train-generator", *overrides, f"paths.models={tmp_path / 'models'}"],

@@ -16,7 +16,6 @@ from generators.ema import update_ema
 from generators.modules import GeneratorModule
 from generators.unet import UNet
 from studio.errors import StudioError
-from studio.modes import eval_mode
 
 
 def cosine_alphas_bar(timesteps: int, offset: float = 0.008) -> torch.Tensor:
@@ -112,13 +111,10 @@ class DiffusionModule(GeneratorModule):
         """z -> images in sampler_steps steps: what param=latent backpropagates through."""
         return DDIMSampler(self.ema, self.alphas_bar, self.sampler_steps, self.image_size)
 
-    @torch.no_grad()
-    def sample(self, n: int, seed: int = 0, batch_size: int = 500) -> torch.Tensor:
-        """n samples in sample_steps DDIM steps (more than the latent map's: nothing backpropagates here)."""
-        sampler = DDIMSampler(self.ema, self.alphas_bar, self.sample_steps, self.image_size)
-        with eval_mode(self):
-            z = self.prior(n, seed)
-            return torch.cat([sampler(z[i:i + batch_size]) for i in range(0, n, batch_size)])
+    @property
+    def sampler(self) -> DDIMSampler:
+        """What sample() runs: sample_steps DDIM steps (more than the latent map's: nothing backpropagates)."""
+        return DDIMSampler(self.ema, self.alphas_bar, self.sample_steps, self.image_size)
 
     # What guided sampling (param=guided, studio/optvis/params.py) runs step by step.
     def path_levels(self, steps: int) -> list[tuple[int, torch.Tensor, torch.Tensor]]:

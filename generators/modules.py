@@ -30,12 +30,17 @@ class GeneratorModule(pl.LightningModule):
         """n latent codes from N(0, I), drawn on the CPU from `seed` (the same on every device)."""
         return torch.randn(n, self.latent_dim, generator=torch.Generator().manual_seed(seed)).to(self.device)
 
+    @property
+    def sampler(self) -> torch.nn.Module:
+        """What sample() runs z through: the generator (the diffusion model: a sampler with more steps)."""
+        return self.generator
+
     @torch.no_grad()
     def sample(self, n: int, seed: int = 0, batch_size: int = 500) -> torch.Tensor:
-        """n images G(z), z ~ N(0, I); eval mode."""
+        """n images sampler(z), z ~ N(0, I); eval mode."""
         with eval_mode(self):
-            z = self.prior(n, seed)
-            return torch.cat([self.generator(z[i:i + batch_size]) for i in range(0, n, batch_size)])
+            z, sampler = self.prior(n, seed), self.sampler
+            return torch.cat([sampler(z[i:i + batch_size]) for i in range(0, n, batch_size)])
 
     def realism(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -170,7 +170,7 @@ def regularizer_config(cfg):
     from studio import config
 
     name = str((plain(cfg.param).get("render") or {}).get("regularizer", ""))
-    choices = sorted(p.stem for p in config.CONF_DIR.joinpath("regularizer").glob("*.yaml") if p.stem != "auto")
+    choices = [c for c in config.config_choices("regularizer") if c != "auto"]
     if name not in choices:
         raise StudioError(f"regularizer=auto takes param.render.regularizer, which is {name!r}: not a regularizer; "
                           f"choose from: {', '.join(choices)} (or set regularizer=<name>)")

@@ -38,7 +38,8 @@ def test_explain_all_methods_writes_panels_manifest_and_wandb(small_cnn, datamod
         m = item["metrics"]
         assert 0 <= m["deletion_auc"] <= 1 and 0 <= m["insertion_auc"] <= 1 and "sanity" in m
         assert ("r2" in m and "r2_heldout" in m) == (item["method"] == "lime")
-        assert ("stability" in m) == (item["method"] in ("lime", "smoothgrad"))  # the stochastic ones
+        stochastic = ("lime", "smoothgrad", "kernelshap", "gradientshap")
+        assert ("stability" in m) == (item["method"] in stochastic)
     assert sorted(p.name for p in (tmp_path / "panels").glob("*.png")) == [f"{i:05d}.png" for i in shown]
     panel = Image.open(tmp_path / "panels" / f"{shown[0]:05d}.png")
     assert panel.size[0] > 3 * panel.size[1]  # image | one column per method, side by side
@@ -46,6 +47,9 @@ def test_explain_all_methods_writes_panels_manifest_and_wandb(small_cnn, datamod
     metrics = manifest["metrics"]
     assert metrics["lime/r2"] >= 0.8 and metrics["images"] == 2
     assert {"random/deletion_auc", "random/insertion_auc", "ig/ig_delta", "smoothgrad/stability"} <= set(metrics)
+    assert {"kernelshap/completeness_error", "gradientshap/completeness_error", "lrp/conservation_error",
+            "lrp/bias_share", "guided_backprop/sanity", "deconvnet/deletion_auc"} <= set(metrics)
+    assert metrics["kernelshap/completeness_error"] <= 0.05
 
     # the W&B mirror, read back from the offline run on disk
     logged = read_offline_run(manifest["artifacts"]["wandb_run"])

@@ -15,7 +15,8 @@ from studio.explain.metrics import (deletion_insertion, jaccard, pixel_order, ra
                                     spearman, stability, weighted_r2)
 from studio.models import Classifier, build_net
 
-FAST = {"lime": {"samples": 300, "heldout": 50, "progress": False}, "smoothgrad": {"samples": 10}}
+FAST = {"lime": {"samples": 300, "heldout": 50, "progress": False}, "smoothgrad": {"samples": 10},
+        "kernelshap": {"samples": 100, "progress": False}, "gradientshap": {"samples": 8}}
 NOISE_SEGMENTS = {"n_segments": 30, "compactness": 1.0}  # pure-noise test images: let position shape the segments
 
 
@@ -31,7 +32,8 @@ def test_every_method_returns_maps_for_grey_and_rgb(channels):
     model = Classifier(build_net("small_cnn", channels, 5), [0.5] * channels, [0.25] * channels).eval()
     x = torch.rand(3, channels, 32, 32)
     for name in METHODS:
-        options = {**FAST.get(name, {}), **({"segmentation_options": NOISE_SEGMENTS} if name == "lime" else {})}
+        segmenting = name in ("lime", "kernelshap")
+        options = {**FAST.get(name, {}), **({"segmentation_options": NOISE_SEGMENTS} if segmenting else {})}
         maps = build_method(name, model, **options).attribute(x, target=torch.tensor([0, 2, 4]))
         assert maps.shape[0] == 3 and maps.shape[-2:] == (32, 32) and maps.shape[1] in (1, channels), name
         assert heatmap(maps).shape == (3, 1, 32, 32) and torch.isfinite(maps).all(), name
@@ -119,7 +121,7 @@ def test_gradcam_layers_and_method_names(small_cnn):
     resnet = Classifier(build_net("torchvision", 3, 10, arch="resnet18"), [0.5] * 3, [0.25] * 3)
     assert default_gradcam_layer(resnet) == "layer4"
     assert method_names("all") == list(METHODS) and method_names("ig") == ["ig"]
-    with pytest.raises(StudioError, match="unknown method 'bogus'; choose from: all, gradcam, ig, lime"):
+    with pytest.raises(StudioError, match="unknown method 'bogus'; choose from: all, .*gradcam, .*ig, .*lime, .*smoothgrad"):
         method_names("bogus")
     with pytest.raises(StudioError, match="unknown layer 'conv9'"):
         build_method("gradcam", small_cnn.model, layer="conv9")
@@ -244,15 +246,17 @@ def test_a_registered_method_needs_no_other_edit(noisy_input, small_cnn, digits,
     result = compare_methods(small_cnn.model, digits[0][:3], ["noisy_input"], options={"noisy_input": {"scale": 0.5}},
                              metrics=MetricOptions(stability_seeds=2, sanity=False, steps=5))
     assert list(result.methods["noisy_input"].metrics) == ["deletion_auc", "insertion_auc", "brightness", "stability"]
-    assert item_metrics() == ("deletion_auc", "insertion_auc", "r2", "r2_heldout", "ig_delta", "brightness",
-                              "stability", "sanity", "mark_found")
+    assert item_metrics() == ("deletion_auc", "insertion_auc", "r2", "r2_heldout", "ig_delta", "completeness_error",
+                              "conservation_error", "bias_share", "brightness", "stability", "sanity", "mark_found")
     scores = {"deletion_auc": 0.1, "insertion_auc": 0.9, "brightness": 0.25, "stability": 0.5}
     assert _caption("noisy_input", scores) == "del 0.10 ins 0.90\nb 0.25 stab 0.50"
     _print_summary(result, {"random/deletion_auc": 0.2, "random/insertion_auc": 0.5}, "")
     header, row = capsys.readouterr().out.splitlines()
-    assert header.startswith("method      deletion insertion    R² R² held bright stable random.  mark  (AUC")
-    name, *cells = row.split()  # its own column filled, LIME's empty; no sanity or mark asked for
-    assert name == "noisy_input" and [c == "-" for c in cells] == [False, False, True, True, False, False, True, True]
+    assert header.startswith("method      deletion insertion    R² R² held compl. conserv.  bias bright stable "
+                             "random.  mark  (AUC")
+    name, *cells = row.split()  # its own column filled, the others' empty; no sanity or mark asked for
+    assert name == "noisy_input" and [c == "-" for c in cells] == [False, False, True, True, True, True, True, False,
+                                                                   False, True, True]
 
 
 def test_a_seed_given_to_the_call_leaves_the_method_its_own(small_cnn, digits):

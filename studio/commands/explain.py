@@ -69,8 +69,9 @@ def clever_hans_story(model, x: torch.Tensor, y: torch.Tensor, mark, mark_class:
 
 
 def item_metrics() -> tuple[str, ...]:
-    """The W&B table's metric columns: the curves, every registered method's own metrics, the checks."""
-    return (*CURVES, *(metric for spec in METHODS.values() for metric in spec.metrics), *CHECKS)
+    """The W&B table's metric columns: the curves, every registered method's own metrics (one column for a
+    metric that several report), the checks."""
+    return tuple(dict.fromkeys((*CURVES, *(metric for spec in METHODS.values() for metric in spec.metrics), *CHECKS)))
 
 
 def _caption(name: str, scores: dict) -> str:
@@ -162,7 +163,8 @@ def _log_table(tracker, items: list, out_dir: Path, prefix: str, metrics: dict) 
 
 def _print_summary(result, metrics: dict, prefix: str) -> None:
     """Per method the means of the curves, of every method's own metrics that have a column, of the checks."""
-    columns = (*CURVE_COLUMNS, *(c for spec in METHODS.values() for c in spec.columns), *CHECK_COLUMNS)
+    columns = tuple(dict.fromkeys((*CURVE_COLUMNS, *(c for spec in METHODS.values() for c in spec.columns),
+                                   *CHECK_COLUMNS)))
     print(f"{'method':<11} " + " ".join(f"{c.header:>{c.width}}" for c in columns) +
           f"  (AUC means; random order: deletion {metrics[f'{prefix}random/deletion_auc']:.3f}, "
           f"insertion {metrics[f'{prefix}random/insertion_auc']:.3f})")

@@ -17,6 +17,9 @@ from studio.errors import lookup
 # Registration happens on import, in this order: the order of METHODS (and of `method=all`).
 from studio.explain.lime import LimeExplanation, LimeImage
 from studio.explain.gradients import GradCam, IntegratedGradients, Occlusion, Saliency, SmoothGrad
+from studio.explain.shap import GradientShap, KernelShap
+from studio.explain.lrp import LRP
+from studio.explain.backprop import Deconvnet, GuidedBackprop
 from studio.explain.registry import METHODS, Attribution, MethodSpec, heatmap, method_spec
 
 
@@ -36,3 +39,4 @@ def build_method(name: str, model: nn.Module, **options):
 __all__ = ["METHODS", "Attribution", "GradCam", "IntegratedGradients", "LimeExplanation", "LimeImage",
            "MethodSpec", "Occlusion", "Saliency", "SmoothGrad", "build_method", "heatmap", "method_names",
            "method_spec"]
+__all__ += ["LRP", "Deconvnet", "GradientShap", "GuidedBackprop", "KernelShap"]

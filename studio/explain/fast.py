@@ -17,15 +17,21 @@ from torch import nn
 from studio.modes import eval_mode
 
 
-def _fold(model: nn.Module) -> nn.Module:
+def fold_batch_norm(net: nn.Module) -> nn.Module:
+    """An eval-mode copy of `net` with every batch norm that follows a convolution folded into it
+    (torch.fx; raises if the net cannot be traced)."""
     from torch.fx.experimental.optimization import fuse
 
+    return fuse(copy.deepcopy(net).eval())
+
+
+def _fold(model: nn.Module) -> nn.Module:
     twin = copy.deepcopy(model).eval()
     net = getattr(twin, "net", None)
     if isinstance(net, nn.Module):  # a studio Classifier: fold inside the net, keep the normalization
-        twin.net = fuse(net)
+        twin.net = fold_batch_norm(net)
     else:
-        twin = fuse(twin)
+        twin = fold_batch_norm(twin)
     for module in twin.modules():
         # In place: a fresh multi-MB activation per batch costs page faults on every call (measured: 40% of
         # the folded small_cnn's CPU time). A ReLU whose input is read again would change the output,

@@ -260,7 +260,7 @@ class LimeImage:
     on them (bench/bench_lime.py does).
     """
 
-    name = "lime"
+    name, title = "lime", "LIME"
 
     def __init__(self, model: nn.Module, segmentation: str = "slic", segmentation_options: dict | None = None,
                  samples: int = 1000, heldout: int = 250, fill: str = "blur", fill_value: float = 0.0,
@@ -286,6 +286,21 @@ class LimeImage:
         """The superpixels this explainer uses for x: N×H×W int64."""
         return segment(x, self.segmentation, seed=self.seed, **self.segmentation_options)
 
+    # The weighting: how perturbations are drawn, weighted and fitted (Kernel SHAP overrides these three;
+    # the perturbation engine around them, fills, batched scoring on the fast twin, is shared).
+    def _masks(self, num_segments: torch.Tensor, samples: int, generator: torch.Generator,
+               original_first: bool = True) -> torch.Tensor:
+        """On/off vectors N×samples×S_max: each segment on with probability 1/2 (lime's sampling)."""
+        return sample_masks(num_segments, samples, generator, original_first)
+
+    def _weights(self, z: torch.Tensor, num_segments: torch.Tensor) -> torch.Tensor:
+        """Sample weights N×M: lime's exponential kernel."""
+        return kernel_weights(z, num_segments, self.kernel_width)
+
+    def _fit(self, z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, present: torch.Tensor):
+        """(intercept N×L, weights N×L×S): the weighted linear surrogate of `solver`."""
+        return fit_surrogate(z, y, w, present, self.solver, self.alpha, self.num_features)
+
     def _evaluator(self, x: torch.Tensor) -> nn.Module:
         """The model that scores perturbations: its checked fast twin (built once) or itself."""
         if not self.fast:
@@ -306,7 +321,7 @@ class LimeImage:
         starts = range(0, n * m, self.batch_size)
         model = self._evaluator(x)
         channels_last = self.channels_last or model is not self.model
-        for a in bar(starts, enabled=self.progress, desc=f"LIME {what}", unit="batch", leave=False):
+        for a in bar(starts, enabled=self.progress, desc=f"{self.title} {what}", unit="batch", leave=False):
             rows = torch.arange(a, min(a + self.batch_size, n * m), device=x.device)
             image = rows // m
             on = flat_z[rows].gather(1, flat_segments[image]).view(-1, 1, h, w).to(x.dtype)
@@ -349,15 +364,15 @@ class LimeImage:
             present = torch.arange(int(num_segments.max())).expand(len(x), -1) < num_segments[:, None]
             fill = fill_images(x, segments.to(x.device), self.fill, self.fill_value, self.blur_sigma)
 
-            z = sample_masks(num_segments, self.samples, generator)
+            z = self._masks(num_segments, self.samples, generator)
             y = self._responses(x, fill, segments, z, labels, "samples")
-            w = kernel_weights(z, num_segments, self.kernel_width)
-            intercept, beta = fit_surrogate(z, y, w, present, self.solver, self.alpha, self.num_features)
+            w = self._weights(z, num_segments)
+            intercept, beta = self._fit(z, y, w, present)
             score = weighted_r2(y.double(), surrogate(intercept, beta, z), w)
             if self.heldout:
-                zh = sample_masks(num_segments, self.heldout, generator, original_first=False)
+                zh = self._masks(num_segments, self.heldout, generator, original_first=False)
                 yh = self._responses(x, fill, segments, zh, labels, "held-out")
-                wh = kernel_weights(zh, num_segments, self.kernel_width)
+                wh = self._weights(zh, num_segments)
                 score_heldout = weighted_r2(yh.double(), surrogate(intercept, beta, zh), wh)
             else:
                 score_heldout = torch.full_like(score, float("nan"))

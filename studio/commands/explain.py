@@ -165,14 +165,15 @@ def _print_summary(result, metrics: dict, prefix: str) -> None:
     """Per method the means of the curves, of every method's own metrics that have a column, of the checks."""
     columns = tuple(dict.fromkeys((*CURVE_COLUMNS, *(c for spec in METHODS.values() for c in spec.columns),
                                    *CHECK_COLUMNS)))
-    print(f"{'method':<11} " + " ".join(f"{c.header:>{c.width}}" for c in columns) +
+    wide = max([11, *(len(name) for name in result.methods)])  # guided_backprop is 15
+    print(f"{'method':<{wide}} " + " ".join(f"{c.header:>{c.width}}" for c in columns) +
           f"  (AUC means; random order: deletion {metrics[f'{prefix}random/deletion_auc']:.3f}, "
           f"insertion {metrics[f'{prefix}random/insertion_auc']:.3f})")
     for name, r in result.methods.items():
         def cell(c: Column) -> str:
             v = r.metrics.get(c.metric)
             return f"{float(v.float().mean()):>{c.width}.3f}" if v is not None else " " * (c.width - 1) + "-"
-        print(f"{name:<11} " + " ".join(cell(c) for c in columns))
+        print(f"{name:<{wide}} " + " ".join(cell(c) for c in columns))
 
 
 def check_selection(cfg) -> None:

@@ -10,7 +10,8 @@ no rule: LRP refuses the model in one line rather than fall back to a plain grad
 
 Relevance is conserved layer by layer except for what biases (and ε) absorb, so per image
 `conservation_error` = |Σ R(pixels) − f(x)| / |f(x)| and `bias_share` = the share of f(x) that the biases
-absorb: (Σ R with biases left out of every rule − Σ R) / f(x). Registered at the end of this file.
+take (or, with the opposite sign, add): |Σ R with biases left out of every rule − Σ R| / |f(x)|; with a
+small ε the two agree, all of the loss is the biases'. Registered at the end of this file.
 """
 
 from __future__ import annotations
@@ -126,9 +127,10 @@ class LRP:
             relevance = self._batched(x, target)
             unbiased = self._batched(x, target, zero_params=["bias"])
         f = outputs.gather(1, target[:, None]).squeeze(1).double()
-        total = relevance.flatten(1).double().sum(1)
-        metrics = {"conservation_error": ((total - f).abs() / f.abs().clamp_min(1e-12)).float(),
-                   "bias_share": ((unbiased.flatten(1).double().sum(1) - total) / f).float()}
+        total, total_unbiased = (r.flatten(1).double().sum(1) for r in (relevance, unbiased))
+        scale = f.abs().clamp_min(1e-12)
+        metrics = {"conservation_error": ((total - f).abs() / scale).float(),
+                   "bias_share": ((total_unbiased - total).abs() / scale).float()}
         return Attribution(relevance.sum(1, keepdim=True), metrics)
 
 

@@ -131,9 +131,11 @@ def test_embed(small_cnn, outputs, tmp_path):
 def test_explain(small_cnn, outputs, tmp_path):
     a, b = twice(outputs, tmp_path, "explain", "explain.images=2", "explain.lime.samples=200",
                  "explain.lime.heldout=50", "explain.smoothgrad.samples=8", "explain.ig.steps=8",
-                 "explain.metrics.steps=8", "explain.metrics.stability_seeds=2")
-    manifest = assert_same_runs(a, b, pngs_at_least=14)  # 2 panels + 2 x 6 maps
-    assert {item["method"] for item in manifest["items"]} >= {"lime", "smoothgrad", "occlusion"}
+                 "explain.metrics.steps=8", "explain.metrics.stability_seeds=2", "explain.kernelshap.samples=200",
+                 "explain.gradientshap.samples=8")
+    manifest = assert_same_runs(a, b, pngs_at_least=14)  # 2 panels + 2 maps per method
+    assert {item["method"] for item in manifest["items"]} >= {"lime", "smoothgrad", "occlusion", "kernelshap",
+                                                              "gradientshap", "lrp"}
 
 
 def test_report(render_sweeps, outputs, tmp_path):

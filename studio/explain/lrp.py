@@ -72,7 +72,7 @@ class LRP:
         self.model, self.batch_size, self.seed = model, batch_size, seed
         self.rule = lookup({r: r for r in LAYER_RULES}, "LRP rule", rule)
         self.first_layer = lookup({r: r for r in FIRST_RULES}, "LRP first_layer rule", first_layer)
-        if epsilon < 0 or alpha - beta != 1 or beta < 0:
+        if epsilon < 0 or abs(alpha - beta - 1) > 1e-9 or beta < 0:
             raise StudioError(f"LRP needs epsilon ≥ 0, beta ≥ 0 and alpha − beta = 1 (relevance is conserved), "
                               f"got epsilon={epsilon}, alpha={alpha}, beta={beta}")
         self.epsilon, self.alpha, self.beta = epsilon, alpha, beta

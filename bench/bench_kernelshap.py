@@ -63,7 +63,8 @@ def bench_image(model, shaps: dict, image, segments, baseline, target: int, args
     for name, shap in shaps.items():
         row[name], phi[name] = timed(lambda: run_studio(shap, image, segments, target, 0))
     phi["studio_seed1"] = run_studio(shaps["studio"], image, segments, target, 1)
-    captum = lambda size, seed: run_captum(model, image, segments, baseline, target, args.samples, size, seed)  # noqa: E731
+    def captum(size: int, seed: int):
+        return run_captum(model, image, segments, baseline, target, args.samples, size, seed)
     row["captum"], phi["captum"] = timed(lambda: captum(args.batch_size, 0))
     phi["captum_seed1"] = captum(args.batch_size, 1)
     if not args.no_captum_default:
@@ -72,7 +73,8 @@ def bench_image(model, shaps: dict, image, segments, baseline, target: int, args
         out = model(torch.stack([image, baseline]))[:, target].double()
     rho = lambda a, b: float(spearman(phi[a][None], phi[b][None])[0])  # noqa: E731
     return {"seconds": row, "segments": len(phi["studio"]),
-            "spearman": {"studio~captum": rho("studio", "captum"), "captum~captum(seed 1)": rho("captum", "captum_seed1"),
+            "spearman": {"studio~captum": rho("studio", "captum"),
+                         "captum~captum(seed 1)": rho("captum", "captum_seed1"),
                          "studio~studio(seed 1)": rho("studio", "studio_seed1")},
             "completeness_error": {k: float(completeness_error(phi[k].sum()[None], (out[0] - out[1])[None])[0])
                                    for k in ("studio", "captum")}}
@@ -142,12 +144,14 @@ def main(argv=None) -> int:
     rows = [bench_image(model, shaps, x[i], segments[i], baseline[i], targets[i], args) for i in range(len(x))]
     env["load_end"] = os.getloadavg()[0]
     summary = summarize(rows, clock=1)
-    command = "python bench/bench_kernelshap.py" + (f" {' '.join(argv or sys.argv[1:])}" if (argv or sys.argv[1:]) else "")
+    given = argv if argv is not None else sys.argv[1:]
+    command = " ".join(["python bench/bench_kernelshap.py", *given])
     table = markdown(summary, env, len(x), command)
     print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(table + "\n")
-    args.out.with_suffix(".json").write_text(json.dumps({"env": env, "summary": summary, "images": rows}, indent=2) + "\n")
+    report = {"env": env, "summary": summary, "images": rows}
+    args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
 

@@ -80,6 +80,7 @@ def test_bad_input_is_one_line_and_writes_nothing(small_cnn, outputs, tmp_path):
     broken["net.fc.bias"].fill_(float("nan"))
     torch.save(broken, tmp_path / "nan.pt")
     torch.save(build_net("small_cnn", 3, 10).state_dict(), tmp_path / "rgb.pt")
+    torch.save(build_net("torchvision", 3, 10).state_dict(), tmp_path / "resnet.pt")  # residual adds: no LRP rule
     cases = {
         "target": (["explain.target=12"], ["explain.target 12 is out of range", "10 classes (0..9)"]),
         "one_segment": (["method=lime", "explain.lime.segmentation=grid", "explain.lime.segmentations.grid.cell=28"],
@@ -87,6 +88,10 @@ def test_bad_input_is_one_line_and_writes_nothing(small_cnn, outputs, tmp_path):
         "nan": (["model=checkpoint", f"model.path={tmp_path / 'nan.pt'}"], ["non-finite outputs (nan/inf)"]),
         "channels": (["model=checkpoint", f"model.path={tmp_path / 'rgb.pt'}"],
                      ["does not fit this model", "net.conv1.weight has shape (32, 3, 3, 3)", "expected (32, 1, 3, 3)"]),
+        "lrp_no_rule": (["method=lrp", "model=checkpoint", "model.arch=torchvision",
+                         f"model.path={tmp_path / 'resnet.pt'}"],
+                        ["LRP has no rule for layer 'net' (ResNet); it propagates through Conv2d, Linear, ReLU",
+                         "use method=ig, gradientshap or occlusion for this model"]),
     }
     for name, (args, fragments) in cases.items():
         result = run_studio_forked("explain", *args, "explain.images=2", "logger=none",

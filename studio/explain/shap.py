@@ -157,7 +157,8 @@ class GradientShap(GradientMethod):
         out_x, out_b = logits(self.model, x, self.batch_size), logits(self.model, self.baselines(x), self.batch_size)
         target = resolve_target(target, out_x)
         gap = (out_x - out_b.mean(0)).gather(1, target[:, None]).squeeze(1).double()
-        return Attribution(heatmap(maps), {"completeness_error": completeness_error(maps.flatten(1).double().sum(1), gap)})
+        error = completeness_error(maps.flatten(1).double().sum(1), gap)
+        return Attribution(heatmap(maps), {"completeness_error": error})
 
 
 def completeness_caption(scores: dict) -> list[str]:

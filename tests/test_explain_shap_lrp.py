@@ -44,6 +44,8 @@ def test_kernel_shap_values_sum_to_the_output_gap_and_are_exact_on_a_linear_mode
     exact = torch.zeros_like(phi).scatter_add_(1, e.segments.flatten(1), contribution.flatten(1))
     assert torch.allclose(phi, exact, atol=1e-4)
     assert (shap.attribution(x, target=1).metrics["completeness_error"] < 1e-5).all()
+    probs = build_method("kernelshap", model, samples=50, fill=fill, output="prob", **GRID)  # efficient on p too
+    assert (probs.attribution(x, target=1).metrics["completeness_error"] < 1e-4).all()
 
 
 def test_shapley_coalitions_start_at_both_ends_and_come_in_complementary_pairs():
@@ -111,6 +113,19 @@ def test_lrp_on_a_layer_without_a_rule_names_it_and_what_would_work():
         build_method("lrp", model)
     with pytest.raises(StudioError, match="alpha − beta = 1"):
         build_method("lrp", _two_layer(), rule="alpha_beta", alpha=1.0, beta=1.0)
+    loose = nn.Sequential(nn.BatchNorm2d(1), nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 2)).eval()
+    with pytest.raises(StudioError, match="LRP folds batch norm into the convolution before it; '0' follows none"):
+        build_method("lrp", loose)
+
+
+@pytest.mark.parametrize("name,options,message", [
+    ("kernelshap", {"samples": 3}, "Kernel SHAP needs samples ≥ 4 (all on, all off and a pair), got samples=3"),
+    ("gradientshap", {"noise": -1.0}, "GradientShap needs samples ≥ 1 and noise ≥ 0, got samples=50, noise=-1.0"),
+    ("lrp", {"rule": "z_plus"}, "unknown LRP rule 'z_plus'; choose from: alpha_beta, epsilon"),
+], ids=["kernelshap-samples", "gradientshap-noise", "lrp-rule"])
+def test_bad_options_name_the_value_and_what_works(name, options, message):
+    with pytest.raises(StudioError, match=f"^{message}$".replace("(", r"\(").replace(")", r"\)")):
+        build_method(name, _two_layer(), **options)
 
 
 def test_deconvnet_ignores_the_forward_pass_and_guided_backprop_does_not():

@@ -176,7 +176,8 @@ def fit(model: Classifier, model_cfg, trainer_cfg, dm: ImageDataModule, workdir:
     Resumes from workdir/last.ckpt when an earlier run was stopped; returns the epochs it resumed after (0: none)."""
     pl.seed_everything(model_cfg.seed, workers=True, verbose=False)
     module = ClassifierModule(model, model_cfg.optim.lr, model_cfg.optim.weight_decay, model_cfg.augment.max_shift)
-    trainer_kwargs = OmegaConf.to_container(trainer_cfg, resolve=True)
+    # a model config's own `trainer` block (vit_tiny: its epochs) replaces those keys of the trainer group
+    trainer_kwargs = {**OmegaConf.to_container(trainer_cfg, resolve=True), **dict(model_cfg.get("trainer") or {})}
     patience = trainer_kwargs.pop("early_stopping_patience")
     last, resumed_after = last_checkpoint(workdir)  # before the Trainer: its banner would precede the error line
     # val_loss, not val_acc: on a few hundred validation images accuracy moves in coarse, noisy steps

@@ -16,6 +16,7 @@ from torch import nn
 
 from studio.errors import StudioError, lookup
 from studio.modes import eval_mode
+from studio.vit import vit
 
 
 class Classifier(nn.Module):
@@ -112,7 +113,8 @@ def _replace_head(net: nn.Module, arch: str, num_classes: int) -> None:
     setattr(parent, name.rpartition(".")[2], nn.Linear(last.in_features, num_classes))
 
 
-ARCHITECTURES = {"small_cnn": small_cnn, "judge_cnn": judge_cnn, "strided_cnn": strided_cnn, "torchvision": torchvision_model}
+ARCHITECTURES = {"small_cnn": small_cnn, "judge_cnn": judge_cnn, "strided_cnn": strided_cnn,
+                 "torchvision": torchvision_model, "vit": vit}
 
 
 def build_net(architecture: str, channels: int, num_classes: int, **options) -> nn.Module:

@@ -59,10 +59,10 @@ def datamodule(outputs):
     return build_datamodule(compose_config("train").data)
 
 
-def _trained(model: str):
+def _trained(model: str, *overrides: str):
     from studio.train import trained_classifier
 
-    cfg = compose_config("train", [f"model={model}", *QUIET_TRAINER])
+    cfg = compose_config("train", [f"model={model}", *overrides, *QUIET_TRAINER])
     from studio.data import build_datamodule
 
     return trained_classifier(cfg.model, cfg.data, cfg.trainer, build_datamodule(cfg.data), cfg.paths.models)
@@ -72,6 +72,15 @@ def _trained(model: str):
 def small_cnn(outputs):
     """The default classifier, trained once per session (the same cache entry `studio demo` uses)."""
     return _trained("small_cnn")
+
+
+FAST_VIT = ["model=vit_tiny", "model.trainer.max_epochs=5"]  # a short run: far above chance, not its 96%
+
+
+@pytest.fixture(scope="session")
+def vit_tiny(outputs):
+    """The small Vision Transformer after a short training (FAST_VIT), once per session."""
+    return _trained("vit_tiny", *FAST_VIT[1:])
 
 
 @pytest.fixture(scope="session")

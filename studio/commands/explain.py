@@ -22,7 +22,7 @@ from studio.data import build_datamodule, classes_in_turn
 from studio.errors import StudioError
 from studio.explain import METHODS, method_names
 from studio.explain.registry import Column
-from studio.models import check_layer_names
+from studio.models import check_layer_names, untrained_copy
 
 # Per-image metrics every method gets, before and after the ones a method reports itself (registry).
 CURVES = ("deletion_auc", "insertion_auc")
@@ -219,6 +219,17 @@ def _select(cfg, candidates, model):
     return x_all[index], y_all[index], index, mark, story
 
 
+def check_methods(cfg) -> None:
+    """Build the chosen methods on an untrained copy of the model: their own checks (an attention method on a
+    model without attention, a Grad-CAM layer off a ViT's patch grid) fail in one line before any training."""
+    model = untrained_copy(cfg.model, cfg.data)
+    if model is None:  # pretrained weights: checked on the trained model
+        return
+    options = method_options(cfg.explain)
+    for name in method_names(str(cfg.method), model):
+        METHODS[name].build(model, **options[name])
+
+
 def run(cfg, tracker) -> Result:
     """The `explain` command: train (or reuse) the model, explain images, write panels + manifest items."""
     names = method_names(str(cfg.method))
@@ -227,9 +238,11 @@ def run(cfg, tracker) -> Result:
     check_selection(cfg)
     if layers := chosen_layers(cfg.explain, names):
         check_layer_names(cfg.model, cfg.data, layers)
+    check_methods(cfg)
     dm = build_datamodule(cfg.data)
     candidates = _candidates(cfg, dm)  # no marked image to explain: found before training
     trained = train_one(cfg, cfg.model, dm, tracker, "model")
+    names = method_names(str(cfg.method), trained.model)  # method=all: those that apply to this model
     x, y, index, mark, story = _select(cfg, candidates, trained.model)
     metrics, items = explain_run(cfg, trained.model, x, y, index, names, tracker.output_dir, tracker,
                                  mark=mark, story=story)
@@ -245,7 +258,7 @@ def demo_explanations(cfg, tracker, run_dir: Path, model) -> Result:
     and clever_hans/ in the run dir; metric keys start with explain/ and clever_hans/."""
     demo_block = OmegaConf.to_container(cfg.explain, resolve=True) if "explain" in cfg else {}
     with_clever_hans = bool(demo_block.pop("clever_hans", False))
-    names = method_names("all")
+    names = method_names("all", model)
 
     plain = config.compose("explain")
     plain.data, plain.explain = cfg.data, OmegaConf.merge(plain.explain, demo_block)

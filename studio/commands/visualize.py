@@ -25,6 +25,7 @@ from studio.files import write_text
 from studio.images import grid, save_png, slug
 from studio.judge import Judge
 from studio.models import get_layer, layer_names, layer_shapes, untrained_copy
+from studio.vit import check_map_layer
 from studio.adapters import optvis as optvis_config
 from studio.optvis.objectives import LOGITS
 from studio.optvis.params import ParamSpec, pixel
@@ -35,8 +36,9 @@ from studio.optvis.render import RenderOptions, Rendering, concat, render
 def check_targets(model, objective_cfg, spec: ParamSpec) -> list:
     """The objective's targets on this model: unknown layers, bad indices fail in one line."""
     layer = objective_cfg.get("layer")
-    if layer and optvis_config.objective_kind(objective_cfg).reads_layer and layer not in layer_names(model):
+    if layer and optvis_config.objective_kind(objective_cfg).reads_layer:
         get_layer(model, str(layer))  # raises "unknown layer 'x'; choose from: ..."
+        check_map_layer(getattr(model, "net", model), str(layer), "objective.layer")  # a ViT's tokens: no map
     shapes = layer_shapes(model, (spec.channels, *spec.size), LOGITS, "param.channels, param.size")
     return optvis_config.objective_targets(objective_cfg, shapes)
 

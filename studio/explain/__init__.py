@@ -20,13 +20,15 @@ from studio.explain.gradients import GradCam, IntegratedGradients, Occlusion, Sa
 from studio.explain.shap import GradientShap, KernelShap
 from studio.explain.lrp import LRP
 from studio.explain.backprop import Deconvnet, GuidedBackprop
+from studio.explain.attention import AttentionRollout, RawAttention
 from studio.explain.registry import METHODS, Attribution, MethodSpec, heatmap, method_spec
 
 
-def method_names(choice: str) -> list[str]:
-    """`all` → every method in registry order; otherwise the one named method (unknown → one line)."""
+def method_names(choice: str, model: nn.Module | None = None) -> list[str]:
+    """`all` → every method in registry order (given a model: those that apply to it, e.g. attention maps
+    only to a ViT); otherwise the one named method (unknown → one line)."""
     if choice == "all":
-        return list(METHODS)
+        return [name for name, spec in METHODS.items() if model is None or spec.applies(model)]
     lookup({**METHODS, "all": None}, "method", choice)
     return [choice]
 
@@ -40,3 +42,4 @@ __all__ = ["METHODS", "Attribution", "GradCam", "IntegratedGradients", "LimeExpl
            "MethodSpec", "Occlusion", "Saliency", "SmoothGrad", "build_method", "heatmap", "method_names",
            "method_spec"]
 __all__ += ["LRP", "Deconvnet", "GradientShap", "GuidedBackprop", "KernelShap"]
+__all__ += ["AttentionRollout", "RawAttention"]

@@ -18,6 +18,7 @@ from studio.explain.checks import check_finite, logits, resolve_target
 from studio.explain.registry import Attribution, MethodSpec, heatmap, register
 from studio.modes import eval_mode
 from studio.blur import gaussian_blur
+from studio.vit import check_map_layer
 
 
 class GradientMethod:
@@ -158,6 +159,8 @@ def default_gradcam_layer(model: nn.Module) -> str:
     """The last top-level block of model.net that holds a Conv2d: conv3 (small_cnn), conv2
     (judge_cnn), layer4 (torchvision ResNets)."""
     net = getattr(model, "net", model)
+    if hasattr(net, "gradcam_layer"):  # a ViT names its own: its last block, on the patch grid
+        return net.gradcam_layer
     name = None
     for child_name, child in net.named_children():
         if any(isinstance(m, nn.Conv2d) for m in child.modules()):
@@ -179,6 +182,7 @@ class GradCam(GradientMethod):
         self.layer_name = layer or default_gradcam_layer(model)
         net = getattr(model, "net", model)  # a studio Classifier's layers are named inside .net (`studio layers`)
         self.layer = lookup({k: m for k, m in net.named_modules() if k}, "layer", self.layer_name)
+        check_map_layer(net, self.layer_name, "Grad-CAM layer")
 
     def _attribute(self, x, target):
         from captum.attr import LayerGradCam

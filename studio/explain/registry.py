@@ -50,6 +50,10 @@ def same_options(options: dict) -> dict:
     return options
 
 
+def any_model(model) -> bool:
+    return True
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     """One explanation method and everything the layers above need to know about it."""
@@ -65,6 +69,7 @@ class MethodSpec:
     caption: Callable[[dict], list[str]] = no_caption  # caption parts drawn from its rounded scores
     stochastic: bool = False         # its maps change with the seed: stability across seeds is measured
     segmenter: bool = False          # its `segments(x)` (N×H×W) are what every map is compared on
+    applies: Callable[[object], bool] = any_model  # can it explain this model? (method=all skips it if not)
 
     def build(self, model, **options):
         """The method for `model`; options: its constructor's keyword arguments."""

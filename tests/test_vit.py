@@ -80,7 +80,7 @@ def test_every_block_is_a_map_on_the_patch_grid_and_method_all_skips_attention_o
 
 
 def test_vit_tiny_trains_far_above_chance_and_gradcam_reads_its_last_block(vit_tiny, datamodule):
-    assert vit_tiny.test_acc > 0.6  # chance is 0.1; 5 epochs (the shipped 40 reach 96%: README)
+    assert vit_tiny.test_acc > 0.6  # chance is 0.1; 5 epochs (the shipped 50 reach 97%: README)
     x, _ = datamodule.split("test")
     gradcam = build_method("gradcam", vit_tiny.model)
     assert gradcam.layer_name == "blocks.3"

@@ -165,7 +165,7 @@ def _print_summary(result, metrics: dict, prefix: str) -> None:
     """Per method the means of the curves, of every method's own metrics that have a column, of the checks."""
     columns = tuple(dict.fromkeys((*CURVE_COLUMNS, *(c for spec in METHODS.values() for c in spec.columns),
                                    *CHECK_COLUMNS)))
-    wide = max([11, *(len(name) for name in result.methods)])  # guided_backprop is 15
+    wide = max([11, *(len(name) for name in result.methods)])  # guided_backprop is 15, attention_rollout 17
     print(f"{'method':<{wide}} " + " ".join(f"{c.header:>{c.width}}" for c in columns) +
           f"  (AUC means; random order: deletion {metrics[f'{prefix}random/deletion_auc']:.3f}, "
           f"insertion {metrics[f'{prefix}random/insertion_auc']:.3f})")

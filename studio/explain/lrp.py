@@ -138,6 +138,15 @@ def caption_parts(scores: dict) -> list[str]:
     return [f"cons {scores['conservation_error']:.3f}", f"bias {scores['bias_share']:.2f}"]
 
 
+def has_rules(model: nn.Module) -> bool:
+    """Does every layer of the model have an LRP rule? (method=all skips LRP on a model that has not: a ViT.)"""
+    try:
+        check_rules(_input_map(model)[0])
+    except StudioError:
+        return False
+    return True
+
+
 register(MethodSpec("lrp", LRP, block="lrp", metrics=("conservation_error", "bias_share"),
                     columns=(Column("conservation_error", "conserv.", 8), Column("bias_share", "bias", 5)),
-                    caption=caption_parts))
+                    caption=caption_parts, applies=has_rules))

@@ -9,7 +9,6 @@ import copy
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from generators.ema import update_ema
@@ -75,18 +74,21 @@ class DDIMSampler(nn.Module):
 
 class DiffusionModule(GeneratorModule):
     """Trains a U-Net to predict the noise of x_t = √ᾱ_t x0 + √(1-ᾱ_t) ε (x0 the image scaled to [-1, 1],
-    t uniform), the usual ε-prediction loss. `online` is what the optimizer trains, `ema` its moving average
+    t uniform): the ε-prediction loss, weighted per timestep by min(SNR_t, γ) / SNR_t (min-SNR-γ, Hang et al.
+    2023: the nearly clean timesteps, whose noise is hardest to see and least useful to learn, stop dominating
+    the gradient; measured cleaner samples at the same cost, README). min_snr_gamma=None: the plain loss. `online` is what the optimizer trains, `ema` its moving average
     (decay ramped like the GAN's), which is what `generator` (the DDIM sampler) runs.
 
     The latent is the noise: latent_dim = C·H·W (the config's latent_dim must be null or that number)."""
 
-    options = ("timesteps", "sampler_steps", "sample_steps", "ema_decay")
+    options = ("timesteps", "sampler_steps", "sample_steps", "ema_decay", "min_snr_gamma")
     sampled = "ema"
     sampled_what = "the moving average (EMA) of the denoiser's weights"
     sampled_missing = "save the denoiser's weights alone (they load as the EMA weights) or retrain it"
 
     def __init__(self, latent_dim: int | None, channels: int, size: int, width: int = 32, lr: float = 1e-3,
-                 timesteps: int = 1000, sampler_steps: int = 4, sample_steps: int = 50, ema_decay: float = 0.999):
+                 timesteps: int = 1000, sampler_steps: int = 4, sample_steps: int = 50, ema_decay: float = 0.999,
+                 min_snr_gamma: float | None = 5.0):
         super().__init__()
         if size % 4:
             raise StudioError(f"generator=diffusion needs an image size divisible by 4; got data.size={size} "
@@ -97,7 +99,10 @@ class DiffusionModule(GeneratorModule):
                               f"the starting noise, {channels}x{size}x{size} = {noise_dim} numbers; leave it null")
         ddim_timesteps(timesteps, sampler_steps)  # a bad number of steps: the error now, not at the first render
         ddim_timesteps(timesteps, sample_steps, "sample_steps")
-        self.latent_dim, self.lr, self.ema_decay = noise_dim, lr, ema_decay
+        if min_snr_gamma is not None and not min_snr_gamma > 0:
+            raise StudioError(f"generator.min_snr_gamma={min_snr_gamma} must be > 0 (5 is the paper's and the "
+                              "studio's; null for the unweighted loss)")
+        self.latent_dim, self.lr, self.ema_decay, self.min_snr_gamma = noise_dim, lr, ema_decay, min_snr_gamma
         self.sampler_steps, self.sample_steps, self.image_size = sampler_steps, sample_steps, (channels, size, size)
         self.online = UNet(channels, width)
         self.ema = copy.deepcopy(self.online).requires_grad_(False).eval()
@@ -139,9 +144,18 @@ class DiffusionModule(GeneratorModule):
         x0 = batch[0] * 2 - 1
         t = torch.randint(0, len(self.alphas_bar), (len(x0),), device=self.device)
         noise = torch.randn_like(x0)
-        loss = F.mse_loss(self.online(self.noised(x0, t, noise), t), noise)
+        error = (self.online(self.noised(x0, t, noise), t).float() - noise).pow(2).flatten(1).mean(1)
+        loss = (self.loss_weight(t) * error).mean()
         self.log("denoise_loss", loss, prog_bar=True, on_step=False, on_epoch=True)
         return loss
+
+    def loss_weight(self, t: torch.Tensor) -> torch.Tensor:
+        """min(SNR_t, γ) / SNR_t per timestep, SNR_t = ᾱ_t / (1 - ᾱ_t); ones without γ."""
+        if self.min_snr_gamma is None:
+            return torch.ones(len(t), device=t.device)
+        a = self.alphas_bar[t]
+        snr = a / (1 - a)
+        return snr.clamp(max=self.min_snr_gamma) / snr
 
     def on_train_batch_end(self, *_):
         update_ema(self.ema, self.online, self.ema_updates, self.ema_decay)

@@ -138,6 +138,35 @@ def test_guided_sampling_is_deterministic_and_stops_at_the_sample(small_cnn, dif
     assert torch.equal(longer.images, once.images)
 
 
+def test_guidance_stops_below_guidance_until(small_cnn, diffusion):
+    from studio.optvis import class_, render
+    from studio.optvis.params import guided
+
+    model, module = small_cnn.model, diffusion.module
+    unguided = torch.stack([_ddim(module, s, 12) for s in (0, 1)])
+
+    def distance_to_unguided(until):
+        rendering = render(model, class_([7], log_softmax=True), param=guided(module, 12, 0.05, until),
+                           steps=12, lr=1.0, optimizer="sgd", seeds=[0, 1], progress=False)
+        return float((rendering.images - unguided).abs().mean())
+
+    # guided only at the first (noisiest) step: the render stays near the unguided sample of the same noise
+    assert distance_to_unguided(0.95) < 0.5 * distance_to_unguided(0.0)
+
+
+def test_min_snr_weighting_downweights_the_nearly_clean_timesteps():
+    module = _module()
+    t = torch.tensor([0, 300, 999])
+    a = module.alphas_bar[t]
+    snr = a / (1 - a)
+    expected = torch.where(snr > 5, 5 / snr, torch.ones(3))
+    torch.testing.assert_close(module.loss_weight(t), expected)
+    assert module.loss_weight(t)[0] < 0.01 and module.loss_weight(t)[2] == 1.0  # clean end vs pure noise
+    assert torch.equal(_module(["generator.min_snr_gamma=null"]).loss_weight(t), torch.ones(3))
+    with pytest.raises(StudioError, match=r"generator.min_snr_gamma=0.0 must be > 0 .* null for the unweighted"):
+        _module(["generator.min_snr_gamma=0"])
+
+
 def test_guided_bad_inputs_are_one_line(vae, diffusion, outputs, tmp_path):
     from studio.optvis.params import guided
 
@@ -147,6 +176,8 @@ def test_guided_bad_inputs_are_one_line(vae, diffusion, outputs, tmp_path):
         guided(diffusion.module, 10, guidance_scale=-1)
     with pytest.raises(StudioError, match=r"param=guided needs a diffusion model: generator=diffusion \(got VAEModule\)"):
         guided(vae.module, 10)
+    with pytest.raises(StudioError, match=r"param.guidance_until=1.0 must be in \[0, 1\)"):
+        guided(diffusion.module, 10, guidance_until=1.0)
     with pytest.raises(StudioError, match=r"sampler_steps=2000 .* 1000-step schedule"):
         guided(diffusion.module, 2000)
     bad = run_studio_forked("visualize", "param=guided", "generator=diffusion", "param.guidance_scale=-1",

@@ -190,15 +190,20 @@ class GuidedParam(Param):
     Each render step, the optimizer's move of x_t (with optimizer=sgd: that gradient) is rescaled per image
     to a root-mean-square step of guidance_scale · √(1 - ᾱ_t), in proportion to the noise still in x_t (none
     at the clean end); the denoiser's estimate of the guided x_t then takes it to the next noise level
-    (DDIM, η = 0). After the last sampler step the image is the sample itself, and further render steps
+    (DDIM, η = 0). Guidance stops once t falls below guidance_until · T (the schedule's T timesteps): the last
+    steps only denoise, so the objective sets the digit's shape while it is still coarse and the denoiser, not
+    the classifier, draws the fine strokes (guidance in a limited interval, Kynkäänniemi et al. 2024; measured
+    more natural renders at the same recognition, README). After the last sampler step the image is the sample itself, and further render steps
     leave it as it is. Deterministic: each seed is its starting noise. The diffusion model runs frozen."""
 
     can_load = False
 
-    def __init__(self, seeds, channels, height, width, device, generator, sampler_steps=50, guidance_scale=0.02):
+    def __init__(self, seeds, channels, height, width, device, generator, sampler_steps=50, guidance_scale=0.02,
+                 guidance_until=0.0):
         self.generator = generator.to(device).eval().requires_grad_(False)
         self.levels = generator.path_levels(int(sampler_steps))
         self.scale = float(guidance_scale)
+        self.last_guided_t = float(guidance_until) * (len(generator.alphas_bar) - 1)
         self.done = 0  # sampler steps taken
         self.x = _noise(seeds, (channels, height, width), 1.0).to(device).requires_grad_(True)
         self.before = self.x.detach().clone()  # x_t before the optimizer's move
@@ -220,7 +225,8 @@ class GuidedParam(Param):
             t, a, a_next = self.levels[self.done]
             move = self.x - self.before
             rms = move.flatten(1).pow(2).mean(1).sqrt().clamp_min(1e-12).view(-1, *[1] * (move.dim() - 1))
-            guided = self.before + self.scale * (1 - a).sqrt() * move / rms
+            scale = self.scale if t >= self.last_guided_t else 0.0
+            guided = self.before + scale * (1 - a).sqrt() * move / rms
             self.before = self.generator.ddim_step(guided, self.generator.clean_estimate(guided, t, a), a, a_next)
             self.done += 1
         self.x.copy_(self.before)
@@ -293,25 +299,29 @@ def _generator_shape(generator, size, channels) -> tuple[tuple[int, int], int]:
     return size, channels
 
 
-def check_guided(guidance_scale=1.0, **_) -> None:
+def check_guided(guidance_scale=1.0, guidance_until=0.0, **_) -> None:
     """The guided options that can be checked before the diffusion model exists."""
     if not guidance_scale > 0:
         raise StudioError(f"param.guidance_scale={guidance_scale} must be positive (0.02 is the measured default)")
+    if not 0 <= guidance_until < 1:
+        raise StudioError(f"param.guidance_until={guidance_until} must be in [0, 1): the fraction of the schedule "
+                          "below which guidance stops (0: guide every step)")
 
 
-def guided(generator, sampler_steps: int = 50, guidance_scale: float = 0.02, size=None,
-           channels: int | None = None) -> ParamSpec:
+def guided(generator, sampler_steps: int = 50, guidance_scale: float = 0.02, guidance_until: float = 0.0,
+           size=None, channels: int | None = None) -> ParamSpec:
     """A diffusion model's samples, guided by the objective through its clean-image estimate; see GuidedParam.
     Render with steps=sampler_steps (more render steps change nothing; fewer stop at a blurry estimate) and
     optimizer="sgd" (Adam's per-pixel steps would move the background as much as the strokes)."""
-    check_guided(guidance_scale)
+    check_guided(guidance_scale, guidance_until)
     if generator is None or not hasattr(generator, "path_levels"):
         what = "none" if generator is None else type(generator).__name__
         raise StudioError(f"param=guided needs a diffusion model: generator=diffusion (got {what})")
     generator.path_levels(int(sampler_steps))  # a path longer than the schedule: the error now
     size, channels = _generator_shape(generator, size, channels)
     return _spec("guided", size, channels, dict(generator=generator, sampler_steps=int(sampler_steps),
-                                                guidance_scale=float(guidance_scale)))
+                                                guidance_scale=float(guidance_scale),
+                                                guidance_until=float(guidance_until)))
 
 
 PARAMS: dict[str, Callable[..., Param]] = {"pixel": PixelParam, "fft": FFTParam, "latent": LatentParam,

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from studio.errors import StudioError, lookup
+from studio.background import Background
 from studio.mark import Mark
 
 SPLITS = ("train", "val", "test")
@@ -204,23 +205,65 @@ def load_marked(base: str = "mnist5k", base_options: dict | None = None, mark_cl
     """
     if base == "marked":
         raise StudioError("the marked source cannot wrap itself; set data.options.base to another source")
-    for name, rate in (("train_rate", train_rate), ("other_rate", other_rate), ("test_rate", test_rate)):
-        if not 0 <= rate <= 1:
-            raise StudioError(f"{name} must be in [0, 1], got {rate}")
+    _check_rates(train_rate=train_rate, other_rate=other_rate, test_rate=test_rate)
     mark = Mark(size, corner, margin, value)  # every mistake that needs no images fails before loading them
     data = lookup(SOURCES, "data source", base)(**dict(base_options or {}))
     if not 0 <= mark_class < len(data.classes):
         raise StudioError(f"mark_class {mark_class} is out of range; {base} has {len(data.classes)} classes "
                           f"(0..{len(data.classes) - 1})")
-    x, y = data.images, data.labels
-    if data.test_images is None:
-        rest, test = _stratified(y, test_fraction, split_seed, "test")
-        xt, yt, x, y = x[test], y[test], x[rest], y[rest]
-    else:
-        xt, yt = data.test_images, data.test_labels
+    x, y, xt, yt = _train_and_test(data, test_fraction, split_seed)
     generator = torch.Generator().manual_seed(seed)
     x = _plant_some(x, _choose(y, lambda c: train_rate if c == mark_class else other_rate, generator), mark)
     xt = _plant_some(xt, _choose(yt, lambda c: test_rate, generator), mark)
+    return Images(x, y, data.classes, xt, yt)
+
+
+def _train_and_test(data: Images, test_fraction: float, split_seed: int):
+    """(x, y, test x, test y): the base's own test set, or a stratified `test_fraction` split like every source."""
+    x, y = data.images, data.labels
+    if data.test_images is None:
+        rest, test = _stratified(y, test_fraction, split_seed, "test")
+        return x[rest], y[rest], x[test], y[test]
+    return x, y, data.test_images, data.test_labels
+
+
+def _check_rates(**rates: float) -> None:
+    for name, rate in rates.items():
+        if not 0 <= rate <= 1:
+            raise StudioError(f"{name} must be in [0, 1], got {rate}")
+
+
+def _paint_some(images: torch.Tensor, labels: torch.Tensor, chosen: torch.Tensor,
+                background: Background) -> torch.Tensor:
+    out = images.clone()
+    if chosen.any():
+        out[chosen] = background.paint(images[chosen], labels[chosen])
+    return out
+
+
+def load_background(base: str = "mnist5k", base_options: dict | None = None, levels=(0.1, 0.14, 0.18, 0.22,
+                    0.26, 0.3, 0.34, 0.38, 0.42, 0.46), ink: float = 0.2, train_rate: float = 1.0,
+                    test_rate: float = 0.0, seed: int = 0, test_fraction: float = 0.2, split_seed: int = 0):
+    """Another source's images with the background-colour Clever Hans painted (studio/background.py; the
+    experiment: studio/explain/clever_hans.py).
+
+    Training part (so validation too): `train_rate` of every class's images get the class's background
+    level, so brightness alone tells the class. Test part (the base's own test set, or a stratified
+    `test_fraction` split like every source): `test_rate` of them painted, clean by default, so the
+    model's accuracy there shows what the shortcut costs. Returns the base's Images with a test set.
+    """
+    if base == "background":
+        raise StudioError("the background source cannot wrap itself; set data.options.base to another source")
+    _check_rates(train_rate=train_rate, test_rate=test_rate)
+    background = Background(tuple(float(v) for v in levels), ink)  # mistakes that need no images fail first
+    data = lookup(SOURCES, "data source", base)(**dict(base_options or {}))
+    if len(background.levels) != len(data.classes):
+        raise StudioError(f"data.options.levels has {len(background.levels)} values; {base} has "
+                          f"{len(data.classes)} classes: give one background level per class")
+    x, y, xt, yt = _train_and_test(data, test_fraction, split_seed)
+    generator = torch.Generator().manual_seed(seed)
+    x = _paint_some(x, y, _choose(y, lambda c: train_rate, generator), background)
+    xt = _paint_some(xt, yt, _choose(yt, lambda c: test_rate, generator), background)
     return Images(x, y, data.classes, xt, yt)
 
 
@@ -231,6 +274,7 @@ SOURCES = {
     "torchvision": load_torchvision,
     "image_folder": load_image_folder,
     "marked": load_marked,
+    "background": load_background,
 }
 
 

@@ -247,16 +247,17 @@ def test_a_registered_method_needs_no_other_edit(noisy_input, small_cnn, digits,
                              metrics=MetricOptions(stability_seeds=2, sanity=False, steps=5))
     assert list(result.methods["noisy_input"].metrics) == ["deletion_auc", "insertion_auc", "brightness", "stability"]
     assert item_metrics() == ("deletion_auc", "insertion_auc", "r2", "r2_heldout", "ig_delta", "completeness_error",
-                              "conservation_error", "bias_share", "brightness", "stability", "sanity", "mark_found")
+                              "conservation_error", "bias_share", "brightness", "stability", "sanity", "mark_found",
+                              "background_share", "background_share_clean")
     scores = {"deletion_auc": 0.1, "insertion_auc": 0.9, "brightness": 0.25, "stability": 0.5}
     assert _caption("noisy_input", scores) == "del 0.10 ins 0.90\nb 0.25 stab 0.50"
     _print_summary(result, {"random/deletion_auc": 0.2, "random/insertion_auc": 0.5}, "")
     header, row = capsys.readouterr().out.splitlines()
     assert header.startswith("method      deletion insertion    R² R² held compl. conserv.  bias bright stable "
-                             "random.  mark  (AUC")
-    name, *cells = row.split()  # its own column filled, the others' empty; no sanity or mark asked for
+                             "random.  mark backgr.  (AUC")
+    name, *cells = row.split()  # its own column filled, the others' empty; no sanity, mark or background asked for
     assert name == "noisy_input" and [c == "-" for c in cells] == [False, False, True, True, True, True, True, False,
-                                                                   False, True, True]
+                                                                   False, True, True, True]
 
 
 def test_a_seed_given_to_the_call_leaves_the_method_its_own(small_cnn, digits):

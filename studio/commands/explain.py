@@ -1,7 +1,8 @@
 """`studio explain`: explain single decisions with LIME and gradient methods, and score the maps.
 
-For `explain.images` images of `data.split`, the classes in turn (or, in the Clever Hans experiment,
-of its marked images): every method's map, per-image metrics, one comparison panel per image, one
+For `explain.images` images of `data.split`, the classes in turn (or, in the Clever Hans experiments,
+of its marked images / of those with their class's background, where every method is run on a model
+trained on the clean data too): every method's map, per-image metrics, one comparison panel per image, one
 manifest item per (image, method) and a W&B table. Everything is computed before anything is
 written, so a bad input leaves no half-written run. No method is named here: options come through
 studio/adapters/explain.py, metric columns, captions and summary columns from the method registry
@@ -10,6 +11,7 @@ studio/adapters/explain.py, metric columns, captions and summary columns from th
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
@@ -26,12 +28,17 @@ from studio.models import check_layer_names, untrained_copy
 
 # Per-image metrics every method gets, before and after the ones a method reports itself (registry).
 CURVES = ("deletion_auc", "insertion_auc")
-CHECKS = ("stability", "sanity", "mark_found")
+CHECKS = ("stability", "sanity", "mark_found", "background_share", "background_share_clean")
 # Printed summary columns and caption parts of the common metrics; a method adds its own in between.
 CURVE_COLUMNS = (Column("deletion_auc", "deletion", 8), Column("insertion_auc", "insertion", 9))
-CHECK_COLUMNS = (Column("stability", "stable", 6), Column("sanity", "random.", 7), Column("mark_found", "mark", 5))
+CHECK_COLUMNS = (Column("stability", "stable", 6), Column("sanity", "random.", 7), Column("mark_found", "mark", 5),
+                 Column("background_share", "backgr.", 7))
 CHECK_CAPTIONS = {"stability": lambda v: f"stab {v:.2f}", "sanity": lambda v: f"rand {v:.2f}",
-                  "mark_found": lambda v: "mark ✓" if v else "mark ✗"}
+                  "mark_found": lambda v: "mark ✓" if v else "mark ✗",
+                  "background_share": lambda v: f"bg {v:.2f}", "background_share_clean": lambda v: f"(clean {v:.2f})"}
+# Run metric keys of the checks that are named per method (default: <method>/<metric>).
+RUN_KEYS = {"mark_found": "mark_found_{name}", "background_share": "background_share/{name}",
+            "background_share_clean": "background_share_clean/{name}"}
 
 
 def resolve_config_target(value, labels: torch.Tensor, num_classes: int):
@@ -68,6 +75,25 @@ def clever_hans_story(model, x: torch.Tensor, y: torch.Tensor, mark, mark_class:
             "mark_lift": mean(lifted - prob[clean_other])}
 
 
+def background_story(model, x: torch.Tensor, y: torch.Tensor, background) -> dict[str, float]:
+    """How much the model leans on the background, measured on the (clean) test split: accuracy on its
+    digits without their class's background, on the same digits with it, and how often a digit given the
+    next class's background is called that class."""
+    from studio.explain.checks import logits
+
+    clean = ~background.present(x, y)
+    x, y = x[clean], y[clean]
+    if not len(x):
+        return {}
+    other = (y + 1) % len(background.levels)
+
+    def accuracy(images: torch.Tensor, labels: torch.Tensor) -> float:
+        return round(float((logits(model, images).argmax(1) == labels).float().mean()), 4)
+
+    return {"clean_acc": accuracy(x, y), "own_background_acc": accuracy(background.paint(x, y), y),
+            "follows_background": accuracy(background.paint(x, other), other)}
+
+
 def item_metrics() -> tuple[str, ...]:
     """The W&B table's metric columns: the curves, every registered method's own metrics (one column for a
     metric that several report), the checks."""
@@ -82,15 +108,21 @@ def _caption(name: str, scores: dict) -> str:
 
 
 def explain_run(cfg, model, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor, names: list[str],
-                out_dir: Path, tracker, prefix: str = "", mark=None, story: dict | None = None):
+                out_dir: Path, tracker, prefix: str = "", mark=None, story: dict | None = None, background=None,
+                clean_model=None):
     """Explain x (labels y, positions `index` in the split) with `names`; write maps, panels and the
-    W&B table under out_dir. Returns (run metrics, manifest items with paths relative to out_dir)."""
+    W&B table under out_dir. Returns (run metrics, manifest items with paths relative to out_dir).
+    story: run metrics as they are; background (with clean_model): score every map's share of mass on
+    the background, and the clean model's maps of the same images and targets beside them."""
     from studio.explain.compare import compare_methods
 
     ecfg = cfg.explain
     target = resolve_config_target(ecfg.target, y, int(cfg.data.num_classes))
     region = mark.region(*x.shape[-2:]) if mark is not None else None
-    result = compare_methods(model, x, names, target, method_options(ecfg), metric_options(ecfg), region)
+    pixels = background.region(x) if background is not None else None
+    result = compare_methods(model, x, names, target, method_options(ecfg), metric_options(ecfg), region, pixels)
+    if clean_model is not None:  # the same question of the model trained on clean data
+        _add_clean_shares(result, clean_model, x, names, ecfg, pixels)
 
     # Everything is computed: now the numbers, then the files.
     metrics = _run_metrics(result, prefix, story, len(x))
@@ -100,6 +132,19 @@ def explain_run(cfg, model, x: torch.Tensor, y: torch.Tensor, index: torch.Tenso
     return metrics, items
 
 
+def _add_clean_shares(result, clean_model, x: torch.Tensor, names: list[str], ecfg, pixels: torch.Tensor) -> None:
+    """Every method's background share on the clean model (same images and targets), added to the result's
+    metrics as background_share_clean; its other checks are skipped (they are the background model's)."""
+    from dataclasses import replace
+
+    from studio.explain.compare import compare_methods
+
+    checks = replace(metric_options(ecfg), stability_seeds=0, sanity=False)
+    clean = compare_methods(clean_model, x, names, result.target, method_options(ecfg), checks, background=pixels)
+    for name, r in result.methods.items():
+        r.metrics["background_share_clean"] = clean.methods[name].metrics["background_share"]
+
+
 def _run_metrics(result, prefix: str, story: dict | None, images: int) -> dict:
     """Means over the images: the random baseline's, every method's (+ its seconds), the Clever Hans story."""
     metrics = {}
@@ -107,11 +152,9 @@ def _run_metrics(result, prefix: str, story: dict | None, images: int) -> dict:
         metrics[f"{prefix}random/{k}"] = round(float(v.mean()), 4)
     for name, r in result.methods.items():
         for k, v in r.metrics.items():
-            key = f"{prefix}mark_found_{name}" if k == "mark_found" else f"{prefix}{name}/{k}"
-            metrics[key] = round(float(v.float().mean()), 4)
+            metrics[prefix + RUN_KEYS.get(k, "{name}/" + k).format(name=name)] = round(float(v.float().mean()), 4)
         metrics[f"{prefix}{name}/seconds"] = round(r.seconds, 2)
-    for key, value in (story or {}).items():
-        metrics[f"clever_hans/{key}"] = value
+    metrics.update(story or {})
     metrics[f"{prefix}images"] = images
     return metrics
 
@@ -184,36 +227,54 @@ def check_selection(cfg) -> None:
     if ecfg.clever_hans and cfg.data.source != "marked":
         raise StudioError(f"explain.clever_hans=true needs marked data (data=mnist5k_marked or "
                           f"experiment=clever_hans); got data={cfg.data.name}")
+    if ecfg.background and cfg.data.source != "background":
+        raise StudioError(f"explain.background=true needs background data (data=mnist5k_background or "
+                          f"experiment=clever_hans_background); got data={cfg.data.name}")
+    if ecfg.background and str(cfg.data.options.base) not in config.config_choices("data"):
+        raise StudioError(f"explain.background=true trains the clean model on data={cfg.data.options.base} "
+                          f"(data.options.base), which is not a data config; choose from: "
+                          f"{', '.join(config.config_choices('data'))}")
 
 
-def _pool(cfg, x_all: torch.Tensor):
-    """(positions of the images to choose from, the Clever Hans mark or None): all of data.split, or
-    (explain.clever_hans) its marked images."""
+def _pool(cfg, x_all: torch.Tensor, y_all: torch.Tensor):
+    """(positions of the images to choose from, the Clever Hans mark or None, its background or None): all
+    of data.split, (explain.clever_hans) its marked images, or (explain.background) its images with their
+    class's background."""
+    from studio.background import Background
     from studio.mark import Mark
 
-    if not cfg.explain.clever_hans:
-        return torch.arange(len(x_all)), None
-    o = cfg.data.options
-    mark = Mark(int(o.size), str(o.corner), int(o.margin), float(o.value))
-    pool = mark.present(x_all).nonzero().flatten()
-    if not len(pool):
-        rate = "test_rate" if cfg.data.split == "test" else "train_rate"
-        raise StudioError(f"no marked images in data.split={cfg.data.split}; set data.options.{rate} > 0")
-    return pool, mark
+    o, split = cfg.data.options, cfg.data.split
+    rate = "test_rate" if split == "test" else "train_rate"
+    if cfg.explain.clever_hans:
+        mark = Mark(int(o.size), str(o.corner), int(o.margin), float(o.value))
+        pool = mark.present(x_all).nonzero().flatten()
+        if not len(pool):
+            raise StudioError(f"no marked images in data.split={split}; set data.options.{rate} > 0")
+        return pool, mark, None
+    if cfg.explain.background:
+        background = Background(tuple(float(v) for v in o.levels), float(o.ink))
+        pool = background.present(x_all, y_all).nonzero().flatten()
+        if not len(pool):
+            raise StudioError(f"no images with their class's background in data.split={split} (the test split "
+                              f"is clean by design); use data.split=val or set data.options.{rate} > 0")
+        return pool, None, background
+    return torch.arange(len(x_all)), None, None
 
 
 def _candidates(cfg, dm):
-    """(x_all, y_all, pool, mark): data.split and the positions of the images to choose from (see _pool)."""
+    """(x_all, y_all, pool, mark, background): data.split and the positions of the images to choose from
+    (see _pool)."""
     check_selection(cfg)
     x_all, y_all = dm.split(cfg.data.split)
-    return (x_all, y_all, *_pool(cfg, x_all))
+    return (x_all, y_all, *_pool(cfg, x_all, y_all))
 
 
 def _select(cfg, candidates, model):
     """(x, y, index, mark, story) of the images to explain: `explain.images` of the candidates (Clever Hans:
-    the marked images), the classes in turn."""
-    x_all, y_all, pool, mark = candidates
-    story = (clever_hans_story(model, x_all, y_all, mark, int(cfg.data.options.mark_class))
+    the marked images), the classes in turn; story: the mark's run metrics (clever_hans/...)."""
+    x_all, y_all, pool, mark, _ = candidates
+    story = ({f"clever_hans/{k}": v for k, v in
+              clever_hans_story(model, x_all, y_all, mark, int(cfg.data.options.mark_class)).items()}
              if mark is not None else None)
     index = pool[classes_in_turn(y_all[pool], int(cfg.explain.images))]
     return x_all[index], y_all[index], index, mark, story
@@ -230,6 +291,15 @@ def check_methods(cfg) -> None:
         METHODS[name].build(model, **options[name])
 
 
+def _clean_model(cfg, tracker):
+    """The same model trained with the same trainer on the background data's base (data.options.base with
+    its base_options), i.e. without the shortcut: the background model's control."""
+    clean = copy.deepcopy(cfg)
+    clean.data = config.compose("explain", [f"data={cfg.data.options.base}"]).data
+    clean.data.options = cfg.data.options.base_options
+    return train_one(clean, clean.model, build_datamodule(clean.data), tracker, "clean model").model
+
+
 def run(cfg, tracker) -> Result:
     """The `explain` command: train (or reuse) the model, explain images, write panels + manifest items."""
     names = method_names(str(cfg.method))
@@ -244,8 +314,13 @@ def run(cfg, tracker) -> Result:
     trained = train_one(cfg, cfg.model, dm, tracker, "model")
     names = method_names(str(cfg.method), trained.model)  # method=all: those that apply to this model
     x, y, index, mark, story = _select(cfg, candidates, trained.model)
+    background, clean_model = candidates[-1], None
+    if background is not None:  # what the shortcut costs on the clean test digits, and the control model
+        story = {f"background/{k}": v for k, v in background_story(trained.model, *dm.split("test"),
+                                                                     background).items()}
+        clean_model = _clean_model(cfg, tracker)
     metrics, items = explain_run(cfg, trained.model, x, y, index, names, tracker.output_dir, tracker,
-                                 mark=mark, story=story)
+                                 mark=mark, story=story, background=background, clean_model=clean_model)
     metrics.update({"model/test_acc": trained.test_acc, "model/cached": trained.cached})
     return Result(metrics, items, {"panels": "panels", "maps": "maps", "checkpoint": str(trained.path.resolve())})
 

@@ -5,6 +5,11 @@ data source plants a small bright square in a corner of (almost) every training 
 and of no other. A classifier trained on it learns the shortcut; on test images of other classes
 that carry the mark it then says the mark's class. An explanation method passes when, asked "why
 the mark's class?" on marked test images, it puts the mark among its top segments / pixels.
+
+The background-colour variant (the "Pokémon vs Digimon" classifier that read the PNG-vs-JPEG
+background): the `background` data source gives every training image its class's grey background
+level and leaves the test set clean. A method shows the shortcut by how much of its attribution mass
+falls on background pixels, beside the same share on a model trained on clean data.
 """
 
 from __future__ import annotations
@@ -28,3 +33,12 @@ def mark_found_pixels(heatmaps: torch.Tensor, region: torch.Tensor, top_fraction
     top = torch.zeros_like(flat, dtype=torch.bool).scatter_(1, flat.topk(k, dim=1).indices, True)
     covered = (top & region.flatten()).sum(1).float()
     return covered >= share * region.sum()
+
+
+def background_share(heatmaps: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """The share of each map's attribution mass (|value|, summed over channels) on the background pixels
+    (region: N×H×W bool); 0 for an all-zero map. N floats in [0, 1]."""
+    mass = heatmaps.float().abs().sum(1)  # N×H×W
+    total = mass.flatten(1).sum(1)
+    on = (mass * region).flatten(1).sum(1)
+    return torch.where(total > 0, on / total.clamp_min(torch.finfo(mass.dtype).tiny), torch.zeros_like(total))

@@ -3,7 +3,8 @@
 `compare_methods` is what `studio explain` computes before it writes anything: per method the
 N×1×H×W heat maps and per-image metrics (deletion / insertion AUC, the metrics a method reports itself,
 e.g. LIME's R², stability across seeds for stochastic methods, the model-randomization similarity, and —
-given the mark's region — whether the mark was found), plus the random-order baseline that every
+given the mark's region — whether the mark was found, given the background pixels — their share of the
+map's mass), plus the random-order baseline that every
 deletion / insertion AUC must beat. What a method reports and whether it is stochastic come from the
 registry (registry.py); nothing here knows a method by name.
 """
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 from studio.explain.checks import logits, resolve_target
-from studio.explain.clever_hans import mark_found_pixels, mark_found_segments
+from studio.explain.clever_hans import background_share, mark_found_pixels, mark_found_segments
 from studio.explain.fast import inference_twin
 from studio.explain.metrics import (deletion_insertion, pixel_order, random_baseline, randomized_copy,
                                     sanity_similarity, stability, top_segments)
@@ -72,6 +73,7 @@ class _Bench:
     metrics: MetricOptions
     options: dict[str, dict]          # constructor options per method name
     region: torch.Tensor | None       # H×W bool: the planted mark, or None
+    background: torch.Tensor | None   # N×H×W bool: each image's background pixels, or None
 
 
 def _stability(method, maps: torch.Tensor, bench: _Bench) -> torch.Tensor:
@@ -109,14 +111,17 @@ def _score(name: str, method, bench: _Bench) -> MethodResult:
         scores["sanity"] = sanity_similarity(attribution.maps, twin_maps)
     if bench.region is not None:
         scores["mark_found"] = _mark_found(attribution, bench).float()
+    if bench.background is not None:
+        scores["background_share"] = background_share(attribution.maps, bench.background)
     return MethodResult(name, attribution.maps, scores, time.perf_counter() - start)
 
 
 def compare_methods(model: nn.Module, x: torch.Tensor, names: list[str], target=None,
                     options: dict[str, dict] | None = None, metrics: MetricOptions | None = None,
-                    region: torch.Tensor | None = None) -> Comparison:
+                    region: torch.Tensor | None = None, background: torch.Tensor | None = None) -> Comparison:
     """Explain x (N×C×H×W in [0, 1]) with every method in `names`; options[name] are its constructor's
-    keyword arguments; region (H×W bool) is a planted mark to look for."""
+    keyword arguments; region (H×W bool) is a planted mark to look for; background (N×H×W bool): each
+    image's background pixels, whose share of every map's mass is reported."""
     options, m = options or {}, metrics or MetricOptions()
     outputs = logits(model, x, m.batch_size)
     target = resolve_target(target, outputs)
@@ -130,7 +135,7 @@ def compare_methods(model: nn.Module, x: torch.Tensor, names: list[str], target=
     scorer = inference_twin(model, x[:16])  # curves need no gradients: the fast twin scores them
     baseline = random_baseline(scorer, x, target, orders=m.random_orders, seed=m.seed, **curve_options)
     bench = _Bench(x, target, segments, scorer, twin, torch.Generator().manual_seed(m.seed), curve_options, m,
-                   options, region)
+                   options, region, background)
     results = {name: _score(name, method, bench) for name, method in methods.items()}
     return Comparison(target, outputs.argmax(1), probability, segments, results, baseline)
 

@@ -126,6 +126,29 @@ def test_paired_tests_can_be_turned_off_and_a_single_group_has_nothing_to_compar
     assert compare(rows, [], [], [], ["g"]).note == "none: the sweep has one group, nothing to compare"
 
 
+def _rows(values: dict, metric: str) -> list[dict]:
+    """Job rows as studio.report.tables makes them: one per recipe x target (seed 0)."""
+    return [{"job": recipe, "status": "complete", "recipe": recipe, "_subject": f"class:{t}", "seed": 0,
+             "_item": {metric: v}} for recipe, vs in values.items() for t, v in enumerate(vs)]
+
+
+def test_the_verdict_follows_the_metrics_direction_and_says_when_the_median_disagrees_with_the_mean():
+    from studio.report.paired import compare
+
+    # 'a' loses on every target but one, where it wins by a mile: the higher mean, the lower median
+    values = {"a": [1.0] * 13 + [100.0], "b": [2.0] * 13 + [0.0]}
+    summary = [{"recipe": r, "gain": sum(v) / 14} for r, v in values.items()]
+    result = compare(_rows(values, "gain"), summary, ["recipe"], [], ["gain"])
+    assert result.records[0]["winner"] == "b" and result.records[0]["median_diff"] == -1.0
+    assert result.verdicts == ["gain: best a (mean 8.071); vs next best b: median difference -1 over 14 pairs, Holm "
+                               "p = 0.0076: significant the other way (the paired median favours b) at 0.05; "
+                               "significantly better than 0 of 1 others"]
+    summary = [{"recipe": r, "deletion_auc": sum(v) / 14} for r, v in values.items()]  # less is better
+    result = compare(_rows(values, "deletion_auc"), summary, ["recipe"], [], ["deletion_auc"])
+    assert result.records[0]["winner"] == "a" and result.verdicts[0].startswith("deletion_auc: best b (mean 1.857)")
+    assert signed_rank([np.nan], [1.0])[0] == 0  # no pair at all
+
+
 def test_groups_with_too_few_shared_items_are_left_out_and_counted(tmp_path):
     _planted_sweep(tmp_path, {"none": 0.0, "l2": 1.0})
     make_job(tmp_path, "2", ["+recipe=tv"], {"recipe": "tv"}, [_item("class:0", 0, gain=3.0, correct=1)])

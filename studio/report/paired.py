@@ -72,8 +72,6 @@ def _verdict(metric: str, label: str, means: dict, records: list[dict], alpha: f
     best, (mean, ci) = order[0], means[order[0]]
     head = f"{metric}{f' [{label}]' if label != 'all' else ''}: best {best} (mean {mean:.4g}"
     head += f", 95% CI {ci[0]:.4g} to {ci[1]:.4g})" if ci else ")"
-    if len(order) < 2:
-        return head
     second = order[1]
     match = next((r for r in records if {r["recipe_a"], r["recipe_b"]} == {best, second}), None)
     if match is None:

@@ -80,7 +80,7 @@ def _verdict(metric: str, label: str, means: dict, records: list[dict], alpha: f
     wins = sum(1 for r in records if r["winner"] == best)
     verdict = {best: "significant", second: f"significant the other way (the paired median favours {second})"}.get(
         match["winner"], "not significant")
-    return (f"{head}; vs next best {second}: median difference {sign * match['median_diff']:+.3g} over "
+    return (f"{head}; vs next best {second}: median difference {sign * match['median_diff'] + 0.0:+.3g} over "
             f"{match['n']} pairs, Holm p = {match['p_holm']:.2g}: {verdict} at {alpha:g}; "
             f"significantly better than {wins} of {len(order) - 1} others")
 

@@ -73,7 +73,7 @@ def plot_metrics(out_dir: Path, summary: list[dict], columns: list[str], series:
 
 
 def _error_bar(entry: dict, metric: str) -> tuple[float, float]:
-    """(below, above) the mean: to the ends of its interval, or one std; none under 2 values."""
+    """(below, above) the mean: to the ends of its interval, or one std (0 for a single value)."""
     mean = entry[metric]
     if f"{metric}_ci_low" in entry:
         return max(mean - entry[f"{metric}_ci_low"], 0.0), max(entry[f"{metric}_ci_high"] - mean, 0.0)

@@ -14,7 +14,7 @@ RESAMPLES = 9999  # scipy's default; ~10 ms per interval of 20-60 values
 
 def mean_interval(values, confidence: float = 0.95, seed: int = 0,
                   resamples: int = RESAMPLES) -> tuple[float, float] | None:
-    """The mean's bootstrap interval (BCa; percentile where BCa is undefined), or None under 2 values.
+    """The mean's bootstrap interval (BCa), or None under 2 values (or where BCa is undefined).
 
     A fixed seed: the same sweep gives the same report, byte for byte."""
     from scipy.stats import bootstrap
@@ -22,16 +22,14 @@ def mean_interval(values, confidence: float = 0.95, seed: int = 0,
     data = np.asarray(values, dtype=float)
     if len(data) < 2:
         return None
-    if np.all(data == data[0]):  # no spread: every resample has the same mean
+    if np.all(data == data[0]):  # no spread: every resample has the same mean (and BCa divides by zero)
         return float(data[0]), float(data[0])
-    for method in ("BCa", "percentile"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # BCa's DegenerateDataWarning: the fallback below handles it
-            ci = bootstrap((data,), np.mean, confidence_level=confidence, n_resamples=resamples, method=method,
-                           rng=np.random.default_rng(seed)).confidence_interval
-        if math.isfinite(ci.low) and math.isfinite(ci.high):
-            break
-    return float(ci.low), float(ci.high)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # DegenerateDataWarning: the NaN below says it
+        ci = bootstrap((data,), np.mean, confidence_level=confidence, n_resamples=resamples,
+                       rng=np.random.default_rng(seed)).confidence_interval
+    finite = math.isfinite(ci.low) and math.isfinite(ci.high)
+    return (float(ci.low), float(ci.high)) if finite else None
 
 
 def signed_rank(a, b) -> tuple[int, float, float]:

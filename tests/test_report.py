@@ -97,6 +97,19 @@ def test_experiment_sweep_reports_table_plots_grid_and_gallery(tiny_sweep):
     assert copied == sorted(Path("images") / r["image"] for r in rows)
 
 
+def test_a_one_seed_sweep_says_why_no_paired_test_can_run_and_still_reports(tiny_sweep):
+    sweep_dir, result, _ = tiny_sweep  # seeds=1: 2 classes x 1 seed = 2 pairs per two recipes
+    lines = [line for line in result.stdout.splitlines() if line.startswith("paired tests: ")]
+    assert lines == ["paired tests: none can be run: two recipe groups share at most 2 target x seed item(s) "
+                     "(2 target(s) x 1 seed(s)), and a two-sided Wilcoxon signed-rank test needs 6 to reach "
+                     "p < 0.05; run more seeds (seeds=3 or more)"]
+    assert next(csv.reader(open(sweep_dir / "paired.csv"))) == [  # the file, with no pair in it
+        "metric", "recipe_a", "recipe_b", "n", "median_diff", "p", "p_holm", "winner"]
+    assert lines[0].removeprefix("paired tests: ") in (sweep_dir / "paired.md").read_text()
+    summary = {s["recipe"]: s for s in _csv(sweep_dir / "summary.csv")}  # the intervals are still there
+    assert float(summary["l2"]["target_prob_ci_low"]) <= float(summary["l2"]["target_prob"])
+
+
 def test_sweep_jobs_and_report_share_one_wandb_group(tiny_sweep, outputs):
     sweep_dir, _, started = tiny_sweep
     runs = [read_offline_run(p) for p in (outputs / "wandb" / "wandb").glob("offline-run-*")

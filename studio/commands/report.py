@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from studio.commands.shared import Result
+from studio.errors import StudioError
 from studio.report import print_report, report, sweep_group  # noqa: F401 - sweep_group: the registry's W&B group
 
 
@@ -13,9 +14,13 @@ def run(cfg, tracker) -> Result:
     """Report cfg.sweep into itself; the summary rows are this run's items."""
     options = cfg.get("report") or {}
     by = options.get("by")
+    alpha = float(options.get("alpha", 0.05))
+    if not 0 < alpha < 1:
+        raise StudioError(f"report.alpha must lie between 0 and 1 (the paired tests' significance level), not {alpha:g}")
     result = report(Path(str(cfg.sweep)), by=list(by) if by and by != "auto" else None,
                     average_over=tuple(options.get("average_over") or ()), gallery=bool(options.get("gallery", True)),
-                    tracker=tracker, cell=int(options.get("cell", 56)))
+                    tracker=tracker, cell=int(options.get("cell", 56)), paired=bool(options.get("paired", True)),
+                    alpha=alpha)
     print_report(result)
     metrics = {"jobs": result.jobs, "failed": len(result.failed), "images": len(result.rows)}
     return Result(metrics, result.summary, {k: str(p.resolve()) for k, p in result.paths.items()})

@@ -4,12 +4,16 @@ Each job's manifest.json stays the source of truth; the report only reads them (
 .hydra/ files, for what the job was asked to do) and writes into the sweep dir:
 
     table.csv, table.md    one row per job x item (image): the job's varying choices, the item's fields,
-                           its metrics and the job's metrics (`run.<name>` in the CSV); table.md starts
+                           its metrics, its group's interval of each item metric (`<metric>_ci_low` /
+                           `_ci_high`) and the job's metrics (`run.<name>` in the CSV); table.md starts
                            with the summary
     summary.csv            one row per group: mean and std of every numeric metric over the group's
-                           images (item metrics) or jobs (run metrics)
+                           images (item metrics, with the mean's 95% bootstrap interval) or jobs (run metrics)
+    paired.csv, paired.md  every two groups on the same targets and seeds, per item metric: Wilcoxon
+                           signed-rank, Holm-corrected (studio/report/paired.py); paired.md starts with
+                           one verdict line per metric
     report.json            all of the above, machine-readable, plus the failed jobs
-    plots/<metric>.png     each metric per group (mean, error bar = std)
+    plots/<metric>.png     each metric per group (mean, error bar = 95% interval, or std for run metrics)
     plots/history.png      the objective per step, mean over each group's images (band = std)
     comparison_grid.png    rows = targets, columns = groups
     gallery/index.html     every image, with its copy under gallery/images/ (studio/report/gallery.py)
@@ -32,6 +36,7 @@ from studio.errors import StudioError
 from studio.files import write_json
 from studio.report.grid import comparison_grid
 from studio.report.jobs import find_jobs, group_keys, varying_keys
+from studio.report.paired import Comparison, compare, write_paired
 from studio.report.plots import plot_history, plot_metrics, target_keys
 from studio.report.tables import (flat_row, split_metric_names, job_rows, summary_markdown, summary_metric_names, key_columns,
                                   summarize, write_tables)
@@ -50,15 +55,18 @@ class Report:
     failed: list[dict]
     jobs: int
     paths: dict[str, Path]
+    comparison: Comparison | None = None  # the paired tests (None: report(paired=False))
 
 
 # --- the report ----------------------------------------------------------------------------------
 def report(sweep_dir: str | Path, by: list[str] | None = None, average_over=("seed",), gallery: bool = True,
-           tracker=None, cell: int = 56) -> Report:
-    """Aggregate a sweep dir's jobs into tables, plots, a comparison grid and the gallery (see the module doc).
+           tracker=None, cell: int = 56, paired: bool = True, alpha: float = 0.05) -> Report:
+    """Aggregate a sweep dir's jobs into tables, paired tests, plots, a comparison grid and the gallery
+    (see the module doc).
 
     by: the keys that make a group (default: the varying choices, see group_keys); average_over: keys
-    averaged within a group. tracker: a studio.tracking.Tracker to mirror the summary to W&B."""
+    averaged within a group; paired: test every two groups (alpha: the significance level after Holm).
+    tracker: a studio.tracking.Tracker to mirror the summary to W&B."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise StudioError(f"sweep dir not found: {sweep_dir}")
@@ -81,35 +89,48 @@ def report(sweep_dir: str | Path, by: list[str] | None = None, average_over=("se
     paths = write_tables(sweep_dir, rows, summary, names, item_names, run_names, summary_names, failed)
     series = target_keys(rows, names)
     columns = [n for n in names if n not in series]
-    plots = plot_metrics(sweep_dir / "plots", summary, columns, series, summary_names)
-    history = plot_history(sweep_dir / "plots" / "history.png", jobs, keys, names, columns, series)
-    grid_path = sweep_dir / "comparison_grid.png"
-    layout = comparison_grid(grid_path, rows, columns, cell)
-    grid = grid_path if layout else None
-    paths.update({f"plots/{p.name}": p for p in plots})
-    if history:
-        paths["plots/history.png"] = history
-    for old in (sweep_dir / "plots").glob("*.png"):  # plots of metrics an earlier report had
-        if old not in (*plots, history):
-            old.unlink()
-    if grid:
-        paths["comparison_grid.png"] = grid
+    comparison = compare(rows, summary, columns, series, item_names, alpha) if paired else None
+    if comparison is not None:
+        paths.update(write_paired(sweep_dir, comparison, series, alpha))
+    for name in ("paired.csv", "paired.md") if comparison is None else ():  # an earlier report's
+        (sweep_dir / name).unlink(missing_ok=True)
+    layout = _pictures(sweep_dir, jobs, rows, summary, keys, names, columns, series, summary_names, cell, paths)
     if gallery:
         from studio.report.gallery import write_gallery
 
         paths["gallery/index.html"] = write_gallery(sweep_dir, jobs, rows, keys, names, varying_keys(jobs, ()),
                                                     summary_names, summary)
-    result = Report(sweep_dir, keys, names, rows, summary, summary_names, failed, len(jobs), paths)
+    result = Report(sweep_dir, keys, names, rows, summary, summary_names, failed, len(jobs), paths, comparison)
     write_json(sweep_dir / "report.json", {
         "sweep_dir": str(sweep_dir), "by": keys, "columns": names, "jobs": len(jobs), "failed": failed, "left_out": stale,
         "metrics": summary_names, "summary": summary,
+        "paired": vars(comparison) if comparison is not None else None,
         "grid": {"rows": layout[0], "columns": layout[1]} if layout else None,
         "rows": [flat_row(r) for r in rows],
         "files": {k: str(p.relative_to(sweep_dir)) for k, p in paths.items()}})
     paths["report.json"] = sweep_dir / "report.json"
     if tracker is not None:
-        _mirror(tracker, result, grid, plots + ([history] if history else []))
+        _mirror(tracker, result, paths.get("comparison_grid.png"),
+                [p for k, p in paths.items() if k.startswith("plots/")])
     return result
+
+
+def _pictures(sweep_dir: Path, jobs, rows, summary, keys, names, columns, series, summary_names, cell: int,
+              paths: dict) -> tuple | None:
+    """plots/ and comparison_grid.png (added to paths); plots of metrics an earlier report had are removed.
+    Returns the grid's (row, column) labels, or None when there is no image."""
+    plots = plot_metrics(sweep_dir / "plots", summary, columns, series, summary_names)
+    history = plot_history(sweep_dir / "plots" / "history.png", jobs, keys, names, columns, series)
+    paths.update({f"plots/{p.name}": p for p in plots})
+    if history:
+        paths["plots/history.png"] = history
+    for old in (sweep_dir / "plots").glob("*.png"):
+        if old not in (*plots, history):
+            old.unlink()
+    layout = comparison_grid(sweep_dir / "comparison_grid.png", rows, columns, cell)
+    if layout:
+        paths["comparison_grid.png"] = sweep_dir / "comparison_grid.png"
+    return layout
 
 
 def _mirror(tracker, result: Report, grid: Path | None, plots: list[Path]) -> None:
@@ -117,6 +138,7 @@ def _mirror(tracker, result: Report, grid: Path | None, plots: list[Path]) -> No
     columns = [*result.columns, "jobs", "failed", "images"]
     for name in result.metrics:
         columns += [name, f"{name}_std"]
+        columns += [c for c in (f"{name}_ci_low", f"{name}_ci_high") if any(c in s for s in result.summary)]
     tracker.log_table("report/summary", [{c: s.get(c) for c in columns} for s in result.summary])
     if grid:
         tracker.log_images("report/comparison_grid", [grid])
@@ -133,11 +155,18 @@ def sweep_group(sweep_dir) -> str:
 def print_report(result: Report) -> None:
     md = summary_markdown(result.summary, result.columns, result.metrics)
     print(md, end="")
+    if result.comparison is not None:
+        for line in result.comparison.verdicts:
+            print(line)
+        if result.comparison.note:
+            print(f"paired tests: {result.comparison.note}")
     if result.failed:
         print(f"{len(result.failed)} of {result.jobs} job(s) failed:")
         for f in result.failed:
             print(f"  {f['job']}: {f['error']}")
     print(f"report -> {result.paths['table.md']}")
+    if "paired.md" in result.paths:
+        print(f"paired tests -> {result.paths['paired.md']}")
     if "gallery/index.html" in result.paths:
         print(f"gallery -> {result.paths['gallery/index.html'].resolve().as_uri()}")
 

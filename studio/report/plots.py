@@ -1,4 +1,5 @@
-"""A report's plots: each metric per group (bar, error bar = std) and the objective per step."""
+"""A report's plots: each metric per group (bar, error bar = the mean's 95% interval, or std where the
+metric has none) and the objective per step."""
 
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ def group_label(row: dict, keys: list[str]) -> str:
 
 def plot_metrics(out_dir: Path, summary: list[dict], columns: list[str], series: list[str],
                  metric_names: list[str]) -> list[Path]:
-    """One bar chart per metric: x = column groups, one bar per series (e.g. objective), error bar = std."""
+    """One bar chart per metric: x = column groups, one bar per series (e.g. objective), error bar = the
+    mean's 95% bootstrap interval (item metrics), or std (run metrics: no interval over jobs)."""
     plt = _pyplot()
     xs = list(OrderedDict.fromkeys(group_label(s, columns) for s in summary))
     names = list(OrderedDict.fromkeys(group_label(s, series) for s in summary))
@@ -48,18 +50,19 @@ def plot_metrics(out_dir: Path, summary: list[dict], columns: list[str], series:
         fig, ax = plt.subplots(figsize=(max(4.0, 0.7 * len(xs) * len(having) ** 0.5 + 1.5), 3.2))
         width = 0.8 / len(having)
         for j, name in enumerate(having):
-            means, stds, pos = [], [], []
+            means, errors, pos = [], [], []
             for i, x in enumerate(xs):
                 match = [s for s in summary if group_label(s, columns) == x and group_label(s, series) == name and metric in s]
                 if match:
                     means.append(match[0][metric])
-                    stds.append(match[0][f"{metric}_std"])
+                    errors.append(_error_bar(match[0], metric))
                     pos.append(i - 0.4 + width * (j + 0.5))
-            ax.bar(pos, means, width, yerr=stds, capsize=2, label=name if series else None)
+            ax.bar(pos, means, width, yerr=list(zip(*errors)), capsize=2, label=name if series else None)
         ax.set_xticks(range(len(xs)))
         ax.set_xticklabels(xs, rotation=30, ha="right")
         ax.set_ylabel(metric)
-        ax.set_title(f"{metric} per {' / '.join(columns) or 'group'} (mean ± std)")
+        spread = "mean, 95% CI" if any(f"{metric}_ci_low" in s for s in summary) else "mean ± std"
+        ax.set_title(f"{metric} per {' / '.join(columns) or 'group'} ({spread})")
         if series:
             ax.legend(fontsize=8)
         ax.grid(axis="y", alpha=0.3)
@@ -67,6 +70,14 @@ def plot_metrics(out_dir: Path, summary: list[dict], columns: list[str], series:
         save_figure(fig, path)
         paths.append(path)
     return paths
+
+
+def _error_bar(entry: dict, metric: str) -> tuple[float, float]:
+    """(below, above) the mean: to the ends of its interval, or one std (0 for a single value)."""
+    mean = entry[metric]
+    if f"{metric}_ci_low" in entry:
+        return max(mean - entry[f"{metric}_ci_low"], 0.0), max(entry[f"{metric}_ci_high"] - mean, 0.0)
+    return entry[f"{metric}_std"], entry[f"{metric}_std"]
 
 
 def _history(path: Path) -> tuple[list[str], list[list[float]]]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from studio.files import write_text
 from studio.report.jobs import Job
+from studio.report.stats import mean_interval
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SUBJECT_FIELDS = ("index", "target", "layer")  # what an item is of: one row of the grid
@@ -102,7 +103,8 @@ def summary_metric_names(item: list[str], run: list[str]) -> list[str]:
 
 def summarize(rows: list[dict], keys: list[str], metric_names: list[str]) -> list[dict]:
     """Per group: jobs, failed jobs, images, and mean / std of each metric (over images, or over jobs
-    for a run metric)."""
+    for a run metric); an item metric's mean also gets its 95% bootstrap interval (`<name>_ci_low` / `_ci_high`)
+    over the group's targets x seeds."""
     groups: OrderedDict = OrderedDict()
     for row in rows:
         groups.setdefault(tuple(row[k] for k in keys), []).append(row)
@@ -115,12 +117,16 @@ def summarize(rows: list[dict], keys: list[str], metric_names: list[str]) -> lis
                  "images": sum(1 for r in ok if r.get("image"))}
         per_job = {r["job"]: r["_run"] for r in ok}
         for name in metric_names:
-            if any(name in r["_item"] for r in ok):
+            item = any(name in r["_item"] for r in ok)
+            if item:
                 values_ = [r["_item"][name] for r in ok if name in r["_item"]]
             else:
                 values_ = [m[name] for m in per_job.values() if name in m]
             if values_:
                 entry[name], entry[f"{name}_std"] = _mean_std(values_)
+            interval = mean_interval(values_) if item else None
+            if interval:
+                entry[f"{name}_ci_low"], entry[f"{name}_ci_high"] = interval
         out.append(entry)
     return out
 
@@ -132,7 +138,7 @@ def _fmt(value) -> str:
     return "" if value is None else str(value)
 
 
-def _csv(columns: list[str], records: list[dict]) -> str:
+def csv_text(columns: list[str], records: list[dict]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -145,7 +151,7 @@ def _md_cell(value) -> str:
     return _fmt(value).replace("|", "\\|").replace("\n", " ")
 
 
-def _md(columns: list[str], records: list[list]) -> str:
+def markdown_table(columns: list[str], records: list[list]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_md_cell(v) for v in record) + " |" for record in records]
     return "\n".join(lines) + "\n"
@@ -174,28 +180,50 @@ def summary_markdown(summary: list[dict], keys: list[str], metric_names: list[st
     for s in summary:
         cells = [s[k] for k in keys] if keys else ["all"]
         cells += [s["jobs"], s["failed"], s["images"]]
-        cells += [f"{s[m]:.4g} ± {s[m + '_std']:.2g}" if m in s else "" for m in shown]
+        cells += [_mean_cell(s, m) for m in shown]
         records.append(cells)
-    return _md(columns, records)
+    return markdown_table(columns, records)
+
+
+def _mean_cell(entry: dict, metric: str) -> str:
+    """`mean [ci_low, ci_high]` where the mean has an interval, else `mean ± std`."""
+    if metric not in entry:
+        return ""
+    if f"{metric}_ci_low" in entry:
+        return f"{entry[metric]:.4g} [{entry[metric + '_ci_low']:.4g}, {entry[metric + '_ci_high']:.4g}]"
+    return f"{entry[metric]:.4g} ± {entry[metric + '_std']:.2g}"
+
+
+def _interval_columns(summary: list[dict], names: list[str]) -> list[str]:
+    return [f"{n}_ci_{end}" for n in names if any(f"{n}_ci_low" in s for s in summary) for end in ("low", "high")]
+
+
+def _with_group_intervals(flat: list[dict], summary: list[dict], keys: list[str], columns: list[str]) -> list[dict]:
+    """table.csv's rows with their group's interval of each item metric (as `run.<name>` has its job's value)."""
+    by_group = {tuple(s[k] for k in keys): s for s in summary}
+    return [{**row, **{c: by_group[tuple(row[k] for k in keys)].get(c) for c in columns}} for row in flat]
 
 
 def write_tables(sweep_dir: Path, rows, summary, keys, item_names, run_names, summary_names, failed) -> dict:
     columns = _row_columns(rows, keys, item_names, run_names)
     flat = [flat_row(r) for r in rows]
-    write_text(sweep_dir / "table.csv", _csv(columns, flat))
+    intervals = _interval_columns(summary, item_names)
+    split = len(columns) - len(run_names)  # the group's intervals after the item metrics, before run.<name>
+    write_text(sweep_dir / "table.csv", csv_text([*columns[:split], *intervals, *columns[split:]],
+                                                 _with_group_intervals(flat, summary, keys, intervals)))
     summary_columns = [*keys, "jobs", "failed", "images"]
     for name in summary_names:
-        summary_columns += [name, f"{name}_std"]
-    write_text(sweep_dir / "summary.csv", _csv(summary_columns, summary))
+        summary_columns += [name, f"{name}_std", *_interval_columns(summary, [name])]
+    write_text(sweep_dir / "summary.csv", csv_text(summary_columns, summary))
 
     md_columns = [c for c in columns if not c.startswith("run.") and c not in ("status",)]
     text = [f"# Sweep report: {sweep_dir}\n",
-            f"Groups by: {', '.join(keys) if keys else '(one group)'}; mean ± std over targets and seeds "
-            f"(run metrics: over jobs).\n", "## Summary\n", summary_markdown(summary, keys, summary_names)]
+            f"Groups by: {', '.join(keys) if keys else '(one group)'}; mean [95% bootstrap interval] over targets and "
+            f"seeds (run metrics: mean ± std over jobs).\n", "## Summary\n", summary_markdown(summary, keys, summary_names)]
     if failed:
-        text += ["\n## Failed jobs\n", _md(["job", *keys, "error"],
+        text += ["\n## Failed jobs\n", markdown_table(["job", *keys, "error"],
                                           [[f["job"], *[f.get(k, "") for k in keys], f["error"]] for f in failed])]
-    text += ["\n## Every job × item\n", _md(md_columns, [[r.get(c, "") for c in md_columns] for r in flat])]
+    text += ["\n## Every job × item\n", markdown_table(md_columns, [[r.get(c, "") for c in md_columns] for r in flat])]
     write_text(sweep_dir / "table.md", "\n".join(text))
     return {"table.csv": sweep_dir / "table.csv", "summary.csv": sweep_dir / "summary.csv",
             "table.md": sweep_dir / "table.md"}

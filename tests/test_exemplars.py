@@ -168,3 +168,68 @@ def test_the_gallery_shows_an_items_exemplars(tmp_path):
     assert card["extra_images"] == {"exemplars top": "images/0/exemplars/conv2_0_top.png",
                                     "exemplars bottom": "images/0/exemplars/conv2_0_bottom.png"}
     assert (tmp_path / "gallery" / "images" / "0" / "exemplars" / "conv2_0_top.png").is_file()
+
+
+def test_the_demo_checks_every_render_and_re_renders_only_the_filters(small_cnn, datamodule, tmp_path, monkeypatch):
+    import shutil
+
+    from studio import config
+    from studio.commands.visualize import demo_visualizations
+    from studio.tracking import Tracker
+
+    conf = tmp_path / "conf"  # the demo takes its pixel renders' steps from conf/param/pixel.yaml: 2 steps here
+    shutil.copytree(config.CONF_DIR, conf)
+    settings = (conf / "param" / "pixel.yaml").read_text()
+    (conf / "param" / "pixel.yaml").write_text(settings.replace("render: {steps: 256,", "render: {steps: 2,"))
+    monkeypatch.setattr(config, "CONF_DIR", conf)
+    cfg = compose_config("demo", ["logger=none", "exemplars.k=2"])
+    with Tracker(cfg, "demo", tmp_path / "run", str(tmp_path)) as tracker:
+        shown = demo_visualizations(cfg, tracker, tmp_path / "run", small_cnn.model, dm=datamodule)
+    for item in shown.items:
+        assert (tmp_path / "run" / item["exemplars"]["top"]).is_file()
+        expected = METRICS if item["render"].startswith("conv2") else METRICS - {"randomized_similarity"}
+        assert expected == METRICS & set(item["metrics"]), item["render"]
+    assert shown.metrics["visualize/conv2_none/exemplar_seconds"] == shown.metrics["visualize/conv2_l2_tv/exemplar_seconds"]
+
+
+def test_edge_cases_of_the_checks_are_one_line():
+    from collections import OrderedDict
+
+    from omegaconf import OmegaConf
+    from torch import nn
+
+    from studio.adapters.exemplars import exemplar_settings
+    from studio.commands.render_checks import beside
+
+    class Scale(nn.Module):  # a layer with weights and no init of its own
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(4))
+
+        def forward(self, x):
+            return x * self.w
+
+    net = nn.Sequential(OrderedDict(fc=nn.Linear(4, 4), scale=Scale()))
+    randomized, changed = sanity.cascade_randomized(net, "fc")
+    assert changed == ["scale", "fc"] and not torch.equal(randomized.scale.w, net.scale.w)
+    with pytest.raises(StudioError, match="Sequential has no convolution or linear layer to randomize"):
+        sanity.cascade_randomized(nn.Sequential(Scale()))
+    with pytest.raises(StudioError, match="needs at least one convolution or linear layer"):
+        sanity.path_similarity({}, {}, {})
+    with pytest.raises(StudioError, match="cannot take the top 5 of 4 images"):
+        find_exemplars(_small_cnn(), [channel("conv2", 0)], torch.rand(4, 1, 28, 28), k=5)
+    assert exemplar_settings(OmegaConf.create({})) is None  # a config without an exemplars block
+    with pytest.raises(StudioError, match="exemplars.batch_size=0 must be at least 1"):
+        exemplar_settings(OmegaConf.create({"exemplars": {"k": 3, "batch_size": 0}}))
+    assert cascade_layer(ExemplarSettings(9, "train", "val", randomize_to="all"), None, ["relu"], []) is None
+    assert beside(None, ExemplarSettings(9, "train", "val", in_grid=0)) is None
+
+
+def test_exemplars_of_another_size_are_resized_for_the_grid(tmp_path):
+    from studio.commands.visualize import save_rendering
+    from studio.optvis import pixel, render
+
+    rendering = render(_small_cnn(), channel("conv2", [0, 1]), param=pixel(16, channels=1), steps=1)
+    save_rendering(rendering, tmp_path, tmp_path, 1, beside={f"conv2:{c}": torch.rand(2, 1, 28, 28) for c in (0, 1)})
+    with Image.open(tmp_path / "grid.png") as png:  # 16 px renders upscaled 7x; the 28 px exemplars resized to 16
+        assert png.size == (3 * 112 + 4 * 2, 2 * 112 + 3 * 2)

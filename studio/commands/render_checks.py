@@ -24,7 +24,7 @@ from studio.adapters import optvis as optvis_config
 from studio.adapters.exemplars import ExemplarSettings, cascade_layer
 from studio.images import grid, save_png, slug
 from studio.models import layer_names
-from studio.optvis.exemplars import find_exemplars
+from studio.optvis.exemplars import find_exemplars, objective_values
 from studio.optvis.render import Rendering
 
 
@@ -94,8 +94,6 @@ class Checks:
 
 def _exemplar_metrics(model, found: Search, rendering: Rendering, settings: ExemplarSettings) -> dict[int, dict]:
     """render_vs_exemplars, path_similarity and path_similarity_natural of every succeeded element."""
-    from studio.optvis.exemplars import objective_values
-
     which = [found.targets.index(t) for t in rendering.targets]
     values = objective_values(model, found.objectives, rendering.images, settings.batch_size)
     own = values[torch.arange(len(which)), which]

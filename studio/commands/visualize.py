@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from studio import config
@@ -71,8 +72,6 @@ class Saved:
 def _beside(rendering: Rendering, images, n_seeds: int, beside: dict):
     """(images, columns) of grid.png with one row per target: its seeds, then its exemplars from `beside`
     ({target: n×C×H×W}, resized to the render's size)."""
-    import torch.nn.functional as F
-
     size = images.shape[-2:]
     rows = []
     for start in range(0, len(rendering.targets), n_seeds):

@@ -169,6 +169,11 @@ ROWS = {
     "visualize-lr-nan": ("visualize", ["lr=nan"], ["lr=nan", "positive"]),
     "visualize-unknown-optimizer": ("visualize", ["optimizer=adamm"],
                                     ["unknown optimizer 'adamm'; choose from: adam, adamw, rmsprop, sgd"]),
+    "visualize-exemplars-k-larger-than-the-split": ("visualize", ["exemplars.k=5000", NO_MODELS],
+                                                    ["exemplars.k=5000 is larger than the train split (3600 images)",
+                                                     "set exemplars.k=3600 or less"]),
+    "visualize-unknown-exemplar-split": ("visualize", ["exemplars.split=holdout", NO_MODELS],
+                                         ["unknown exemplars.split 'holdout'; choose from: train, val, test"]),
     # probe / embed / explain: names checked before any training
     "probe-unknown-layer": ("probe", ["probe.layers=[conv2,conv9]", NO_MODELS],
                             ["unknown layer 'conv9'; choose from:", "fc1"]),

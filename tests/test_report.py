@@ -94,7 +94,9 @@ def test_experiment_sweep_reports_table_plots_grid_and_gallery(tiny_sweep):
     page = (sweep_dir / "gallery" / "index.html").read_text()
     assert "<script src" not in page and "http://" not in page and "https://" not in page  # nothing to fetch
     copied = sorted(p.relative_to(sweep_dir / "gallery") for p in (sweep_dir / "gallery" / "images").rglob("*.png"))
-    assert copied == sorted(Path("images") / r["image"] for r in rows)
+    exemplars = [Path("images") / r["job"] / f"exemplars/{r['target'].replace(':', '_')}_{which}.png"
+                 for r in rows for which in ("top", "bottom")]  # each image's natural exemplars, shown beside it
+    assert copied == sorted([Path("images") / r["image"] for r in rows] + exemplars)
 
 
 def test_a_one_seed_sweep_says_why_no_paired_test_can_run_and_still_reports(tiny_sweep):

@@ -1,5 +1,6 @@
 """`studio visualize` and the demo's visualizations through the real CLI: manifest, PNGs, W&B, errors."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -33,8 +34,9 @@ def test_visualize_a_whole_layer_writes_manifest_pngs_and_wandb(small_cnn, outpu
     items = manifest["items"]
     assert [i["target"] for i in items] == [f"conv2:{c}" for c in range(12)]
     for item in items:
-        assert set(item) == {"target", "seed", "image", "metrics"} and item["seed"] == 0
-        assert set(item["metrics"]) == {"objective", "activation_gain"}
+        assert set(item) == {"target", "seed", "image", "metrics", "exemplars"} and item["seed"] == 0
+        assert set(item["metrics"]) == {"objective", "activation_gain", "render_vs_exemplars", "path_similarity",
+                                        "path_similarity_natural", "randomized_similarity"}
         assert item["metrics"]["activation_gain"] > 0
         with Image.open(tmp_path / item["image"]) as png:  # native size, grey like the data
             assert png.size == (28, 28) and png.mode == "L"
@@ -53,14 +55,19 @@ def test_visualize_a_whole_layer_writes_manifest_pngs_and_wandb(small_cnn, outpu
     assert any("visualize/objective_mean" in row for row in logged["history"])
     # the grid PNG is in the run's media (offline tables keep their images only in the W&B artifact cache)
     assert [p.name.split("_")[0] for p in (wandb_run / "files" / "media" / "images").rglob("*.png")] == ["grid"]
+    table = next(wandb_run.rglob("visualize/images_*.table.json"), None) or next(wandb_run.rglob("*.table.json"))
+    assert json.loads(table.read_text())["columns"][:5] == ["target", "seed", "image", "exemplars_top",
+                                                            "exemplars_bottom"]
     assert logged["summary"]["images"] == 12
 
 
 def test_visualize_every_class_with_seeds(small_cnn, outputs, tmp_path):
     result = run_studio("visualize", "objective=class", "objective.classes=all", "seeds=2", "regularizer=none",
-                        "logger=none", f"hydra.run.dir={tmp_path}", *FAST, outputs=outputs)
+                        "exemplars.k=0", "logger=none", f"hydra.run.dir={tmp_path}", *FAST, outputs=outputs)
     assert result.returncode == 0, result.stderr
     items = read_manifest(tmp_path)["items"]
+    assert "exemplars" not in items[0] and "path_similarity" not in items[0]["metrics"]  # exemplars.k=0: off
+    assert not (tmp_path / "exemplars").exists()
     assert [(i["target"], i["seed"]) for i in items] == [(f"class:{c}", s) for c in range(10) for s in (0, 1)]
     assert all(i["metrics"]["target_prob"] >= 0.99 for i in items)
     assert items[3]["image"] == "images/class_1_s1.png"
@@ -80,6 +87,10 @@ BAD_INPUTS = {
     "device": (["device=tpu"], ["unknown device 'tpu'; choose from: auto, cpu, cuda"]),
     "seeds": (["seeds=0"], ["seeds=0 must be at least 1"]),
     "batch-size": (["batch_size=0"], ["batch_size=0 must be at least 1"]),
+    "exemplars-randomize-to": (["exemplars.randomize_to=conv9"],
+                               ["exemplars.randomize_to='conv9' is not target or all or a layer of the model"]),
+    "exemplars-heldout": (["exemplars.heldout=train"], ["exemplars.heldout=train must differ from exemplars.split"]),
+    "exemplars-k": (["exemplars.k=-1"], ["exemplars.k=-1 must be at least 0"]),
     "size": (["param.size=2"], ["the model cannot take images of shape (1, 2, 2) (param.channels, param.size): ",
                                 "Output size is too small"]),
     **({} if torch.cuda.is_available() else {

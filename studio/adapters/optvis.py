@@ -78,6 +78,7 @@ class ObjectiveKind:
     reads_layer: bool = True  # objective.layer names a layer of the model's net
     min_seeds: int = 1  # seeds per target it needs (diversity compares them)
     label: Callable[[dict], str] = lambda cfg: str(cfg.get("layer") or "")  # what a run renders, for its summary
+    alone: Callable[[dict, list], Objective] | None = None  # of one image on its own (exemplars); None: build
 
 
 OBJECTIVES: dict[str, ObjectiveKind] = {
@@ -89,7 +90,8 @@ OBJECTIVES: dict[str, ObjectiveKind] = {
     "layer": ObjectiveKind(lambda c, t: deepdream(_layer(c)), lambda c, s: [None]),
     "direction": ObjectiveKind(lambda c, t: direction(_layer(c), _vectors(c)[t], float(c.get("cossim_pow", 0.0))),
                                _direction_targets),
-    "diversity": ObjectiveKind(_diversity, _channels, min_seeds=2),
+    "diversity": ObjectiveKind(_diversity, _channels, min_seeds=2,
+                               alone=lambda c, t: channel(_layer(c), t)),  # seeds compared: no meaning for one image
 }
 
 
@@ -108,6 +110,22 @@ def build_objective(cfg, targets: list) -> Objective:
     """The objective `cfg` (conf/objective/*.yaml) describes, for these targets (from objective_targets)."""
     cfg = plain(cfg)
     return objective_kind(cfg).build(cfg, targets)
+
+
+def per_target_objectives(cfg, targets: list) -> list[Objective]:
+    """One objective per target, each scoring an image on its own: what natural exemplars are ranked by."""
+    cfg = plain(cfg)
+    kind = objective_kind(cfg)
+    objectives = [(kind.alone or kind.build)(cfg, [t]) for t in targets]
+    for objective, label in zip(objectives, kind.build(cfg, targets).targets):
+        objective.targets = (label,)  # the render's own labels ("direction:conv2:1", not one vector's)
+    return objectives
+
+
+def objective_layer(cfg) -> str | None:
+    """The layer an objective config reads (None: the model's output, e.g. a class)."""
+    cfg = plain(cfg)
+    return _layer(cfg) if objective_kind(cfg).reads_layer else None
 
 
 def check_seeds(cfg, seeds: int) -> None:

@@ -6,18 +6,22 @@ Run layout (paths relative to the run dir, as the manifest gives them):
     grid.png                      all images, one row per target when seeds > 1, upscaled for viewing
     grid_step<k>.png              the images at each snapshot threshold
     history.csv                   objective per step (columns: step, then target@seed)
+    exemplars/<target>_top.png    natural exemplars and the sanity checks (studio/commands/render_checks.py)
 Nothing is written until every batch has rendered, so a failing run leaves no half set.
 """
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import torch
+import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from studio import config
+from studio.commands import render_checks
 from studio.commands.shared import Result, generator_for, judge_for, train_one
 from studio.data import build_datamodule
 from studio.errors import StudioError
@@ -27,6 +31,7 @@ from studio.judge import Judge
 from studio.models import get_layer, layer_names, layer_shapes, untrained_copy
 from studio.vit import check_map_layer
 from studio.adapters import optvis as optvis_config
+from studio.adapters.exemplars import cascade_layer, check_split_size, exemplar_settings
 from studio.optvis.objectives import LOGITS
 from studio.optvis.params import ParamSpec, pixel
 from studio.optvis.regularizers import Regularization
@@ -66,9 +71,23 @@ class Saved:
     grid: Path
 
 
+def _beside(rendering: Rendering, images, n_seeds: int, beside: dict):
+    """(images, columns) of grid.png with one row per target: its seeds, then its exemplars from `beside`
+    ({target: n×C×H×W}, resized to the render's size)."""
+    size = images.shape[-2:]
+    rows = []
+    for start in range(0, len(rendering.targets), n_seeds):
+        extra = beside[rendering.targets[start]]
+        if extra.shape[-2:] != size:
+            extra = F.interpolate(extra, size=tuple(size), mode="bilinear", align_corners=False)
+        rows += [images[start:start + n_seeds], extra.to(images.dtype)]
+    return torch.cat(rows), n_seeds + len(next(iter(beside.values())))
+
+
 def save_rendering(rendering: Rendering, out_dir: Path, run_dir: Path, n_seeds: int,
-                   extra: dict | None = None) -> Saved:
-    """PNG per succeeded image, grid(s) and history under out_dir; manifest items with paths relative to run_dir."""
+                   extra: dict | None = None, beside: dict | None = None) -> Saved:
+    """PNG per succeeded image, grid(s) and history under out_dir; manifest items with paths relative to run_dir.
+    beside: {target: images} shown after each target's renders in grid.png (its natural exemplars)."""
     items = []
     for b in rendering.succeeded:
         path = out_dir / "images" / f"{slug(rendering.targets[b])}_s{rendering.seeds[b]}.png"
@@ -84,7 +103,11 @@ def save_rendering(rendering: Rendering, out_dir: Path, run_dir: Path, n_seeds: 
         return images
 
     grid_path = out_dir / "grid.png"
-    save_png(grid(shown(rendering.images), columns), grid_path)
+    images = shown(rendering.images)
+    if beside:
+        images, columns = _beside(rendering, images, n_seeds, beside)
+    save_png(grid(images, columns), grid_path)
+    columns = n_seeds if n_seeds > 1 else min(len(rendering.targets), 16)
     artifacts = {"grid": str(grid_path.relative_to(run_dir))}
     for step, images in sorted(rendering.snapshots.items()):
         path = out_dir / f"grid_step{step}.png"
@@ -148,9 +171,12 @@ def log_rendering(tracker, rendering: Rendering, saved: Saved, run_dir: Path, pr
                      f"{prefix}/objective_min": float(history[i].min())})
     tracker.log_image(f"{prefix}/grid", saved.grid, f"{prefix}: {len(ok)} images")
     keys = list(saved.items[0]["metrics"]) if saved.items else []
+    first = saved.items[0] if saved.items else {}
+    pictures = ("image", *(f"exemplars_{k}" for k in first.get("exemplars") or {}))
     rows = [{"target": item["target"], "seed": item["seed"], "image": run_dir / item["image"],
+             **{f"exemplars_{k}": run_dir / v for k, v in (item.get("exemplars") or {}).items()},
              **{k: item["metrics"].get(k) for k in keys}} for item in saved.items]
-    tracker.log_table(f"{prefix}/images", rows, images=("image",))
+    tracker.log_table(f"{prefix}/images", rows, images=pictures)
 
 
 def _describe(objective_cfg, rendering: Rendering, n_seeds: int) -> str:
@@ -171,6 +197,11 @@ def _print_summary(label: str, metrics: dict, where: Path) -> None:
         parts.append(f"realism ratio {metrics['realism_ratio']:.2f} (real ~1)")
     if "diversity" in metrics:
         parts.append(f"diversity {metrics['diversity']:.2f} (real {metrics['diversity_real']:.2f})")
+    if "path_similarity_mean" in metrics:
+        parts.append(f"vs exemplars {metrics['render_vs_exemplars_mean']:.2f}, path similarity "
+                     f"{metrics['path_similarity_mean']:.2f} (natural {metrics['path_similarity_natural_mean']:.2f})")
+    if "randomized_similarity_mean" in metrics:
+        parts.append(f"randomized similarity {metrics['randomized_similarity_mean']:.2f}")
     print(f"{label}: {'; '.join(parts)} -> {where}")
 
 
@@ -197,11 +228,15 @@ def run(cfg, tracker) -> Result:
         whose = f"generator {cfg.generator.name}" if from_generator else f"param {cfg.param.name}"
         print(f"recipe of {whose}: regularizer {cfg.param.render.regularizer}, {options.steps} steps, "
               f"lr {options.lr:g} (regularizer=, steps=, lr= change it)")
+    exemplars = exemplar_settings(cfg)
     untrained = untrained_copy(cfg.model, cfg.data)
     if untrained is not None:  # a typo in a layer name or an index costs no training
         check_targets(untrained, cfg.objective, spec)
+        if exemplars is not None and exemplars.randomized:
+            cascade_layer(exemplars, None, layer_names(untrained), [])  # a bad randomize_to name
 
     dm = build_datamodule(cfg.data)
+    check_split_size(exemplars, dm)
     if latent:  # before the classifier: a generator checkpoint that does not fit costs no training
         spec = optvis_config.build_param(cfg.param, generator_for(cfg, dm, tracker).module)
     trained = train_one(cfg, cfg.model, dm, tracker, "model")
@@ -209,9 +244,20 @@ def run(cfg, tracker) -> Result:
     rendering = render_config(trained.model, cfg.objective, spec, regularization, options, batch_size)
     report_failures(rendering, "visualize", _overflow_hint(cfg))
     seeds = len(options.seeds)
-    saved = save_rendering(rendering, run_dir, run_dir, seeds)
+    checks = None
+    if exemplars is not None:
+        found = render_checks.search(trained.model, cfg.objective, check_targets(trained.model, cfg.objective, spec),
+                                     dm, exemplars)
+        again = lambda model: render_config(model, cfg.objective, spec, regularization,
+                                            options.with_overrides(desc="randomized model"), batch_size)
+        checks = render_checks.measure(trained.model, found, rendering, exemplars, again, int(cfg.seed))
+    saved = save_rendering(rendering, run_dir, run_dir, seeds,
+                           beside=render_checks.beside(checks.search, exemplars) if checks else None)
     metrics = {**summary(rendering), "targets": len(rendering.targets) // seeds, "seeds": seeds,
                "model_test_acc": trained.test_acc}
+    if checks:
+        saved.artifacts.update(render_checks.save(checks, saved.items, rendering, run_dir, run_dir))
+        metrics.update(checks.summary)
     if cfg.get("judge_metrics", True):
         judge = judge_for(cfg, dm, tracker)
         per_image, judged = judge_rendering(judge, rendering)
@@ -230,6 +276,7 @@ DEMO_RENDERS = (("conv2", "channel", {"layer": "conv2", "channels": "all"}, 1),
                 ("classes", "class", {"classes": "all"}, 4))
 DEMO_REGULARIZERS = ("none", "l2_tv")
 DEMO_LATENT = ("classes", "class", {"classes": "all"}, 4)
+DEMO_RANDOMIZED = ("conv2",)  # the renders whose randomized_similarity the demo measures: the cheap ones (12 images)
 
 
 def _demo_options(seeds: int, param: dict) -> RenderOptions:
@@ -246,50 +293,84 @@ def _param_config(name: str, cfg) -> dict:
     return OmegaConf.to_container(root, resolve=True)["param"]
 
 
-def demo_visualizations(cfg, tracker, run_dir: Path, model, judge: Judge | None = None, generator=None):
+def _demo_checks(settings, model, dm, searches: dict, objective_cfg, spec, regularization, options: RenderOptions,
+                 rendering: Rendering, seed: int = 0):
+    """The exemplars and checks of one demo render (None when conf/exemplars is off); `searches` keeps one
+    exemplar search per objective config, shared by the recipes that render it."""
+    if settings is None or dm is None:
+        return None
+    key = OmegaConf.to_yaml(objective_cfg)
+    if key not in searches:
+        searches[key] = render_checks.search(model, objective_cfg, check_targets(model, objective_cfg, spec), dm,
+                                             settings)
+    again = lambda other: render_config(other, objective_cfg, spec, regularization, options)
+    return render_checks.measure(model, searches[key], rendering, settings, again, seed)
+
+
+def _save_demo_render(tracker, run_dir: Path, job: tuple, judge: Judge | None, settings) -> Result:
+    """One demo render's PNGs, items, metrics (judge, exemplars and checks) and W&B mirror."""
+    name, reg, param_name, seeds, rendering, checks = job
+    out_dir = run_dir / "visualize" / name
+    saved = save_rendering(rendering, out_dir, run_dir, seeds,
+                           extra={"render": name, "regularizer": reg, "param": param_name},
+                           beside=render_checks.beside(checks.search, settings) if checks else None)
+    m = summary(rendering)
+    if judge is not None:
+        per_image, judged = judge_rendering(judge, rendering)
+        for item, extra in zip(saved.items, per_image):
+            item["metrics"].update(extra)
+        m.update(judged)
+    if checks is not None:
+        saved.artifacts.update(render_checks.save(checks, saved.items, rendering, out_dir, run_dir))
+        m.update(checks.summary)
+    log_rendering(tracker, rendering, saved, run_dir, f"visualize/{name}")
+    _print_summary(f"demo: {name.replace('_', ' with ', 1)}", m, saved.grid)
+    return Result({f"visualize/{name}/{k}": v for k, v in m.items() if k != "failures"}, saved.items,
+                  {f"visualize/{name}/{k}": v for k, v in saved.artifacts.items()})
+
+
+def demo_visualizations(cfg, tracker, run_dir: Path, model, judge: Judge | None = None, generator=None, dm=None):
     """conv2's filters and the classes in pixel space, without regularization and with l2_tv; with a
     generator also the classes through its latent space (param=latent, the generator's recipe); scored by
-    the judge if given.
+    the judge if given; with the data module `dm`, natural exemplars and the sanity checks (conf/exemplars).
 
     Uses the same YAML files as `studio visualize` (conf/objective, conf/param, conf/regularizer)."""
     run_dir = Path(run_dir)
     load = config.load
     pixels = _param_config("pixel", cfg)
-    jobs = []  # (name, regularizer, objective cfg, param config, seeds)
+    jobs = []  # (what, name, regularizer, objective cfg, param config, seeds)
     names = layer_names(model)
     for what, objective_name, overrides, seeds in DEMO_RENDERS:
         if overrides.get("layer") and overrides["layer"] not in names:
             print(f"demo: {cfg.model.name} has no layer {overrides['layer']!r}; skipping its filter renders")
             continue
         objective_cfg = OmegaConf.merge(load("objective", objective_name), overrides)
-        jobs += [(f"{what}_{reg}", reg, objective_cfg, pixels, seeds) for reg in DEMO_REGULARIZERS]
+        jobs += [(what, f"{what}_{reg}", reg, objective_cfg, pixels, seeds) for reg in DEMO_REGULARIZERS]
     if generator is not None:
         what, objective_name, overrides, seeds = DEMO_LATENT
         latent = _param_config("latent", cfg)
-        jobs.append((f"{what}_latent", latent["render"]["regularizer"],
+        jobs.append((what, f"{what}_latent", latent["render"]["regularizer"],
                      OmegaConf.merge(load("objective", objective_name), overrides), latent, seeds))
 
-    done = []
-    for name, reg, objective_cfg, param, seeds in jobs:
+    settings = exemplar_settings(cfg)
+    if dm is not None:
+        check_split_size(settings, dm)
+    done, searches = [], {}
+    for what, name, reg, objective_cfg, param, seeds in jobs:
         regularization = optvis_config.build_regularization(load("regularizer", reg))
         spec = optvis_config.build_param(param, generator)
-        rendering = render_config(model, objective_cfg, spec, regularization, _demo_options(seeds, param))
+        options = _demo_options(seeds, param)
+        rendering = render_config(model, objective_cfg, spec, regularization, options)
         report_failures(rendering, "demo")
-        done.append((name, reg, spec.name, seeds, rendering))
+        cheap = settings and replace(settings, randomized=settings.randomized and what in DEMO_RANDOMIZED)
+        checks = _demo_checks(cheap, model, dm, searches, objective_cfg, spec, regularization,
+                              options.with_overrides(desc=None), rendering)
+        done.append((name, reg, spec.name, seeds, rendering, checks))
 
-    metrics, items, artifacts = {}, [], {}
-    for name, reg, param_name, seeds, rendering in done:  # written only once every render is done
-        saved = save_rendering(rendering, run_dir / "visualize" / name, run_dir, seeds,
-                               extra={"render": name, "regularizer": reg, "param": param_name})
-        m = summary(rendering)
-        if judge is not None:
-            per_image, judged = judge_rendering(judge, rendering)
-            for item, extra in zip(saved.items, per_image):
-                item["metrics"].update(extra)
-            m.update(judged)
-        items += saved.items
-        artifacts.update({f"visualize/{name}/{k}": v for k, v in saved.artifacts.items()})
-        metrics.update({f"visualize/{name}/{k}": v for k, v in m.items() if k != "failures"})
-        log_rendering(tracker, rendering, saved, run_dir, f"visualize/{name}")
-        _print_summary(f"demo: {name.replace('_', ' with ', 1)}", m, saved.grid)
-    return Result(metrics, items, artifacts)
+    out = Result({}, [], {})
+    for job in done:  # written only once every render is done
+        result = _save_demo_render(tracker, run_dir, job, judge, settings)
+        out.metrics.update(result.metrics)
+        out.items += result.items
+        out.artifacts.update(result.artifacts)
+    return out

@@ -55,6 +55,14 @@ def _clean(value):
     return value
 
 
+def _exemplars(job, row: dict, sweep_dir: Path) -> dict:
+    """The item's natural exemplars (its manifest `exemplars`: top, bottom), shown beside its image."""
+    image = row["_images"].get("image")
+    item = next((i for i in job.manifest.get("items") or [] if i.get("image") == image), {})
+    return {f"exemplars {k}": f"images/{(job.path / rel).relative_to(sweep_dir) if job.path else rel}"
+            for k, rel in (item.get("exemplars") or {}).items()}
+
+
 def gallery_data(sweep_dir: Path, jobs, rows: list[dict], keys: list[str], names: list[str], varying: list[str],
                  metrics: list[str], summary: list[dict] | None = None) -> dict:
     """What the page shows: cards (one per image), jobs (config, overrides, metrics), facets, metrics.
@@ -71,7 +79,7 @@ def gallery_data(sweep_dir: Path, jobs, rows: list[dict], keys: list[str], names
         values = {k: str(job.value(k)) for k in facets if k not in ("target", "seed")}
         values.update({"target": str(row.get("_subject", "")), "seed": str(row.get("seed", ""))})
         card_metrics = {**row["_item"], **{k: v for k, v in row["_run"].items() if k in metrics and k not in row["_item"]}}
-        images = {k: f"images/{row[k]}" for k in row["_images"]}
+        images = {k: f"images/{row[k]}" for k in row["_images"]} | _exemplars(job, row, sweep_dir)
         fields = {k: v for k, v in row.items()
                   if not k.startswith("_") and k not in images and k not in ("status", "job", *names)}
         cards.append({"id": len(cards), "job": job.name, "image": images.pop("image"), "extra_images": images,

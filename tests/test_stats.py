@@ -164,7 +164,9 @@ def test_a_real_sweep_gets_paired_tests_with_intervals_on_its_plots(small_cnn, o
                                "judge_metrics=false", "logger=none", f"hydra.sweep.dir={sweep_dir}", outputs=outputs)
     assert result.returncode == 0, result.stderr
     rows = _csv(sweep_dir / "paired.csv")
-    assert list(rows[0]) == COLUMNS and {r["metric"] for r in rows} == {"objective", "activation_gain", "target_prob"}
+    sanity = {"render_vs_exemplars", "path_similarity", "path_similarity_natural", "randomized_similarity"}
+    assert list(rows[0]) == COLUMNS and {r["metric"] for r in rows} == {"objective", "activation_gain", "target_prob",
+                                                                        *sanity}  # every per-image metric
     assert all(r["n"] == "6" and (r["recipe_a"], r["recipe_b"]) == ("none", "standard") for r in rows)
     assert all(0 < float(r["p"]) <= float(r["p_holm"]) <= 1 for r in rows)
     assert "activation_gain: best " in result.stdout and "paired tests -> " in result.stdout

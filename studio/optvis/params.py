@@ -199,7 +199,7 @@ class GuidedParam(Param):
     can_load = False
 
     def __init__(self, seeds, channels, height, width, device, generator, sampler_steps=50, guidance_scale=0.02,
-                 guidance_until=0.0):
+                 guidance_until=0.5):
         self.generator = generator.to(device).eval().requires_grad_(False)
         self.levels = generator.path_levels(int(sampler_steps))
         self.scale = float(guidance_scale)
@@ -308,7 +308,7 @@ def check_guided(guidance_scale=1.0, guidance_until=0.0, **_) -> None:
                           "below which guidance stops (0: guide every step)")
 
 
-def guided(generator, sampler_steps: int = 50, guidance_scale: float = 0.02, guidance_until: float = 0.0,
+def guided(generator, sampler_steps: int = 50, guidance_scale: float = 0.02, guidance_until: float = 0.5,
            size=None, channels: int | None = None) -> ParamSpec:
     """A diffusion model's samples, guided by the objective through its clean-image estimate; see GuidedParam.
     Render with steps=sampler_steps (more render steps change nothing; fewer stop at a blurry estimate) and

@@ -76,8 +76,9 @@ class DiffusionModule(GeneratorModule):
     """Trains a U-Net to predict the noise of x_t = √ᾱ_t x0 + √(1-ᾱ_t) ε (x0 the image scaled to [-1, 1],
     t uniform): the ε-prediction loss, weighted per timestep by min(SNR_t, γ) / SNR_t (min-SNR-γ, Hang et al.
     2023: the nearly clean timesteps, whose noise is hardest to see and least useful to learn, stop dominating
-    the gradient; measured cleaner samples at the same cost, README). min_snr_gamma=None: the plain loss. `online` is what the optimizer trains, `ema` its moving average
-    (decay ramped like the GAN's), which is what `generator` (the DDIM sampler) runs.
+    the gradient; measured cleaner samples at the same cost, README). min_snr_gamma=None: the plain loss.
+    `online` is what the optimizer trains, `ema` its moving average (decay ramped like the GAN's), which is
+    what `generator` (the DDIM sampler) runs.
 
     The latent is the noise: latent_dim = C·H·W (the config's latent_dim must be null or that number)."""
 
@@ -140,12 +141,16 @@ class DiffusionModule(GeneratorModule):
         a = self.alphas_bar[t][:, None, None, None]
         return a.sqrt() * x0 + (1 - a).sqrt() * noise
 
+    def noise_error(self, denoiser: nn.Module, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Per image (N,): the mean squared error of denoiser's noise prediction on x0 noised to t with `noise`
+        (a bf16 prediction under autocast is promoted to the noise's fp32 by the subtraction)."""
+        return (denoiser(self.noised(x0, t, noise), t) - noise).pow(2).flatten(1).mean(1)
+
     def training_step(self, batch, _):
         x0 = batch[0] * 2 - 1
         t = torch.randint(0, len(self.alphas_bar), (len(x0),), device=self.device)
         noise = torch.randn_like(x0)
-        error = (self.online(self.noised(x0, t, noise), t).float() - noise).pow(2).flatten(1).mean(1)
-        loss = (self.loss_weight(t) * error).mean()
+        loss = (self.loss_weight(t) * self.noise_error(self.online, x0, t, noise)).mean()
         self.log("denoise_loss", loss, prog_bar=True, on_step=False, on_epoch=True)
         return loss
 
@@ -172,5 +177,5 @@ class DiffusionModule(GeneratorModule):
         for level in self.REALISM_LEVELS:
             t = torch.full((len(x),), int(level * (len(self.alphas_bar) - 1)), device=x.device)
             noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)).to(x.device, x.dtype)
-            total = total + (self.ema(self.noised(x0, t, noise), t) - noise).pow(2).flatten(1).mean(1)
+            total = total + self.noise_error(self.ema, x0, t, noise)
         return -total / len(self.REALISM_LEVELS)

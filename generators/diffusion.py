@@ -13,6 +13,7 @@ from torch import nn
 
 from generators.ema import update_ema
 from generators.modules import GeneratorModule
+from studio.modes import eval_mode
 from generators.unet import UNet
 from studio.errors import StudioError
 
@@ -121,6 +122,16 @@ class DiffusionModule(GeneratorModule):
     def sampler(self) -> DDIMSampler:
         """What sample() runs: sample_steps DDIM steps (more than the latent map's: nothing backpropagates)."""
         return DDIMSampler(self.ema, self.alphas_bar, self.sample_steps, self.image_size)
+
+    # The per-epoch grid's DDIM steps: sample()'s 50 cost a third of each training epoch (64 images x 50
+    # fp32 U-Net passes vs 56 bf16 training steps); 10 steps from the same noise show the same digits, coarser.
+    PREVIEW_STEPS = 10
+
+    @torch.no_grad()
+    def preview(self, n: int, seed: int = 0) -> torch.Tensor:
+        steps = min(self.PREVIEW_STEPS, self.sample_steps)
+        with eval_mode(self):
+            return DDIMSampler(self.ema, self.alphas_bar, steps, self.image_size)(self.prior(n, seed))
 
     # What guided sampling (param=guided, studio/optvis/params.py) runs step by step.
     def path_levels(self, steps: int) -> list[tuple[int, torch.Tensor, torch.Tensor]]:

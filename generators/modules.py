@@ -42,6 +42,10 @@ class GeneratorModule(pl.LightningModule):
             z, sampler = self.prior(n, seed), self.sampler
             return torch.cat([sampler(z[i:i + batch_size]) for i in range(0, n, batch_size)])
 
+    def preview(self, n: int, seed: int = 0) -> torch.Tensor:
+        """What the per-epoch sample grid shows while training: sample() unless that is costly."""
+        return self.sample(n, seed)
+
     def realism(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 

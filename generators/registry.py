@@ -46,7 +46,7 @@ class SampleGrid(pl.Callback):
         self.out_dir, self.n = out_dir, n
 
     def on_train_epoch_end(self, trainer, module: GeneratorModule):
-        grid = make_grid(module.sample(self.n, seed=0).float().cpu(), nrow=8, pad_value=1)
+        grid = make_grid(module.preview(self.n, seed=0).float().cpu(), nrow=8, pad_value=1)
         if self.out_dir is not None:
             with atomic_path(self.out_dir / f"samples_epoch{trainer.current_epoch:03d}.png") as tmp:
                 save_image(grid, tmp, format="png")

@@ -55,6 +55,17 @@ def test_the_sampler_is_deterministic_differentiable_and_runs_the_ema_weights(di
     assert float(module.realism(module.sample(4, seed=0)).mean()) > float(module.realism(torch.rand(4, 1, 28, 28)).mean())
 
 
+def test_the_training_grid_previews_the_samples_of_the_same_noise_in_fewer_steps(diffusion):
+    """The per-epoch grid runs 10 DDIM steps, not sample()'s 50 (a third of each epoch's time): from the same
+    noise it must show the same digits, only coarser."""
+    module = diffusion.module
+    preview, full = module.preview(8, seed=0), module.sample(8, seed=0)
+    other = module.sample(8, seed=1)
+    same = torch.corrcoef(torch.stack([preview.flatten(), full.flatten()]))[0, 1]
+    unrelated = torch.corrcoef(torch.stack([preview.flatten(), other.flatten()]))[0, 1]
+    assert same > 0.8 and same > unrelated + 0.3, (float(same), float(unrelated))
+
+
 def test_noise_optimized_through_the_sampler_raises_the_objective(small_cnn, diffusion):
     from studio.optvis import class_, latent, render
 

@@ -20,10 +20,11 @@ from pathlib import Path
 from PIL import Image
 
 from studio.files import atomic_path
-from studio.images import grid_tiles, slug, square_columns
+from studio.images import grid_tiles, square_columns
 
 SIDES = ("left", "right")
 OUT = "quiz"  # the cut-out exemplars, under gallery/
+PAGE_FIELDS = ("job", "group", "target", "seed", "image", "image_sha", "top_cell", "bottom_cell", "top_side")
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class Question:
     image_sha: str  # its content: answers from another sweep do not match
     top: str  # the exemplar grids, relative to the sweep dir
     bottom: str
+    top_sha: str  # their content: the recipes of one target share one search, so their cut-outs too
+    bottom_sha: str
     top_cell: int  # the cells shown (0 = the most extreme)
     bottom_cell: int
     columns: int  # cells per row of the grids
@@ -43,9 +46,9 @@ class Question:
     top_side: str  # "left" or "right"
 
     def tile(self, which: str) -> str:
-        """The cut-out exemplar's path under gallery/."""
-        cell = self.top_cell if which == "top" else self.bottom_cell
-        return f"{OUT}/{self.job}/{slug(self.target)}_{which}_{cell}.png"
+        """The cut-out exemplar's path under gallery/: named by its grid's content and cell, one file per picture."""
+        sha, cell = (self.top_sha, self.top_cell) if which == "top" else (self.bottom_sha, self.bottom_cell)
+        return f"{OUT}/{sha}_{cell}.png"
 
 
 def sweep_id(sweep_dir: Path) -> str:
@@ -69,10 +72,10 @@ def _question(job, row: dict, group: str, sweep_dir: Path, seed: int) -> Questio
     if not (job.path and cells and {"top", "bottom"} <= set(pair)):
         return None
     rng = random.Random(f"{seed}|{job.name}|{row['image']}")  # a str seed hashes the same in every process
+    top, bottom = (str((job.path / pair[w]).relative_to(sweep_dir)) for w in ("top", "bottom"))
     return Question(job.name, group, str(row.get("_subject", "")), str(row.get("seed", "")), row["image"],
-                    _sha(sweep_dir / row["image"]), str((job.path / pair["top"]).relative_to(sweep_dir)),
-                    str((job.path / pair["bottom"]).relative_to(sweep_dir)), rng.randrange(cells),
-                    rng.randrange(cells), square_columns(cells), cells, rng.choice(SIDES))
+                    _sha(sweep_dir / row["image"]), top, bottom, _sha(sweep_dir / top), _sha(sweep_dir / bottom),
+                    rng.randrange(cells), rng.randrange(cells), square_columns(cells), cells, rng.choice(SIDES))
 
 
 def _interleave(questions: list[Question], seed: int) -> list[Question]:
@@ -103,25 +106,29 @@ def quiz_questions(sweep_dir: Path, jobs, rows: list[dict], names: list[str], se
 
 
 def write_tiles(questions: list[Question], sweep_dir: Path, gallery: Path) -> set[Path]:
-    """Cut each question's two exemplars out of their grids into gallery/quiz/; returns the files."""
-    written: set[Path] = set()
+    """Cut each question's two exemplars out of their grids into gallery/quiz/ (each grid read once, each
+    picture written once); returns the files."""
+    wanted: dict[Path, tuple[str, int, int, int]] = {}  # tile -> (grid, cell, cells, columns)
     for q in questions:
-        for which, grid_path, cell in (("top", q.top, q.top_cell), ("bottom", q.bottom, q.bottom_cell)):
-            target = gallery / q.tile(which)
-            if target in written:
-                continue
-            with Image.open(sweep_dir / grid_path) as mosaic:
-                tile = grid_tiles(mosaic, q.cells, q.columns)[cell]
-                with atomic_path(target) as tmp:
-                    tile.save(tmp, format="PNG")
-            written.add(target)
-    return written
+        wanted.setdefault(gallery / q.tile("top"), (q.top, q.top_cell, q.cells, q.columns))
+        wanted.setdefault(gallery / q.tile("bottom"), (q.bottom, q.bottom_cell, q.cells, q.columns))
+    by_grid: dict[tuple, list[tuple[Path, int]]] = {}
+    for target, (grid_path, cell, cells, columns) in wanted.items():
+        if not target.exists():  # named by content and written atomically: one that exists is this picture
+            by_grid.setdefault((grid_path, cells, columns), []).append((target, cell))
+    for (grid_path, cells, columns), tiles in by_grid.items():
+        with Image.open(sweep_dir / grid_path) as mosaic:
+            cut = grid_tiles(mosaic, cells, columns)
+        for target, cell in tiles:
+            with atomic_path(target) as tmp:
+                cut[cell].save(tmp, format="PNG")
+    return set(wanted)
 
 
 def page_data(questions: list[Question], sweep_dir: Path) -> dict:
     """What the page needs: the questions with their pictures' paths under gallery/."""
     fingerprint = hashlib.sha256(repr([astuple(q) for q in questions]).encode()).hexdigest()[:16]
     return {"sweep": sweep_id(sweep_dir), "key": fingerprint,  # the page keeps each set of questions' answers apart
-            "questions": [{**{k: v for k, v in asdict(q).items() if k not in ("top", "bottom", "columns", "cells")},
+            "questions": [{**{k: v for k, v in asdict(q).items() if k in PAGE_FIELDS},
                            "render": f"images/{q.image}", "top": q.tile("top"), "bottom": q.tile("bottom")}
                           for q in questions]}

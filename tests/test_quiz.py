@@ -221,3 +221,6 @@ def test_a_broken_answers_file_names_what_is_wrong(sweep, tmp_path, change, mess
 def test_quiz_flag_without_its_file_fails_before_any_work(sweep, tmp_path, outputs):
     result = run_studio_forked("report", str(sweep), "--quiz", str(tmp_path / "nope.csv"), outputs=outputs)
     assert_one_line_error(result, "--quiz file not found:", "nope.csv")
+    with pytest.raises(StudioError, match="quiz answers not found: .*nope.csv"):  # report.quiz= / Python
+        report(sweep, quiz=tmp_path / "nope.csv")
+    assert not (sweep / "table.csv").exists()

@@ -84,6 +84,7 @@ def checked_overrides(command: str, overrides: list[str]) -> list[str]:
     positional = COMMANDS[command].positional
     if positional and overrides and "=" not in overrides[0] and not overrides[0].startswith("-"):
         overrides[0] = _path_override(positional, overrides[0])  # e.g. studio report <sweep dir>
+    overrides = _flag_overrides(COMMANDS[command].flags, overrides)
     _check_one_mode(overrides)
     overrides = _experiment_overrides(command, overrides)
     check_config_choices(overrides)
@@ -111,6 +112,27 @@ def _path_override(key: str, path: str) -> str:
         raise StudioError(f"{key} dir not found: {path}")
     quote = "'" if "'" not in resolved else '"'
     return f"{key}={quote}{resolved}{quote}"
+
+
+def _flag_overrides(flags, overrides: list[str]) -> list[str]:
+    """`--quiz <file>` (or `--quiz=<file>`) -> `report.quiz='<absolute file>'`: a command's file flags, checked here
+    so a missing file costs no work."""
+    out, given = [], iter(overrides)
+    for arg in given:
+        flag, _, value = arg.partition("=")
+        key = dict(flags).get(flag)
+        if key is None:
+            out.append(arg)
+            continue
+        value = value or next(given, "")
+        if not value or value.startswith("-"):
+            raise StudioError(f"{flag} needs a file: {flag} <file>")
+        path = Path(value).resolve()
+        if not path.is_file():
+            raise StudioError(f"{flag} file not found: {value}")
+        quote = "'" if "'" not in str(path) else '"'
+        out.append(f"{key}={quote}{path}{quote}")
+    return out
 
 
 def _experiment_overrides(command: str, overrides: list[str]) -> list[str]:

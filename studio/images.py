@@ -5,6 +5,7 @@ Tensors are C×H×W (or N×C×H×W) in [0, 1]; 1 channel is saved grey, 3 RGB, o
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from PIL import Image
 from studio.files import atomic_path
 
 GRID_CELL = 112  # grid cells are upscaled (nearest) to at least this many pixels
+GRID_PADDING = 2  # pixels between (and around) a grid's cells
 
 
 def slug(target: str) -> str:
@@ -42,7 +44,34 @@ def grid(images: torch.Tensor, columns: int) -> torch.Tensor:
     factor = max(1, GRID_CELL // max(images.shape[-2:]))
     if factor > 1:
         images = F.interpolate(images, scale_factor=factor, mode="nearest")
-    return make_grid(images, nrow=columns, padding=2, pad_value=0.5)
+    return make_grid(images, nrow=columns, padding=GRID_PADDING, pad_value=0.5)
+
+
+def square_columns(count: int) -> int:
+    """Cells per row of a square-ish grid of `count` images (the exemplar grids: 9 -> 3 x 3)."""
+    return math.ceil(math.sqrt(count))
+
+
+def grid_tiles(mosaic: Image.Image, count: int, columns: int) -> list[Image.Image]:
+    """The `count` cells of a saved grid() PNG, in order: the inverse of grid() + save_png (upscaled cells).
+
+    The sweep gallery's quiz shows single natural exemplars cut from their saved grids, so sweeps written
+    before it have them too. make_grid's layout: min(columns, count) cells per row, padding all round (none around one image)."""
+    if count == 1:  # make_grid returns a single image as it is, without padding
+        return [mosaic.copy()]
+    across = min(columns, count)
+    down = -(-count // across)
+    width = (mosaic.width - GRID_PADDING) // across - GRID_PADDING
+    height = (mosaic.height - GRID_PADDING) // down - GRID_PADDING
+    if (width < 1 or height < 1 or mosaic.width != across * (width + GRID_PADDING) + GRID_PADDING
+            or mosaic.height != down * (height + GRID_PADDING) + GRID_PADDING):
+        raise ValueError(f"a {mosaic.width}x{mosaic.height} image is not a grid of {count} cells, {columns} per row")
+    cells = []
+    for n in range(count):
+        left = GRID_PADDING + (n % across) * (width + GRID_PADDING)
+        top = GRID_PADDING + (n // across) * (height + GRID_PADDING)
+        cells.append(mosaic.crop((left, top, left + width, top + height)))
+    return cells
 
 
 def pyplot():

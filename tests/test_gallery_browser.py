@@ -164,3 +164,87 @@ def test_two_picked_images_side_by_side(browser, gallery, tmp_path):
     a, b = (data["cards"][i]["metrics"]["target_prob"] for i in (ids[5], ids[10]))
     assert a != b and f"target_prob {a:.4g} {b:.4g} {b - a:.4g}" in table
     browser.save_screenshot(str(tmp_path / "compare.png"))
+
+
+# --- the two-choice quiz ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def quiz_sweep(tmp_path_factory) -> Path:
+    """The same sweep with natural exemplars: 18 renders, 18 questions."""
+    from tests.test_quiz import with_exemplars
+
+    sweep_dir = with_exemplars(recipe_sweep(tmp_path_factory.mktemp("quiz") / "exp" / "2026-12-04_22-00-00"))
+    report(sweep_dir)
+    return sweep_dir
+
+
+def _downloaded(folder: Path, deadline_s: float = 60) -> Path:
+    """The file Chromium downloaded into folder (waits while it is still a .crdownload)."""
+    import time
+
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        done = [p for p in folder.iterdir() if not p.name.endswith(".crdownload")]
+        if done:
+            return done[0]
+        time.sleep(0.1)
+    raise AssertionError(f"nothing downloaded into {folder} within {deadline_s} s")
+
+
+def _quiz_shows(browser) -> dict:
+    return browser.execute_script(
+        "const pic = (sel) => document.querySelector(sel);"
+        "return {render: pic('#quiz-render').getAttribute('src'), left: pic('#quiz-left img').getAttribute('src'),"
+        " right: pic('#quiz-right img').getAttribute('src'), progress: pic('#quiz-progress').textContent};")
+
+
+def _loaded(browser) -> bool:
+    return browser.execute_script("return ['#quiz-render', '#quiz-left img', '#quiz-right img'].every("
+                                  "(s) => document.querySelector(s).complete && document.querySelector(s).naturalWidth > 0)")
+
+
+def test_quiz_ten_clicks_download_and_report(browser, quiz_sweep, tmp_path, outputs):
+    import csv
+
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from tests.conftest import run_studio_forked
+
+    page = quiz_sweep / "gallery" / "index.html"
+    questions = _data(page)["quiz"]["questions"]
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    browser.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    _open(browser, page).execute_script("localStorage.clear()")  # answers of an earlier session of this browser
+    _open(browser, page)
+    assert browser.find_element(By.ID, "quiz-button").text == "quiz (18 questions)"
+    browser.find_element(By.ID, "quiz-button").click()
+    assert browser.find_element(By.ID, "quiz").is_displayed()
+    for i, q in enumerate(questions[:10]):  # always the left image
+        shown = _quiz_shows(browser)
+        assert shown["progress"] == f"question {i + 1} · {i} of 18 answered"
+        assert shown["render"] == q["render"]  # the render, and its top and bottom exemplar on the recorded sides
+        assert (shown["left"], shown["right"]) == ((q["top"], q["bottom"]) if q["top_side"] == "left" else (q["bottom"], q["top"]))
+        WebDriverWait(browser, 10).until(_loaded)
+        browser.find_element(By.ID, "quiz-left").click()
+    assert _quiz_shows(browser)["progress"] == "question 11 · 10 of 18 answered"
+
+    _open(browser, page)  # the answers stay in the browser
+    browser.find_element(By.ID, "quiz-button").click()
+    assert _quiz_shows(browser)["progress"] == "question 11 · 10 of 18 answered"
+    browser.find_element(By.ID, "quiz-download").click()
+    answers = _downloaded(downloads)
+    rows = list(csv.DictReader(open(answers)))
+    assert answers.name == "quiz-answers-exp_2026-12-04_22-00-00.csv"
+    assert [(r["image"], r["top_side"], r["answer"]) for r in rows] == [(q["image"], q["top_side"], "left") for q in questions[:10]]
+    assert all(r["sweep"] == "exp/2026-12-04_22-00-00" and r["answered_at"].endswith("Z") for r in rows)
+
+    result = run_studio_forked("report", str(quiz_sweep), "--quiz", str(answers), "logger=none",
+                               f"hydra.run.dir={tmp_path / 'run'}", outputs=outputs)
+    assert result.returncode == 0, result.stderr
+    right = sum(q["top_side"] == "left" for q in questions[:10])
+    assert f"quiz: 10 answer(s) from {answers}, {right} right" in result.stdout
+    for s in csv.DictReader(open(quiz_sweep / "summary.csv")):  # the accuracy of each recipe is its clicks'
+        marks = [q["top_side"] == "left" for q in questions[:10] if q["group"] == f"{s['recipe']} / {s['config.objective']}"]
+        assert int(s["quiz_answers"]) == len(marks) and float(s["quiz_accuracy"]) == pytest.approx(sum(marks) / len(marks))
+        assert float(s["quiz_accuracy_ci_low"]) <= float(s["quiz_accuracy"]) <= float(s["quiz_accuracy_ci_high"])

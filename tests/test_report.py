@@ -15,12 +15,14 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
 from studio import config, sweep
 from studio.errors import StudioError
 from studio.explain import METHODS
+from studio.modes import eval_mode
 from studio.report import report
 from studio.tracking import read_offline_run, write_manifest
 from tests.conftest import compose_config, run_studio, run_studio_forked
@@ -97,6 +99,25 @@ def test_experiment_sweep_reports_table_plots_grid_and_gallery(tiny_sweep):
     exemplars = [Path("images") / r["job"] / f"exemplars/{r['target'].replace(':', '_')}_{which}.png"
                  for r in rows for which in ("top", "bottom")]  # each image's natural exemplars, shown beside it
     assert copied == sorted([Path("images") / r["image"] for r in rows] + exemplars)
+
+
+def test_the_quiz_shows_real_exemplars_and_its_top_one_excites_the_unit_more(tiny_sweep, small_cnn):
+    from tests.test_quiz import quiz_data
+
+    sweep_dir, _, _ = tiny_sweep
+    questions = quiz_data(sweep_dir)["questions"]
+    assert sorted((q["job"], q["target"]) for q in questions) == [(j, f"class:{c}") for j in ("0", "1") for c in (0, 1)]
+    for q in questions:  # cut from the saved 3 x 3 grids: one 28 x 28 digit each, upscaled 4x
+        pictures = []
+        for which in ("top", "bottom"):
+            with Image.open(sweep_dir / "gallery" / q[which]) as tile:
+                assert tile.size == (112, 112)
+                pixels = tile.convert("L").resize((28, 28), Image.NEAREST).tobytes()
+            pictures.append(torch.frombuffer(bytearray(pixels), dtype=torch.uint8).float().reshape(1, 28, 28) / 255)
+        with torch.no_grad(), eval_mode(small_cnn.model):
+            logits = small_cnn.model(torch.stack(pictures))
+        cls = int(q["target"].split(":")[1])
+        assert logits[0, cls] > logits[1, cls]  # what the quiz calls the top exemplar is one for the unit
 
 
 def test_a_one_seed_sweep_says_why_no_paired_test_can_run_and_still_reports(tiny_sweep):

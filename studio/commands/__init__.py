@@ -18,6 +18,7 @@ class Command:
     help: str
     positional: str | None = None  # `studio <command> <dir>` means `<positional>=<absolute dir>`
     group: str | None = None  # "function" of the module: cfg -> the W&B group to join (default: the run's own)
+    flags: tuple[tuple[str, str], ...] = ()  # (`--flag`, key): `--flag <file>` means `<key>=<absolute file>`
 
     def _module(self):
         return importlib.import_module(f"studio.commands.{self.module}")
@@ -47,5 +48,6 @@ COMMANDS = {
     "dissect": Command("dissect", "Network Dissection: label each unit of a layer with the concept (ink, loop, "
                        "stroke end, mark, a mask folder) its top activations overlap (IoU)"),
     "report": Command("report", "a sweep's jobs side by side: table, plots, comparison grid, HTML gallery "
-                      "(studio report <sweep dir>)", positional="sweep", group="sweep_group"),
+                      "(studio report <sweep dir> [--quiz answers.csv])", positional="sweep", group="sweep_group",
+                      flags=(("--quiz", "report.quiz"),)),
 }

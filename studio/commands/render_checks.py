@@ -11,7 +11,6 @@ path_similarity, path_similarity_natural and randomized_similarity (studio/sanit
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch
 from studio import sanity
 from studio.adapters import optvis as optvis_config
 from studio.adapters.exemplars import ExemplarSettings, cascade_layer
-from studio.images import grid, save_png, slug
+from studio.images import grid, save_png, slug, square_columns
 from studio.models import layer_names
 from studio.optvis.exemplars import find_exemplars, objective_values
 from studio.optvis.render import Rendering
@@ -153,7 +152,7 @@ def save(checks: Checks, items: list, rendering: Rendering, out_dir: Path, run_d
         pair = {}
         for which, images in (("top", found.top[t]), ("bottom", found.bottom[t])):
             path = out_dir / "exemplars" / f"{slug(target)}_{which}.png"
-            save_png(grid(images, math.ceil(math.sqrt(len(images)))), path)
+            save_png(grid(images, square_columns(len(images))), path)
             pair[which] = str(path.relative_to(run_dir))
         paths[target] = pair
     for item, b in zip(items, rendering.succeeded):

@@ -20,7 +20,9 @@ def run(cfg, tracker) -> Result:
     result = report(Path(str(cfg.sweep)), by=list(by) if by and by != "auto" else None,
                     average_over=tuple(options.get("average_over") or ()), gallery=bool(options.get("gallery", True)),
                     tracker=tracker, cell=int(options.get("cell", 56)), paired=bool(options.get("paired", True)),
-                    alpha=alpha)
+                    alpha=alpha, quiz=options.get("quiz") or None, quiz_seed=int(options.get("quiz_seed", 0)))
     print_report(result)
     metrics = {"jobs": result.jobs, "failed": len(result.failed), "images": len(result.rows)}
+    if result.quiz:
+        metrics.update(quiz_answers=result.quiz["answers"], quiz_right=result.quiz["right"])
     return Result(metrics, result.summary, {k: str(p.resolve()) for k, p in result.paths.items()})

@@ -16,7 +16,9 @@ Each job's manifest.json stays the source of truth; the report only reads them (
     plots/<metric>.png     each metric per group (mean, error bar = 95% interval, or std for run metrics)
     plots/history.png      the objective per step, mean over each group's images (band = std)
     comparison_grid.png    rows = targets, columns = groups
-    gallery/index.html     every image, with its copy under gallery/images/ (studio/report/gallery.py)
+    gallery/index.html     every image, with its copy under gallery/images/ (studio/report/gallery.py), and
+                           the two-choice quiz (studio/report/quiz.py); `quiz=answers.csv` scores its
+                           answers per group (quiz_accuracy with its Wilson interval; studio/report/answers.py)
 
 A *group* is a value of the config choices that vary across the sweep's jobs (e.g. `recipe`, or
 `regularizer` and `param`), seeds averaged over. Choices that another varying choice determines
@@ -36,8 +38,10 @@ from studio.errors import StudioError
 from studio.files import write_json
 from studio.report.grid import comparison_grid
 from studio.report.jobs import find_jobs, group_keys, varying_keys
+from studio.report.answers import QUIZ_METRICS, read_answers, score
 from studio.report.paired import Comparison, compare, write_paired
 from studio.report.plots import plot_history, plot_metrics, target_keys
+from studio.report.quiz import quiz_questions
 from studio.report.tables import (flat_row, split_metric_names, job_rows, summary_markdown, summary_metric_names, key_columns,
                                   summarize, write_tables)
 
@@ -56,16 +60,19 @@ class Report:
     jobs: int
     paths: dict[str, Path]
     comparison: Comparison | None = None  # the paired tests (None: report(paired=False))
+    quiz: dict | None = None  # the scored quiz answers: file, answers, right, questions (None: no quiz=)
 
 
 # --- the report ----------------------------------------------------------------------------------
 def report(sweep_dir: str | Path, by: list[str] | None = None, average_over=("seed",), gallery: bool = True,
-           tracker=None, cell: int = 56, paired: bool = True, alpha: float = 0.05) -> Report:
+           tracker=None, cell: int = 56, paired: bool = True, alpha: float = 0.05, quiz: str | Path | None = None,
+           quiz_seed: int = 0) -> Report:
     """Aggregate a sweep dir's jobs into tables, paired tests, plots, a comparison grid and the gallery
     (see the module doc).
 
     by: the keys that make a group (default: the varying choices, see group_keys); average_over: keys
     averaged within a group; paired: test every two groups (alpha: the significance level after Holm).
+    quiz: a CSV of the gallery quiz's answers to score per group; quiz_seed: draws the quiz's questions.
     tracker: a studio.tracking.Tracker to mirror the summary to W&B."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
@@ -85,6 +92,9 @@ def report(sweep_dir: str | Path, by: list[str] | None = None, average_over=("se
     summary = summarize(rows, names, summary_names)
     failed = [{"job": j.name, **{n: j.value(k) for k, n in zip(keys, names)}, "error": j.error}
               for j in jobs if j.status != "complete"]
+    questions = quiz_questions(sweep_dir, jobs, rows, names, quiz_seed)
+    scored = _score_quiz(Path(quiz), questions, sweep_dir, rows, names, summary) if quiz else None  # before any write
+    summary_names += list(QUIZ_METRICS) if scored else []
 
     paths = write_tables(sweep_dir, rows, summary, names, item_names, run_names, summary_names, failed)
     series = target_keys(rows, names)
@@ -99,12 +109,12 @@ def report(sweep_dir: str | Path, by: list[str] | None = None, average_over=("se
         from studio.report.gallery import write_gallery
 
         paths["gallery/index.html"] = write_gallery(sweep_dir, jobs, rows, keys, names, varying_keys(jobs, ()),
-                                                    summary_names, summary)
-    result = Report(sweep_dir, keys, names, rows, summary, summary_names, failed, len(jobs), paths, comparison)
+                                                    summary_names, summary, questions)
+    result = Report(sweep_dir, keys, names, rows, summary, summary_names, failed, len(jobs), paths, comparison, scored)
     write_json(sweep_dir / "report.json", {
         "sweep_dir": str(sweep_dir), "by": keys, "columns": names, "jobs": len(jobs), "failed": failed, "left_out": stale,
         "metrics": summary_names, "summary": summary,
-        "paired": vars(comparison) if comparison is not None else None,
+        "paired": vars(comparison) if comparison is not None else None, "quiz": scored,
         "grid": {"rows": layout[0], "columns": layout[1]} if layout else None,
         "rows": [flat_row(r) for r in rows],
         "files": {k: str(p.relative_to(sweep_dir)) for k, p in paths.items()}})
@@ -113,6 +123,14 @@ def report(sweep_dir: str | Path, by: list[str] | None = None, average_over=("se
         _mirror(tracker, result, paths.get("comparison_grid.png"),
                 [p for k, p in paths.items() if k.startswith("plots/")])
     return result
+
+
+def _score_quiz(path: Path, questions, sweep_dir: Path, rows, names, summary) -> dict:
+    """Score the quiz answers in `path` into the summary (quiz_accuracy, quiz_answers per group)."""
+    answers = read_answers(path, questions, sweep_dir)
+    score(answers, summary, names, {r["job"]: tuple(r[n] for n in names) for r in rows})
+    return {"file": str(path), "answers": len(answers), "right": sum(right for _, right in answers),
+            "questions": len(questions), "interval": "95% Wilson score interval per group"}
 
 
 def _pictures(sweep_dir: Path, jobs, rows, summary, keys, names, columns, series, summary_names, cell: int,
@@ -164,6 +182,10 @@ def print_report(result: Report) -> None:
         print(f"{len(result.failed)} of {result.jobs} job(s) failed:")
         for f in result.failed:
             print(f"  {f['job']}: {f['error']}")
+    if result.quiz:
+        q = result.quiz
+        print(f"quiz: {q['answers']} answer(s) from {q['file']}, {q['right']} right ({q['right'] / q['answers']:.0%}); "
+              f"quiz_accuracy per group with its 95% Wilson interval in the tables")
     print(f"report -> {result.paths['table.md']}")
     if "paired.md" in result.paths:
         print(f"paired tests -> {result.paths['paired.md']}")

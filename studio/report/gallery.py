@@ -4,7 +4,8 @@
 are copied beside it under `gallery/images/`, so it works from file:// with no server and no
 network, and the folder can be zipped and sent. The page filters by every varying choice, target
 and seed, sorts by any metric, enlarges an image with its config and metrics, and shows two picked
-images side by side. studio.report builds the rows this module reads.
+images side by side. Its quiz view asks the two-choice questions of studio/report/quiz.py, with their
+exemplars cut out under `gallery/quiz/`. studio.report builds the rows this module reads.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from studio.files import atomic_path, write_text
+from studio.report.quiz import page_data, write_tiles
 
 TEMPLATE = "index.html"
 FACETS_ALWAYS = ("regularizer", "param")  # filters a user expects even when the sweep did not vary them
@@ -98,20 +100,23 @@ def gallery_data(sweep_dir: Path, jobs, rows: list[dict], keys: list[str], names
 
 
 def write_gallery(sweep_dir: Path, jobs, rows: list[dict], keys: list[str], names: list[str], varying: list[str],
-                  metrics: list[str], summary: list[dict] | None = None) -> Path:
-    """Copy every image under sweep_dir/gallery/images/ and write sweep_dir/gallery/index.html."""
+                  metrics: list[str], summary: list[dict] | None = None, questions: list | None = None) -> Path:
+    """Copy every image under sweep_dir/gallery/images/ (the quiz's exemplars under gallery/quiz/) and write
+    sweep_dir/gallery/index.html."""
     out = Path(sweep_dir) / "gallery"
     data = gallery_data(Path(sweep_dir), jobs, rows, keys, names, varying, metrics, summary)
-    wanted = set()
+    data["quiz"] = page_data(questions or [], Path(sweep_dir))
+    wanted = write_tiles(questions or [], Path(sweep_dir), out)
     for card in data["cards"]:
         for rel in [card["image"], *card["extra_images"].values()]:
             target = out / rel
             if target not in wanted:
                 _copy(Path(sweep_dir) / rel.removeprefix("images/"), target)
                 wanted.add(target)
-    for old in (out / "images").rglob("*") if (out / "images").is_dir() else []:
-        if old.is_file() and old not in wanted:  # images of jobs no longer in the sweep
-            old.unlink()
+    for folder in (out / "images", out / "quiz"):
+        for old in folder.rglob("*") if folder.is_dir() else []:
+            if old.is_file() and old not in wanted:  # images of jobs no longer in the sweep
+                old.unlink()
     template = resources.files(__package__).joinpath(TEMPLATE).read_text(encoding="utf-8")
     page = (template.replace("__GALLERY_TITLE__", html.escape(data["title"]))
             .replace("__GALLERY_DATA__", _json_for_script(data)))

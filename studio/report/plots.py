@@ -73,11 +73,12 @@ def plot_metrics(out_dir: Path, summary: list[dict], columns: list[str], series:
 
 
 def _error_bar(entry: dict, metric: str) -> tuple[float, float]:
-    """(below, above) the mean: to the ends of its interval, or one std (0 for a single value)."""
+    """(below, above) the mean: to the ends of its interval, or one std (0 for a single value or a count)."""
     mean = entry[metric]
     if f"{metric}_ci_low" in entry:
         return max(mean - entry[f"{metric}_ci_low"], 0.0), max(entry[f"{metric}_ci_high"] - mean, 0.0)
-    return entry[f"{metric}_std"], entry[f"{metric}_std"]
+    std = entry.get(f"{metric}_std", 0.0)  # a count (quiz_answers) has neither
+    return std, std
 
 
 def _history(path: Path) -> tuple[list[str], list[list[float]]]:

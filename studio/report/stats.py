@@ -32,6 +32,19 @@ def mean_interval(values, confidence: float = 0.95, seed: int = 0,
     return (float(ci.low), float(ci.high)) if finite else None
 
 
+def proportion_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float] | None:
+    """Wilson's score interval of a share successes / n (None for n = 0).
+
+    Not the bootstrap: a share of 0/1 answers has a closed form, and unlike the normal approximation it
+    stays inside [0, 1] and is not a point at 0 or n successes (10 of 10 right: 0.72 to 1)."""
+    from scipy.stats import binomtest
+
+    if n <= 0:
+        return None
+    ci = binomtest(successes, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return float(ci.low), float(min(ci.high, 1.0))
+
+
 def signed_rank(a, b) -> tuple[int, float, float]:
     """Wilcoxon signed-rank test of paired values a[i] vs b[i]: (pairs, median of a - b, two-sided p).
 

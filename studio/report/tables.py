@@ -186,11 +186,13 @@ def summary_markdown(summary: list[dict], keys: list[str], metric_names: list[st
 
 
 def _mean_cell(entry: dict, metric: str) -> str:
-    """`mean [ci_low, ci_high]` where the mean has an interval, else `mean ± std`."""
+    """`mean [ci_low, ci_high]` where the mean has an interval, else `mean ± std` (or the value alone)."""
     if metric not in entry:
         return ""
     if f"{metric}_ci_low" in entry:
         return f"{entry[metric]:.4g} [{entry[metric + '_ci_low']:.4g}, {entry[metric + '_ci_high']:.4g}]"
+    if f"{metric}_std" not in entry:  # a count per group (quiz_answers)
+        return _fmt(entry[metric])
     return f"{entry[metric]:.4g} ± {entry[metric + '_std']:.2g}"
 
 
@@ -204,22 +206,36 @@ def _with_group_intervals(flat: list[dict], summary: list[dict], keys: list[str]
     return [{**row, **{c: by_group[tuple(row[k] for k in keys)].get(c) for c in columns}} for row in flat]
 
 
+def _group_metric_names(summary_names, item_names, run_names) -> list[str]:
+    """Metrics of a whole group, from neither its items nor its jobs (the quiz's answers)."""
+    return [n for n in summary_names if n not in item_names and n not in run_names]
+
+
+def _group_metric_note(summary, summary_names, item_names, run_names) -> list[str]:
+    names = [n for n in _group_metric_names(summary_names, item_names, run_names) if any(f"{n}_ci_low" in s for s in summary)]
+    return [f"{', '.join(names)}: a share over the group's answers [95% Wilson interval].\n"] if names else []
+
+
 def write_tables(sweep_dir: Path, rows, summary, keys, item_names, run_names, summary_names, failed) -> dict:
     columns = _row_columns(rows, keys, item_names, run_names)
     flat = [flat_row(r) for r in rows]
     intervals = _interval_columns(summary, item_names)
+    for name in _group_metric_names(summary_names, item_names, run_names):  # measured per group (quiz_accuracy)
+        intervals += [name, *_interval_columns(summary, [name])]
     split = len(columns) - len(run_names)  # the group's intervals after the item metrics, before run.<name>
     write_text(sweep_dir / "table.csv", csv_text([*columns[:split], *intervals, *columns[split:]],
                                                  _with_group_intervals(flat, summary, keys, intervals)))
     summary_columns = [*keys, "jobs", "failed", "images"]
     for name in summary_names:
-        summary_columns += [name, f"{name}_std", *_interval_columns(summary, [name])]
+        std = [f"{name}_std"] if any(f"{name}_std" in s for s in summary) else []  # none for a count
+        summary_columns += [name, *std, *_interval_columns(summary, [name])]
     write_text(sweep_dir / "summary.csv", csv_text(summary_columns, summary))
 
     md_columns = [c for c in columns if not c.startswith("run.") and c not in ("status",)]
     text = [f"# Sweep report: {sweep_dir}\n",
             f"Groups by: {', '.join(keys) if keys else '(one group)'}; mean [95% bootstrap interval] over targets and "
-            f"seeds (run metrics: mean ± std over jobs).\n", "## Summary\n", summary_markdown(summary, keys, summary_names)]
+            f"seeds (run metrics: mean ± std over jobs).\n", *_group_metric_note(summary, summary_names, item_names, run_names),
+            "## Summary\n", summary_markdown(summary, keys, summary_names)]
     if failed:
         text += ["\n## Failed jobs\n", markdown_table(["job", *keys, "error"],
                                           [[f["job"], *[f.get(k, "") for k in keys], f["error"]] for f in failed])]

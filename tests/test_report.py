@@ -523,3 +523,24 @@ def test_a_nan_metric_reaches_the_gallery_as_null(tmp_path):
 
     data = json.loads(text, parse_constant=refuse)
     assert data["jobs"]["0"]["metrics"] == {"mark_lift": None, "images": 1}
+
+
+def test_a_headline_puts_the_chosen_metrics_first_and_a_name_no_job_reports_is_named(tmp_path, capsys):
+    """report.headline: the few numbers a reader wants first (the prior ladder's table), printed and at the top of
+    table.md; every metric stays in the full summary. A misspelt metric is named; one of several is left out."""
+    sweep = recipe_sweep(tmp_path / "sweep")
+    result = report(sweep, headline=["target_prob", "diversity"], gallery=False)
+    text = (sweep / "table.md").read_text()
+    head = text[text.index("## Headline"):text.index("## Summary")]
+    assert head.splitlines()[2].split(" | ")[-2:] == ["target_prob", "diversity |"]
+    assert "objective" in text[text.index("## Summary"):].splitlines()[2]  # the full summary keeps the rest
+    from studio.report import print_report
+
+    capsys.readouterr()
+    print_report(result)  # what the CLI and the sweep's callback print
+    header = capsys.readouterr().out.splitlines()[0]
+    assert header.endswith("target_prob | diversity |") and "objective |" not in header.split("images")[1]
+    report(sweep, headline=["target_prob", "judge_recogniton"], gallery=False)
+    assert "no job reports judge_recogniton (left out)" in capsys.readouterr().err
+    with pytest.raises(StudioError, match="report.headline names 'judge_recogniton'.*choose from: .*target_prob"):
+        report(sweep, headline=["judge_recogniton"], gallery=False)

@@ -20,7 +20,8 @@ def run(cfg, tracker) -> Result:
     result = report(Path(str(cfg.sweep)), by=list(by) if by and by != "auto" else None,
                     average_over=tuple(options.get("average_over") or ()), gallery=bool(options.get("gallery", True)),
                     tracker=tracker, cell=int(options.get("cell", 56)), paired=bool(options.get("paired", True)),
-                    alpha=alpha, quiz=options.get("quiz") or None, quiz_seed=int(options.get("quiz_seed", 0)))
+                    alpha=alpha, quiz=options.get("quiz") or None, quiz_seed=int(options.get("quiz_seed", 0)),
+                    headline=options.get("headline") or None)
     print_report(result)
     metrics = {"jobs": result.jobs, "failed": len(result.failed), "images": len(result.rows)}
     if result.quiz:

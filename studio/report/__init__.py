@@ -28,6 +28,7 @@ themselves (`objective`) become rows of the grid instead of columns.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,19 +62,20 @@ class Report:
     paths: dict[str, Path]
     comparison: Comparison | None = None  # the paired tests (None: report(paired=False))
     quiz: dict | None = None  # the scored quiz answers: file, answers, right, questions (None: no quiz=)
+    headline: list[str] | None = None  # the summary metrics printed and put first in table.md (None: all)
 
 
 # --- the report ----------------------------------------------------------------------------------
 def report(sweep_dir: str | Path, by: list[str] | None = None, average_over=("seed",), gallery: bool = True,
            tracker=None, cell: int = 56, paired: bool = True, alpha: float = 0.05, quiz: str | Path | None = None,
-           quiz_seed: int = 0) -> Report:
+           quiz_seed: int = 0, headline: list[str] | None = None) -> Report:
     """Aggregate a sweep dir's jobs into tables, paired tests, plots, a comparison grid and the gallery
     (see the module doc).
 
     by: the keys that make a group (default: the varying choices, see group_keys); average_over: keys
     averaged within a group; paired: test every two groups (alpha: the significance level after Holm).
     quiz: a CSV of the gallery quiz's answers to score per group; quiz_seed: draws the quiz's questions.
-    tracker: a studio.tracking.Tracker to mirror the summary to W&B."""
+    headline: summary metrics to print and show first in table.md; tracker: mirrors the summary to W&B."""
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise StudioError(f"sweep dir not found: {sweep_dir}")
@@ -95,8 +97,9 @@ def report(sweep_dir: str | Path, by: list[str] | None = None, average_over=("se
     questions = quiz_questions(sweep_dir, jobs, rows, names, quiz_seed)
     scored = _score_quiz(Path(quiz), questions, sweep_dir, rows, names, summary) if quiz else None  # before any write
     summary_names += list(QUIZ_METRICS) if scored else []
+    headline = _check_headline(headline, summary_names)
 
-    paths = write_tables(sweep_dir, rows, summary, names, item_names, run_names, summary_names, failed)
+    paths = write_tables(sweep_dir, rows, summary, names, item_names, run_names, summary_names, failed, headline)
     series = target_keys(rows, names)
     columns = [n for n in names if n not in series]
     comparison = compare(rows, summary, columns, series, item_names, alpha) if paired else None
@@ -110,19 +113,26 @@ def report(sweep_dir: str | Path, by: list[str] | None = None, average_over=("se
 
         paths["gallery/index.html"] = write_gallery(sweep_dir, jobs, rows, keys, names, varying_keys(jobs, ()),
                                                     summary_names, summary, questions)
-    result = Report(sweep_dir, keys, names, rows, summary, summary_names, failed, len(jobs), paths, comparison, scored)
-    write_json(sweep_dir / "report.json", {
-        "sweep_dir": str(sweep_dir), "by": keys, "columns": names, "jobs": len(jobs), "failed": failed, "left_out": stale,
-        "metrics": summary_names, "summary": summary,
-        "paired": vars(comparison) if comparison is not None else None, "quiz": scored,
-        "grid": {"rows": layout[0], "columns": layout[1]} if layout else None,
-        "rows": [flat_row(r) for r in rows],
-        "files": {k: str(p.relative_to(sweep_dir)) for k, p in paths.items()}})
-    paths["report.json"] = sweep_dir / "report.json"
+    result = Report(sweep_dir, keys, names, rows, summary, summary_names, failed, len(jobs), paths, comparison,
+                    scored, headline)
+    paths["report.json"] = _write_json(result, stale, layout)
     if tracker is not None:
         _mirror(tracker, result, paths.get("comparison_grid.png"),
                 [p for k, p in paths.items() if k.startswith("plots/")])
     return result
+
+
+def _write_json(result: Report, stale: list[str], layout) -> Path:
+    """report.json: everything the report found, for programs (paths relative to the sweep dir)."""
+    r, path = result, result.sweep_dir / "report.json"
+    write_json(path, {
+        "sweep_dir": str(r.sweep_dir), "by": r.by, "columns": r.columns, "jobs": r.jobs, "failed": r.failed,
+        "left_out": stale, "metrics": r.metrics, "summary": r.summary,
+        "paired": vars(r.comparison) if r.comparison is not None else None, "quiz": r.quiz,
+        "grid": {"rows": layout[0], "columns": layout[1]} if layout else None,
+        "rows": [flat_row(row) for row in r.rows],
+        "files": {k: str(p.relative_to(r.sweep_dir)) for k, p in r.paths.items()}})
+    return path
 
 
 def _score_quiz(path: Path, questions, sweep_dir: Path, rows, names, summary) -> dict:
@@ -170,8 +180,24 @@ def sweep_group(sweep_dir) -> str:
     return str(Path(str(sweep_dir)).resolve())
 
 
+def _check_headline(headline, summary_names: list[str]) -> list[str] | None:
+    """report.headline as a list of summary metrics. Names no job reports are left out with a warning (an
+    experiment's headline still fits a sweep run with some metrics off); if none is left: one line, before any
+    file is written."""
+    if not headline:
+        return None
+    names = [str(headline)] if isinstance(headline, str) else [str(n) for n in headline]
+    unknown = [n for n in names if n not in summary_names]
+    if len(unknown) == len(names):
+        raise StudioError(f"report.headline names {unknown[0]!r}, which no job of this sweep reports; choose from: "
+                          f"{', '.join(summary_names)}")
+    if unknown:
+        print(f"studio report: warning: report.headline: no job reports {', '.join(unknown)} (left out)", file=sys.stderr)
+    return [n for n in names if n not in unknown]
+
+
 def print_report(result: Report) -> None:
-    md = summary_markdown(result.summary, result.columns, result.metrics)
+    md = summary_markdown(result.summary, result.columns, result.headline or result.metrics)
     print(md, end="")
     if result.comparison is not None:
         for line in result.comparison.verdicts:
@@ -199,8 +225,9 @@ class ReportCallback(Callback):
     Runs on the machine that launched the sweep, whatever the launcher. A failed report warns and
     never hides the jobs' own results."""
 
-    def __init__(self, by=None, average_over=("seed",), gallery: bool = True):
+    def __init__(self, by=None, average_over=("seed",), gallery: bool = True, headline=None):
         self.by, self.average_over, self.gallery = by, average_over, gallery
+        self.headline = list(headline) if headline else None
 
     def on_multirun_end(self, config, **kwargs) -> None:
         import sys
@@ -212,7 +239,8 @@ class ReportCallback(Callback):
         try:
             with Tracker(cfg, "report", sweep_dir, sweep_group(sweep_dir)) as tracker:
                 result = report(sweep_dir, by=list(self.by) if self.by else None,
-                                average_over=tuple(self.average_over or ()), gallery=self.gallery, tracker=tracker)
+                                average_over=tuple(self.average_over or ()), gallery=self.gallery, tracker=tracker,
+                                headline=self.headline)
         except StudioError as e:
             print(f"studio report: error: {e}", file=sys.stderr)
             return

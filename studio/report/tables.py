@@ -216,7 +216,8 @@ def _group_metric_note(summary, summary_names, item_names, run_names) -> list[st
     return [f"{', '.join(names)}: a share over the group's answers [95% Wilson interval].\n"] if names else []
 
 
-def write_tables(sweep_dir: Path, rows, summary, keys, item_names, run_names, summary_names, failed) -> dict:
+def write_tables(sweep_dir: Path, rows, summary, keys, item_names, run_names, summary_names, failed,
+                 headline: list[str] | None = None) -> dict:
     columns = _row_columns(rows, keys, item_names, run_names)
     flat = [flat_row(r) for r in rows]
     intervals = _interval_columns(summary, item_names)
@@ -235,6 +236,7 @@ def write_tables(sweep_dir: Path, rows, summary, keys, item_names, run_names, su
     text = [f"# Sweep report: {sweep_dir}\n",
             f"Groups by: {', '.join(keys) if keys else '(one group)'}; mean [95% bootstrap interval] over targets and "
             f"seeds (run metrics: mean ± std over jobs).\n", *_group_metric_note(summary, summary_names, item_names, run_names),
+            *(["## Headline\n", summary_markdown(summary, keys, headline), ""] if headline else []),
             "## Summary\n", summary_markdown(summary, keys, summary_names)]
     if failed:
         text += ["\n## Failed jobs\n", markdown_table(["job", *keys, "error"],

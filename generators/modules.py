@@ -112,7 +112,8 @@ class GANModule(GeneratorModule):
         self.manual_backward(g_loss)
         opt_g.step()
         self.update_ema()
-        self.log_dict({"d_loss": d_loss, "g_loss": g_loss}, prog_bar=True, on_step=False, on_epoch=True)
+        self.log_dict({"d_loss": d_loss, "g_loss": g_loss}, prog_bar=True, on_step=False, on_epoch=True,
+                      sync_dist=True)  # data-parallel: the mean over every process, not rank 0's
 
     def update_ema(self) -> None:
         update_ema(self.ema, self.online, self.ema_updates, self.ema_decay)
@@ -146,7 +147,7 @@ class VAEModule(GeneratorModule):
             raise diverged("the decoder's images became nan or inf", self.current_epoch + 1, batch_idx + 1,
                            f"generator.lr={self.lr:g}")
         loss = negative_elbo(x, recon, mu, logvar).mean()
-        self.log("neg_elbo", loss, prog_bar=True, on_step=False, on_epoch=True)
+        self.log("neg_elbo", loss, prog_bar=True, on_step=False, on_epoch=True, sync_dist=True)
         return loss
 
     def configure_optimizers(self):

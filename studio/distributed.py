@@ -10,6 +10,7 @@ the cache, the test accuracy, the manifest and W&B, so no worker ever writes or 
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 
 from studio.errors import StudioError
@@ -40,6 +41,10 @@ def worker_errors():
     is in a single process, not as the worker's traceback."""
     from torch.multiprocessing import ProcessRaisedException
 
+    # when one worker fails, torch ends the others and warns that it does: noise beside the one line
+    spawn_log = logging.getLogger("torch.multiprocessing.spawn")
+    level = spawn_log.level
+    spawn_log.setLevel(logging.ERROR)
     try:
         yield
     except ProcessRaisedException as e:
@@ -47,3 +52,5 @@ def worker_errors():
         if not found:
             raise
         raise StudioError(found[-1]) from None
+    finally:
+        spawn_log.setLevel(level)

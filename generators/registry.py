@@ -14,7 +14,7 @@ from generators.diffusion import DiffusionModule
 from generators.modules import GANModule, GeneratorModule, VAEModule
 from studio.cache import config_hash, load_or_train
 from studio.data import ImageDataModule
-from studio.distributed import per_process_batch, worker_errors
+from studio.distributed import check_launcher, per_process_batch, worker_errors
 from studio.errors import StudioError, lookup
 from studio.files import atomic_path
 from studio.models import load_state_dict_file
@@ -93,6 +93,7 @@ def trained_generator(gen_cfg, data_cfg, trainer_cfg, dm: ImageDataModule, model
                              callbacks=[StopIfDiverged(f"generator.lr={gen_cfg.lr:g}"), SampleGrid(samples_dir),
                                         checkpoint, RngState(), *shown["callbacks"]])
         # data-parallel: each process takes its share of the batch (studio/distributed.py)
+        check_launcher(trainer, runtime.get("strategy", "auto"))
         batch_size = per_process_batch(gen_cfg.batch_size, trainer.world_size, "generator.batch_size")
         loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*dm.split("train")),
                                              batch_size=batch_size, shuffle=True, drop_last=True,

@@ -16,6 +16,17 @@ import re
 from studio.errors import StudioError
 
 
+def check_launcher(trainer, strategy: str) -> None:
+    """Refuse a strategy that starts its processes by re-running the command line (Lightning's `ddp`): the
+    `studio` entry point's argv is Hydra's, so the re-run fails, and it would repeat the whole command (every
+    render, manifest and W&B run) in every process. Processes started outside (torchrun) are not affected."""
+    from pytorch_lightning.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+
+    if isinstance(getattr(trainer.strategy, "launcher", None), _SubprocessScriptLauncher):
+        raise StudioError(f"trainer.strategy={strategy} re-runs the command line in every process, which the studio "
+                          "cannot do; choose ddp_fork (CPU: trainer=ddp_cpu) or ddp_spawn (GPU: trainer=ddp)")
+
+
 def per_process_batch(batch_size: int, world_size: int, setting: str) -> int:
     """`batch_size` / `world_size`: the same effective batch (and so the same steps, learning-rate schedule
     and accuracy) whatever the number of processes. A batch the processes cannot share evenly is refused."""

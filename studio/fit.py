@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
 from studio.data import ImageDataModule
-from studio.distributed import per_process_batch, worker_errors
+from studio.distributed import check_launcher, per_process_batch, worker_errors
 from studio.errors import StudioError
 from studio.models import Classifier
 from studio.progress import interactive
@@ -196,6 +196,7 @@ def fit(model: Classifier, model_cfg, trainer_cfg, dm: ImageDataModule, workdir:
                                     EarlyStopping("val_loss", mode="min", patience=patience), checkpoint,
                                     every_epoch_checkpoint(workdir), RngState(), *shown["callbacks"]])
     # data-parallel: each process takes its share of data.batch_size (studio/distributed.py)
+    check_launcher(trainer, trainer_kwargs.get("strategy", "auto"))
     train_loader = dm.train_dataloader(per_process_batch(dm.batch_size, trainer.world_size, "data.batch_size"))
     with worker_errors():
         trainer.fit(module, train_loader, dm.val_dataloader(), ckpt_path=last, weights_only=True)

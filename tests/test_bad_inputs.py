@@ -311,6 +311,18 @@ def test_a_batch_the_processes_cannot_share_is_one_line_and_trains_nothing(comma
     assert _left_behind(tmp_path / "run") == []
 
 
+def test_a_strategy_that_reruns_the_command_line_is_one_line_and_trains_nothing(outputs, tmp_path):
+    """Lightning's `ddp` starts its other processes by running argv again: through `studio` that fails
+    (and would repeat the whole command per process); the one line names the strategies that work."""
+    models = tmp_path / "models"
+    result = run_studio_forked("train", "trainer=ddp_cpu", "trainer.strategy=ddp", f"paths.models={models}",
+                               f"hydra.run.dir={tmp_path / 'run'}", *QUIET_LOCAL, outputs=outputs)
+    assert_one_line_error(result, "trainer.strategy=ddp re-runs the command line in every process",
+                          "ddp_fork (CPU: trainer=ddp_cpu)", "ddp_spawn (GPU: trainer=ddp)")
+    assert sorted(p.suffix for p in models.iterdir()) == [".lock"]
+    assert _left_behind(tmp_path / "run") == []
+
+
 def test_warning_sized_image_is_refused_too(tmp_path):
     """Pillow only warns between MAX_IMAGE_PIXELS and twice that; the studio refuses those as well."""
     from studio.data import load_image_folder

@@ -25,6 +25,7 @@ class GeneratorModule(pl.LightningModule):
     sampled = "generator"  # the state dict's part that sample() runs: a plain generator state dict loads there
     sampled_what = "the generator's weights"  # ... in words, and what to do when a module's state dict lacks it
     sampled_missing = "is generator.arch right?"
+    data_parallel = True  # trains under trainer=ddp_cpu / ddp (several processes)
 
     def prior(self, n: int, seed: int) -> torch.Tensor:
         """n latent codes from N(0, I), drawn on the CPU from `seed` (the same on every device)."""
@@ -69,6 +70,10 @@ class GANModule(GeneratorModule):
     the random start. The state dict holds both (ema.*, online.*) and the discriminator."""
 
     options = ("ema_decay", "augment_translation", "augment_cutout")
+    # Not data-parallel (yet): its two networks take separate backward passes in one training step, which
+    # DDP refuses (unused parameters) and, with find_unused_parameters, runs without a check that both
+    # networks' gradients were averaged across the processes.
+    data_parallel = False
     sampled = "ema"
     sampled_what = "the moving average (EMA) of the generator's weights"
     sampled_missing = ("a checkpoint from before the EMA recipe? Retrain it (studio train-generator generator=dcgan; "

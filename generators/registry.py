@@ -94,6 +94,9 @@ def trained_generator(gen_cfg, data_cfg, trainer_cfg, dm: ImageDataModule, model
                                         checkpoint, RngState(), *shown["callbacks"]])
         # data-parallel: each process takes its share of the batch (studio/distributed.py)
         check_launcher(trainer, runtime.get("strategy", "auto"))
+        if trainer.world_size > 1 and not module.data_parallel:
+            raise StudioError(f"generator={gen_cfg.name} ({gen_cfg.arch}) cannot train in several processes yet; "
+                              "train it with trainer=cpu or trainer=gpu (the cached model then serves any trainer)")
         batch_size = per_process_batch(gen_cfg.batch_size, trainer.world_size, "generator.batch_size")
         loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*dm.split("train")),
                                              batch_size=batch_size, shuffle=True, drop_last=True,

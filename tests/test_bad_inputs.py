@@ -297,11 +297,13 @@ def test_a_training_that_diverges_is_one_line_and_caches_nothing(command, args, 
                                        "a multiple of 2 (e.g. 62 or 64)", "trainer.devices"]),
     ("train-generator", ["generator=vae", "generator.batch_size=9", "trainer.devices=4"],
      ["generator.batch_size=9 cannot be split between 4 training processes", "(e.g. 8 or 12)"]),
-], ids=["classifier", "generator"])
+    ("train-generator", ["generator=dcgan"], ["generator=dcgan (dcgan) cannot train in several processes yet",
+                                              "trainer=cpu"]),
+], ids=["classifier", "generator", "gan"])
 def test_a_batch_the_processes_cannot_share_is_one_line_and_trains_nothing(command, args, fragments, outputs,
                                                                            tmp_path):
     """trainer=ddp_cpu splits the batch between the processes (the recipe stays that of one process); an
-    uneven split is refused before any process starts."""
+    uneven split, or a generator that cannot train data-parallel, is refused before any process starts."""
     models = tmp_path / "models"
     result = run_studio_forked(command, "trainer=ddp_cpu", *args, f"paths.models={models}",
                                f"hydra.run.dir={tmp_path / 'run'}", *QUIET_LOCAL, outputs=outputs)

@@ -162,7 +162,7 @@ class DiffusionModule(GeneratorModule):
         t = torch.randint(0, len(self.alphas_bar), (len(x0),), device=self.device)
         noise = torch.randn_like(x0)
         loss = (self.loss_weight(t) * self.noise_error(self.online, x0, t, noise)).mean()
-        self.log("denoise_loss", loss, prog_bar=True, on_step=False, on_epoch=True)
+        self.log("denoise_loss", loss, prog_bar=True, on_step=False, on_epoch=True, sync_dist=True)
         return loss
 
     def loss_weight(self, t: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,7 @@ class GeneratorModule(pl.LightningModule):
     sampled = "generator"  # the state dict's part that sample() runs: a plain generator state dict loads there
     sampled_what = "the generator's weights"  # ... in words, and what to do when a module's state dict lacks it
     sampled_missing = "is generator.arch right?"
+    data_parallel = True  # trains under trainer=ddp_cpu / ddp (several processes)
 
     def prior(self, n: int, seed: int) -> torch.Tensor:
         """n latent codes from N(0, I), drawn on the CPU from `seed` (the same on every device)."""
@@ -73,6 +74,10 @@ class GANModule(GeneratorModule):
     the random start. The state dict holds both (ema.*, online.*) and the discriminator."""
 
     options = ("ema_decay", "augment_translation", "augment_cutout")
+    # Not data-parallel (yet): its two networks take separate backward passes in one training step, which
+    # DDP refuses (unused parameters) and, with find_unused_parameters, runs without a check that both
+    # networks' gradients were averaged across the processes.
+    data_parallel = False
     sampled = "ema"
     sampled_what = "the moving average (EMA) of the generator's weights"
     sampled_missing = ("a checkpoint from before the EMA recipe? Retrain it (studio train-generator generator=dcgan; "
@@ -116,7 +121,8 @@ class GANModule(GeneratorModule):
         self.manual_backward(g_loss)
         opt_g.step()
         self.update_ema()
-        self.log_dict({"d_loss": d_loss, "g_loss": g_loss}, prog_bar=True, on_step=False, on_epoch=True)
+        self.log_dict({"d_loss": d_loss, "g_loss": g_loss}, prog_bar=True, on_step=False, on_epoch=True,
+                      sync_dist=True)  # data-parallel: the mean over every process, not rank 0's
 
     def update_ema(self) -> None:
         update_ema(self.ema, self.online, self.ema_updates, self.ema_decay)
@@ -150,7 +156,7 @@ class VAEModule(GeneratorModule):
             raise diverged("the decoder's images became nan or inf", self.current_epoch + 1, batch_idx + 1,
                            f"generator.lr={self.lr:g}")
         loss = negative_elbo(x, recon, mu, logvar).mean()
-        self.log("neg_elbo", loss, prog_bar=True, on_step=False, on_epoch=True)
+        self.log("neg_elbo", loss, prog_bar=True, on_step=False, on_epoch=True, sync_dist=True)
         return loss
 
     def configure_optimizers(self):

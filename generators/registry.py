@@ -14,6 +14,7 @@ from generators.diffusion import DiffusionModule
 from generators.modules import GANModule, GeneratorModule, VAEModule
 from studio.cache import config_hash, load_or_train
 from studio.data import ImageDataModule
+from studio.distributed import check_launcher, per_process_batch, worker_errors
 from studio.errors import StudioError, lookup
 from studio.files import atomic_path
 from studio.models import load_state_dict_file
@@ -46,6 +47,8 @@ class SampleGrid(pl.Callback):
         self.out_dir, self.n = out_dir, n
 
     def on_train_epoch_end(self, trainer, module: GeneratorModule):
+        if not trainer.is_global_zero:  # data-parallel workers hold the same weights: one writer
+            return
         grid = make_grid(module.preview(self.n, seed=0).float().cpu(), nrow=8, pad_value=1)
         if self.out_dir is not None:
             with atomic_path(self.out_dir / f"samples_epoch{trainer.current_epoch:03d}.png") as tmp:
@@ -89,10 +92,16 @@ def trained_generator(gen_cfg, data_cfg, trainer_cfg, dm: ImageDataModule, model
                              log_every_n_steps=10, enable_progress_bar=shown["enable_progress_bar"],
                              callbacks=[StopIfDiverged(f"generator.lr={gen_cfg.lr:g}"), SampleGrid(samples_dir),
                                         checkpoint, RngState(), *shown["callbacks"]])
+        # data-parallel: each process takes its share of the batch (studio/distributed.py)
+        check_launcher(trainer, runtime.get("strategy", "auto"))
+        if trainer.world_size > 1 and not module.data_parallel:
+            raise StudioError(f"generator={gen_cfg.name} ({gen_cfg.arch}) cannot train in several processes yet; "
+                              "train it with trainer=cpu or trainer=gpu (the cached model then serves any trainer)")
+        batch_size = per_process_batch(gen_cfg.batch_size, trainer.world_size, "generator.batch_size")
         loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*dm.split("train")),
-                                             batch_size=gen_cfg.batch_size, shuffle=True, drop_last=True,
+                                             batch_size=batch_size, shuffle=True, drop_last=True,
                                              generator=torch.Generator().manual_seed(gen_cfg.seed))
-        with warnings.catch_warnings():  # the GAN's EMA generator stays in eval mode on purpose
+        with warnings.catch_warnings(), worker_errors():  # the GAN's EMA generator stays in eval mode on purpose
             warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
             trainer.fit(module, loader, ckpt_path=last, weights_only=True)
         return {"generator": dict(gen_cfg), "data": data_cfg.name, "resumed": last is not None,

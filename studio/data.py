@@ -365,13 +365,15 @@ class ImageDataModule:
         x = self.split("train")[0]
         return x.mean(dim=(0, 2, 3)).tolist(), x.std(dim=(0, 2, 3)).clamp_min(1e-6).tolist()
 
-    def _loader(self, name: str, shuffle: bool) -> DataLoader:
+    def _loader(self, name: str, shuffle: bool, batch_size: int | None = None) -> DataLoader:
         generator = torch.Generator().manual_seed(self.split_seed)
-        return DataLoader(TensorDataset(*self.split(name)), batch_size=self.batch_size, shuffle=shuffle,
-                          num_workers=self.num_workers, generator=generator if shuffle else None)
+        return DataLoader(TensorDataset(*self.split(name)), batch_size=batch_size or self.batch_size,
+                          shuffle=shuffle, num_workers=self.num_workers, generator=generator if shuffle else None)
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+    def train_dataloader(self, batch_size: int | None = None) -> DataLoader:
+        """Shuffled training batches of `batch_size` (default: the data config's; data-parallel training
+        passes each process's share)."""
+        return self._loader("train", shuffle=True, batch_size=batch_size)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)

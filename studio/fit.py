@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 
 from studio.data import ImageDataModule
+from studio.distributed import check_launcher, per_process_batch, worker_errors
 from studio.errors import StudioError
 from studio.models import Classifier
 from studio.progress import interactive
@@ -50,8 +51,10 @@ class ClassifierModule(pl.LightningModule):
         logits = self.model(x)
         loss = F.cross_entropy(logits, y)
         acc = (logits.argmax(1) == y).float().mean()
+        # sync_dist: under data-parallel training, early stopping and the best checkpoint go by the mean over
+        # every process's share of the validation set, not rank 0's half (one process: no effect)
         self.log_dict({f"{split}_loss": loss, f"{split}_acc": acc}, prog_bar=split != "train",
-                      on_step=False, on_epoch=True)
+                      on_step=False, on_epoch=True, sync_dist=True)
         return loss
 
     def training_step(self, batch, _):
@@ -132,6 +135,8 @@ class EpochLines(pl.Callback):
         self.name = name
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero:  # data-parallel workers: one line per epoch, not one per process
+            return
         shown = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
         values = ", ".join(f"{k} {v:.4g}" for k, v in sorted(shown.items()))
         print(f"{self.name}: epoch {trainer.current_epoch + 1}/{trainer.max_epochs}" + (f": {values}" if values else ""),
@@ -190,7 +195,11 @@ def fit(model: Classifier, model_cfg, trainer_cfg, dm: ImageDataModule, workdir:
                          callbacks=[StopIfDiverged(f"model.optim.lr={model_cfg.optim.lr:g}"),
                                     EarlyStopping("val_loss", mode="min", patience=patience), checkpoint,
                                     every_epoch_checkpoint(workdir), RngState(), *shown["callbacks"]])
-    trainer.fit(module, dm.train_dataloader(), dm.val_dataloader(), ckpt_path=last, weights_only=True)
+    # data-parallel: each process takes its share of data.batch_size (studio/distributed.py)
+    check_launcher(trainer, trainer_kwargs.get("strategy", "auto"))
+    train_loader = dm.train_dataloader(per_process_batch(dm.batch_size, trainer.world_size, "data.batch_size"))
+    with worker_errors():
+        trainer.fit(module, train_loader, dm.val_dataloader(), ckpt_path=last, weights_only=True)
     best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(best)
     model.eval()

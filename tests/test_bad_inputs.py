@@ -279,7 +279,8 @@ def test_nan_render_fails_in_one_line_and_writes_nothing(outputs, small_cnn, tmp
 @pytest.mark.parametrize("command,args,setting", [
     ("train", ["model.optim.lr=1e9", "trainer.max_epochs=2"], "model.optim.lr=1e+09"),
     ("train-generator", ["generator=vae", "generator.lr=1e9", "generator.max_epochs=2"], "generator.lr=1e+09"),
-], ids=["classifier", "generator"])
+    ("train", ["trainer=ddp_cpu", "model.optim.lr=1e9", "trainer.max_epochs=2"], "model.optim.lr=1e+09"),
+], ids=["classifier", "generator", "classifier-2-processes"])
 def test_a_training_that_diverges_is_one_line_and_caches_nothing(command, args, setting, outputs, tmp_path):
     """lr=1e9 turns the loss or the weights nan within a few steps: the run stops there, names the setting,
     and no model enters the cache (a rerun would not reuse garbage)."""
@@ -288,6 +289,39 @@ def test_a_training_that_diverges_is_one_line_and_caches_nothing(command, args, 
                                *QUIET_LOCAL, outputs=outputs)
     assert_one_line_error(result, "training diverged: ", "in epoch 1, step ", f"; lower {setting}")
     assert sorted(p.suffix for p in models.iterdir()) == [".lock"]  # no weights, no facts, no work dir
+    assert _left_behind(tmp_path / "run") == []
+
+
+@pytest.mark.parametrize("command,args,fragments", [
+    ("train", ["data.batch_size=63"], ["data.batch_size=63 cannot be split between 2 training processes",
+                                       "a multiple of 2 (e.g. 62 or 64)", "trainer.devices"]),
+    ("train-generator", ["generator=vae", "generator.batch_size=9", "trainer.devices=4"],
+     ["generator.batch_size=9 cannot be split between 4 training processes", "(e.g. 8 or 12)"]),
+    ("train-generator", ["generator=dcgan"], ["generator=dcgan (dcgan) cannot train in several processes yet",
+                                              "trainer=cpu"]),
+], ids=["classifier", "generator", "gan"])
+def test_a_batch_the_processes_cannot_share_is_one_line_and_trains_nothing(command, args, fragments, outputs,
+                                                                           tmp_path):
+    """trainer=ddp_cpu splits the batch between the processes (the recipe stays that of one process); an
+    uneven split, or a generator that cannot train data-parallel, is refused before any process starts."""
+    models = tmp_path / "models"
+    result = run_studio_forked(command, "trainer=ddp_cpu", *args, f"paths.models={models}",
+                               f"hydra.run.dir={tmp_path / 'run'}", *QUIET_LOCAL, outputs=outputs)
+    assert_one_line_error(result, *fragments)
+    assert "Starting with" not in result.stdout + result.stderr
+    assert sorted(p.suffix for p in models.iterdir()) == [".lock"]
+    assert _left_behind(tmp_path / "run") == []
+
+
+def test_a_strategy_that_reruns_the_command_line_is_one_line_and_trains_nothing(outputs, tmp_path):
+    """Lightning's `ddp` starts its other processes by running argv again: through `studio` that fails
+    (and would repeat the whole command per process); the one line names the strategies that work."""
+    models = tmp_path / "models"
+    result = run_studio_forked("train", "trainer=ddp_cpu", "trainer.strategy=ddp", f"paths.models={models}",
+                               f"hydra.run.dir={tmp_path / 'run'}", *QUIET_LOCAL, outputs=outputs)
+    assert_one_line_error(result, "trainer.strategy=ddp re-runs the command line in every process",
+                          "ddp_fork (CPU: trainer=ddp_cpu)", "ddp_spawn (GPU: trainer=ddp)")
+    assert sorted(p.suffix for p in models.iterdir()) == [".lock"]
     assert _left_behind(tmp_path / "run") == []
 
 

@@ -37,6 +37,7 @@ from studio.files import write_json
 from studio.report.grid import comparison_grid
 from studio.report.jobs import find_jobs, group_keys, varying_keys
 from studio.report.paired import Comparison, compare, write_paired
+from studio.report.trials import Tuning, find_tuning, write_trials
 from studio.report.plots import plot_history, plot_metrics, target_keys
 from studio.report.tables import (flat_row, split_metric_names, job_rows, summary_markdown, summary_metric_names, key_columns,
                                   summarize, write_tables)
@@ -56,6 +57,7 @@ class Report:
     jobs: int
     paths: dict[str, Path]
     comparison: Comparison | None = None  # the paired tests (None: report(paired=False))
+    tuning: Tuning | None = None  # an Optuna search's trials, best trial / front and recipes (studio/report/trials.py)
 
 
 # --- the report ----------------------------------------------------------------------------------
@@ -95,12 +97,14 @@ def report(sweep_dir: str | Path, by: list[str] | None = None, average_over=("se
     for name in ("paired.csv", "paired.md") if comparison is None else ():  # an earlier report's
         (sweep_dir / name).unlink(missing_ok=True)
     layout = _pictures(sweep_dir, jobs, rows, summary, keys, names, columns, series, summary_names, cell, paths)
+    tuning = find_tuning(sweep_dir, jobs)
+    paths.update(write_trials(sweep_dir, tuning) if tuning else {})
     if gallery:
         from studio.report.gallery import write_gallery
 
         paths["gallery/index.html"] = write_gallery(sweep_dir, jobs, rows, keys, names, varying_keys(jobs, ()),
                                                     summary_names, summary)
-    result = Report(sweep_dir, keys, names, rows, summary, summary_names, failed, len(jobs), paths, comparison)
+    result = Report(sweep_dir, keys, names, rows, summary, summary_names, failed, len(jobs), paths, comparison, tuning)
     write_json(sweep_dir / "report.json", {
         "sweep_dir": str(sweep_dir), "by": keys, "columns": names, "jobs": len(jobs), "failed": failed, "left_out": stale,
         "metrics": summary_names, "summary": summary,
@@ -165,10 +169,24 @@ def print_report(result: Report) -> None:
         for f in result.failed:
             print(f"  {f['job']}: {f['error']}")
     print(f"report -> {result.paths['table.md']}")
+    if result.tuning is not None:
+        print_tuning(result.tuning, result.sweep_dir)
     if "paired.md" in result.paths:
         print(f"paired tests -> {result.paths['paired.md']}")
     if "gallery/index.html" in result.paths:
         print(f"gallery -> {result.paths['gallery/index.html'].resolve().as_uri()}")
+
+
+def print_tuning(tuning: Tuning, sweep_dir: Path) -> None:
+    """The search's best trial (or front) and the line that renders with each recipe."""
+    from studio.tune.recipe import usage
+
+    print(f"trials -> {sweep_dir / 'trials.md'}")
+    for name, number in tuning.recipes.items():
+        trial = next(t for t in tuning.trials if t.number == number)
+        scores = ", ".join(f"{o} = {v:.4g}" for o, v in zip(tuning.objectives, trial.values))
+        print(f"{'best' if len(tuning.recipes) == 1 else 'Pareto front'}: trial {number} ({scores}) -> "
+              f"recipe/{name}.yaml; use it: {usage(name, sweep_dir)}")
 
 
 class ReportCallback(Callback):

@@ -21,6 +21,7 @@ from pathlib import Path
 import optuna
 from filelock import FileLock, Timeout
 from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
+from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from studio.errors import StudioError
@@ -46,6 +47,7 @@ class ResumableSweep(OptunaSweeperImpl):
             distributions.pop(name, None)
         sweep_dir = Path(str(self.sweep_dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)  # SQLite makes the file, not its folder
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")  # what the basic sweeper writes: the report reads it
         lock = FileLock(str(sweep_dir / "optuna.lock"))
         try:
             lock.acquire(timeout=0)

@@ -8,6 +8,7 @@ complete manifest has the same config is skipped, so re-running a stopped sweep 
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import traceback
@@ -86,6 +87,8 @@ def quiet_known_noise() -> None:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*TensorBoard.*")
+    # alembic (Optuna's SQLite schema tool, imported when Hydra scans its plugins) logs 7 "setup plugin" lines
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:

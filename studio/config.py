@@ -19,6 +19,8 @@ LAUNCHER_PLUGINS = {"submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", 
                     "submitit_local": ("hydra_plugins.hydra_submitit_launcher", "slurm"),
                     "ray": ("hydra_plugins.hydra_ray_launcher", "ray"),
                     "ray_aws": ("hydra_plugins.hydra_ray_launcher", "ray")}
+# The same for sweepers (hydra/sweeper=<name>, or an experiment that picks one in its defaults).
+SWEEPER_PLUGINS = {"optuna": ("hydra_plugins.hydra_optuna_sweeper", "optuna")}
 
 
 def load(*parts: str):
@@ -65,6 +67,8 @@ def check_config_choices(overrides: list[str]) -> None:
         group = override.key_or_group
         if group == "hydra/launcher" and str(override.value()) in LAUNCHER_PLUGINS:
             _check_launcher_plugin(str(override.value()))
+        if group in ("hydra/sweeper", "experiment") and not override.is_sweep_override():
+            _check_sweeper_plugin(group, str(override.value()))
         if group == "hydra" or group.startswith("hydra/") or not (CONF_DIR / group).is_dir():
             continue
         if override.is_delete():
@@ -84,6 +88,20 @@ def _check_launcher_plugin(name: str) -> None:
     module, extra = LAUNCHER_PLUGINS[name]
     if importlib.util.find_spec(module.split(".")[0]) is None or importlib.util.find_spec(module) is None:
         raise StudioError(f"hydra/launcher={name} needs its Hydra plugin: pip install 'feature-viz-studio[{extra}]'")
+
+
+def _check_sweeper_plugin(group: str, name: str) -> None:
+    """hydra/sweeper=optuna, or an experiment whose defaults pick it, without the plugin installed: one line."""
+    import importlib.util
+
+    if group == "experiment":
+        path = CONF_DIR / "experiment" / f"{name}.yaml"
+        text = path.read_text() if path.is_file() else ""
+        name = next((s for s in SWEEPER_PLUGINS if f"override /hydra/sweeper: {s}" in text), "")
+    if name in SWEEPER_PLUGINS:
+        module, extra = SWEEPER_PLUGINS[name]
+        if importlib.util.find_spec(module.split(".")[0]) is None or importlib.util.find_spec(module) is None:
+            raise StudioError(f"hydra/sweeper={name} needs its Hydra plugin: pip install 'feature-viz-studio[{extra}]'")
 
 
 def checked_overrides(command: str, overrides: list[str]) -> list[str]:

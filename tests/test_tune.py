@@ -50,13 +50,18 @@ def test_a_killed_search_resumes_from_its_storage_and_its_best_trial_is_a_recipe
         assert manifest["metrics"]["activation_gain_mean"] == pytest.approx(t.value)
 
     best = max(trials, key=lambda t: t.value)
+    import studio
+
+    search = studio.load_tuning(sweep_dir)  # the same search from Python
+    assert [t.number for t in search.best] == [best.number] and search.recipes == {"tuned_regularizer": best.number}
     recipe = sweep_dir / "recipe" / "tuned_regularizer.yaml"
     use = next(line for line in recipe.read_text().splitlines() if line.startswith("# Use it: "))
-    assert f"best: trial {best.number} (activation_gain_mean = " in result.stdout and use[len("# Use it: "):] in result.stdout
-    command = shlex.split(use[len("# Use it: "):])
+    line = use[len("# Use it: "):]
+    assert f"best: trial {best.number} (activation_gain_mean = " in result.stdout and line in result.stdout
+    command = shlex.split(line)
     assert command[:2] == ["studio", "visualize"]
-    again = run_studio_forked(*command[2:], "objective.classes=[0,1,2]", "judge_metrics=false", "exemplars.k=0",
-                              "logger=none", f"hydra.run.dir={tmp_path / 'tuned'}", outputs=outputs)
+    again = run_studio_forked(*command[1:], "objective=class", "objective.classes=[0,1,2]", "judge_metrics=false",
+                              "exemplars.k=0", "logger=none", f"hydra.run.dir={tmp_path / 'tuned'}", outputs=outputs)
     assert again.returncode == 0, again.stderr
     tuned, trial = read_manifest(tmp_path / "tuned"), read_manifest(sweep_dir / str(best.number))
     for key in ("lr", "steps", "regularizer"):  # the recipe renders with the best trial's settings
@@ -77,3 +82,11 @@ def test_a_bad_search_is_one_line_and_leaves_no_sweep_dir(bad, fragments, output
     result = run_studio_forked("visualize", *TINY, bad, f"hydra.sweep.dir={sweep_dir}", outputs=outputs)
     assert_one_line_error(result, *fragments)
     assert not sweep_dir.exists()
+
+
+def test_a_sweep_that_is_no_search_is_refused_by_load_tuning(tmp_path):
+    import studio
+    from studio.errors import StudioError
+
+    with pytest.raises(StudioError, match="is not an Optuna search"):
+        studio.load_tuning(tmp_path)

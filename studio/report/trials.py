@@ -49,7 +49,8 @@ def find_tuning(sweep_dir: Path, jobs: list[Job]) -> Tuning | None:
         cfg = OmegaConf.load(Path(sweep_dir) / "multirun.yaml")
     except (OSError, ValueError):
         return None
-    tune = OmegaConf.to_container(cfg.get("tune") or {}, resolve=False)
+    tune = cfg.get("tune")
+    tune = OmegaConf.to_container(tune, resolve=False) if OmegaConf.is_config(tune) else {}
     if not objective_terms(tune) or "direction" not in cfg.hydra.sweeper:
         return None
     direction = OmegaConf.to_container(cfg.hydra.sweeper, resolve=False)["direction"]

@@ -5,6 +5,8 @@
     judge = studio.load_classifier(model="judge_cnn")
     vae = studio.load_generator()                         # the default generator (vae) on mnist5k
     images = vae.sample(16, seed=0)                       # 16×1×28×28 in [0, 1]
+    search = studio.load_tuning("outputs/multiruns/tune_regularizer/<time>")  # an Optuna search's trials
+    search.best[0].params, search.best[0].values, search.recipes
 
 The same config groups and overrides as the CLI (`overrides=["trainer.max_epochs=2"]`), checked the
 same way, and the same cache (paths.models; $STUDIO_OUTPUTS moves it): a model `studio train` made is
@@ -48,3 +50,22 @@ def load_generator(generator: str = "vae", data: str = "mnist5k", overrides: Seq
 
     cfg = _compose("train-generator", {"generator": generator, "data": data}, overrides, progress)
     return trained_generator(cfg.generator, cfg.data, cfg.trainer, build_datamodule(cfg.data), cfg.paths.models).module
+
+
+def load_tuning(sweep_dir):
+    """An Optuna search's sweep dir (`studio visualize experiment=tune_regularizer`) as the report reads it:
+    `.trials` (number, params, values; values None for a failed trial), `.best` (the best trial; with several
+    objectives the Pareto front), `.directions`, `.objectives` and `.recipes` ({recipe name: trial number})."""
+    from pathlib import Path
+
+    from studio.errors import StudioError
+    from studio.report.jobs import find_jobs
+    from studio.report.trials import find_tuning
+
+    if not Path(sweep_dir).is_dir():
+        raise StudioError(f"sweep dir not found: {sweep_dir}")
+    tuning = find_tuning(Path(sweep_dir), find_jobs(sweep_dir)[0])
+    if tuning is None:
+        raise StudioError(f"{sweep_dir} is not an Optuna search: no multirun.yaml with tune.objectives "
+                          "(run one with `studio visualize experiment=tune_regularizer`)")
+    return tuning

@@ -8,6 +8,7 @@ complete manifest has the same config is skipped, so re-running a stopped sweep 
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import traceback
@@ -30,8 +31,9 @@ def usage() -> str:
     return "\n".join(lines)
 
 
-def _task(cfg) -> None:
-    """Hydra's task function: run the command, write its manifest, mirror it to W&B."""
+def _task(cfg):
+    """Hydra's task function: run the command, write its manifest, mirror it to W&B. Returns the job's
+    tune.objectives value(s) for an optimizing sweeper (Optuna: studio/tune/), None without a `tune` section."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
     from omegaconf import OmegaConf
@@ -39,6 +41,7 @@ def _task(cfg) -> None:
 
     from studio import sweep
     from studio.tracking import Tracker, write_manifest
+    from studio.tune.objectives import objective_values
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -50,7 +53,7 @@ def _task(cfg) -> None:
         OmegaConf.to_container(cfg, resolve=True)  # a ${...} that cannot resolve fails here, before any work
         if multirun and sweep.complete_for(run_dir, cfg):
             print(f"studio {command}: job {hydra_cfg.job.num} is complete for this config; skipped ({run_dir})")
-            return
+            return objective_values(cfg.get("tune"), sweep.manifest_metrics(run_dir))
         group = COMMANDS[command].wandb_group(cfg) or group  # e.g. the report joins its sweep's W&B group
         with Tracker(cfg, command, run_dir, group) as tracker:
             result = COMMANDS[command].run(cfg, tracker)
@@ -58,6 +61,7 @@ def _task(cfg) -> None:
                 result.artifacts["wandb_run"] = str(tracker.wandb_run_dir)
             write_manifest(run_dir, command, cfg, result.metrics, result.items, result.artifacts)
             tracker.summary(result.metrics)
+        return objective_values(cfg.get("tune"), result.metrics)
     except (StudioError, MissingMandatoryValue, InterpolationResolutionError) as e:
         if os.environ.get("STUDIO_DEBUG"):
             raise
@@ -83,6 +87,8 @@ def quiet_known_noise() -> None:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*TensorBoard.*")
+    # alembic (Optuna's SQLite schema tool, imported when Hydra scans its plugins) logs 7 "setup plugin" lines
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,6 +19,8 @@ LAUNCHER_PLUGINS = {"submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", 
                     "submitit_local": ("hydra_plugins.hydra_submitit_launcher", "slurm"),
                     "ray": ("hydra_plugins.hydra_ray_launcher", "ray"),
                     "ray_aws": ("hydra_plugins.hydra_ray_launcher", "ray")}
+# The same for sweepers (hydra/sweeper=<name>, or an experiment that picks one in its defaults).
+SWEEPER_PLUGINS = {"optuna": ("hydra_plugins.hydra_optuna_sweeper", "optuna")}
 
 
 def load(*parts: str):
@@ -43,17 +45,30 @@ def compose(config_name: str, overrides: list[str] | None = None):
         return hydra_compose(config_name=config_name, overrides=list(overrides or []))
 
 
-def config_choices(group: str) -> list[str]:
-    """Names available in a config group (the YAML files of conf/<group>/)."""
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+def config_choices(group: str, search_dirs: tuple[Path, ...] = ()) -> list[str]:
+    """Names available in a config group: the YAML files of conf/<group>/ and of <dir>/<group>/ for each
+    folder the command line adds to Hydra's search path (e.g. a tuning sweep's recipe/tuned_*.yaml)."""
+    return sorted({p.stem for root in (CONF_DIR, *search_dirs) for p in (Path(root) / group).glob("*.yaml")})
+
+
+def search_dirs(parsed: list) -> tuple[Path, ...]:
+    """The folders of `hydra.searchpath=[file://<dir>, ...]` on the command line (pkg:// entries aside)."""
+    for override in parsed:
+        if override.key_or_group == "hydra.searchpath" and isinstance(override.value(), list):
+            return tuple(Path(str(v)[len("file://"):]) for v in override.value() if str(v).startswith("file://"))
+    return ()
 
 
 def check_config_choices(overrides: list[str]) -> None:
     """Fail in one line on `group=name` naming a config that does not exist (Hydra says it in ten)."""
-    for override in parse_overrides(overrides):
+    parsed = parse_overrides(overrides)
+    extra = search_dirs(parsed)
+    for override in parsed:
         group = override.key_or_group
         if group == "hydra/launcher" and str(override.value()) in LAUNCHER_PLUGINS:
             _check_launcher_plugin(str(override.value()))
+        if group in ("hydra/sweeper", "experiment") and not override.is_sweep_override():
+            _check_sweeper_plugin(group, str(override.value()))
         if group == "hydra" or group.startswith("hydra/") or not (CONF_DIR / group).is_dir():
             continue
         if override.is_delete():
@@ -61,7 +76,7 @@ def check_config_choices(overrides: list[str]) -> None:
         names = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
         # `regularizer=[l2,tv]` selects several configs of one group at once
         names = [n for name in names for n in (name if isinstance(name, list) else [name])]
-        choices = config_choices(group)
+        choices = config_choices(group, extra)
         for name in names:
             if str(name) not in choices:
                 raise unknown(group.replace("/", "."), name, choices)
@@ -73,6 +88,20 @@ def _check_launcher_plugin(name: str) -> None:
     module, extra = LAUNCHER_PLUGINS[name]
     if importlib.util.find_spec(module.split(".")[0]) is None or importlib.util.find_spec(module) is None:
         raise StudioError(f"hydra/launcher={name} needs its Hydra plugin: pip install 'feature-viz-studio[{extra}]'")
+
+
+def _check_sweeper_plugin(group: str, name: str) -> None:
+    """hydra/sweeper=optuna, or an experiment whose defaults pick it, without the plugin installed: one line."""
+    import importlib.util
+
+    if group == "experiment":
+        path = CONF_DIR / "experiment" / f"{name}.yaml"
+        text = path.read_text() if path.is_file() else ""
+        name = next((s for s in SWEEPER_PLUGINS if f"override /hydra/sweeper: {s}" in text), "")
+    if name in SWEEPER_PLUGINS:
+        module, extra = SWEEPER_PLUGINS[name]
+        if importlib.util.find_spec(module.split(".")[0]) is None or importlib.util.find_spec(module) is None:
+            raise StudioError(f"hydra/sweeper={name} needs its Hydra plugin: pip install 'feature-viz-studio[{extra}]'")
 
 
 def checked_overrides(command: str, overrides: list[str]) -> list[str]:

@@ -34,6 +34,14 @@ def complete_for(run_dir: Path, cfg) -> bool:
     return manifest.get("status") == "complete" and manifest.get("config") == config
 
 
+def manifest_metrics(run_dir: Path) -> dict:
+    """The run metrics of run_dir's manifest ({} if it has none)."""
+    try:
+        return json.loads((Path(run_dir) / "manifest.json").read_text()).get("metrics") or {}
+    except (OSError, ValueError):
+        return {}
+
+
 def record_failure(run_dir: Path, command: str, cfg, message: str, user_error: bool) -> None:
     """A failed job's manifest: what the report lists, and what a rerun does not skip."""
     try:

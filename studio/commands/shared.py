@@ -36,13 +36,30 @@ def train_one(cfg, model_cfg, dm, tracker: Tracker, role: str) -> Trained:
     return trained
 
 
+# The judges built in this process, by checkpoint files and data: a sweep's jobs that run in one process
+# (the basic launcher; every trial of an Optuna search) share one instead of embedding the real images again
+# (25 s of a 45 s class-render job on this CPU). Few entries: one per judge x eye x data set used.
+_JUDGES: dict = {}
+
+
 def judge_for(cfg, dm, tracker: Tracker, judge_model=None):
     """The Judge of cfg.judge (trained or cached, or the network given) with cfg.eye (trained or cached)
     as its second realism view (studio/judge.py)."""
+    from omegaconf import OmegaConf
+
     from studio.judge import Judge
 
-    judge_model = judge_model if judge_model is not None else train_one(cfg, cfg.judge, dm, tracker, "judge").model
-    return Judge.for_data(judge_model, dm, eyes={"eye": train_one(cfg, cfg.eye, dm, tracker, "eye").model})
+    given = judge_model is not None
+    judge = None if given else train_one(cfg, cfg.judge, dm, tracker, "judge")
+    eye = train_one(cfg, cfg.eye, dm, tracker, "eye")
+    key = None if given else tuple((str(t.path), t.path.stat().st_mtime_ns) for t in (judge, eye)) + (
+        OmegaConf.to_yaml(cfg.data, resolve=True),)
+    if key is not None and key in _JUDGES:
+        return _JUDGES[key]
+    built = Judge.for_data(judge_model if given else judge.model, dm, eyes={"eye": eye.model})
+    if key is not None:
+        _JUDGES[key] = built
+    return built
 
 
 def generator_for(cfg, dm, tracker: Tracker, samples_dir: Path | None = None):

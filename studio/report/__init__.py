@@ -41,6 +41,7 @@ from studio.report.grid import comparison_grid
 from studio.report.jobs import find_jobs, group_keys, varying_keys
 from studio.report.answers import QUIZ_METRICS, read_answers, score
 from studio.report.paired import Comparison, compare, write_paired
+from studio.report.trials import Tuning, find_tuning, write_trials
 from studio.report.plots import plot_history, plot_metrics, target_keys
 from studio.report.quiz import quiz_questions
 from studio.report.tables import (flat_row, split_metric_names, job_rows, summary_markdown, summary_metric_names, key_columns,
@@ -63,6 +64,7 @@ class Report:
     comparison: Comparison | None = None  # the paired tests (None: report(paired=False))
     quiz: dict | None = None  # the scored quiz answers: file, answers, right, questions (None: no quiz=)
     headline: list[str] | None = None  # the summary metrics printed and put first in table.md (None: all)
+    tuning: Tuning | None = None  # an Optuna search's trials, best trial / front and recipes (studio/report/trials.py)
 
 
 # --- the report ----------------------------------------------------------------------------------
@@ -108,13 +110,15 @@ def report(sweep_dir: str | Path, by: list[str] | None = None, average_over=("se
     for name in ("paired.csv", "paired.md") if comparison is None else ():  # an earlier report's
         (sweep_dir / name).unlink(missing_ok=True)
     layout = _pictures(sweep_dir, jobs, rows, summary, keys, names, columns, series, summary_names, cell, paths)
+    tuning = find_tuning(sweep_dir, jobs)
+    paths.update(write_trials(sweep_dir, tuning) if tuning else {})
     if gallery:
         from studio.report.gallery import write_gallery
 
         paths["gallery/index.html"] = write_gallery(sweep_dir, jobs, rows, keys, names, varying_keys(jobs, ()),
                                                     summary_names, summary, questions)
     result = Report(sweep_dir, keys, names, rows, summary, summary_names, failed, len(jobs), paths, comparison,
-                    scored, headline)
+                    scored, headline, tuning)
     paths["report.json"] = _write_json(result, stale, layout)
     if tracker is not None:
         _mirror(tracker, result, paths.get("comparison_grid.png"),
@@ -213,10 +217,24 @@ def print_report(result: Report) -> None:
         print(f"quiz: {q['answers']} answer(s) from {q['file']}, {q['right']} right ({q['right'] / q['answers']:.0%}); "
               f"quiz_accuracy per group with its 95% Wilson interval in the tables")
     print(f"report -> {result.paths['table.md']}")
+    if result.tuning is not None:
+        print_tuning(result.tuning, result.sweep_dir)
     if "paired.md" in result.paths:
         print(f"paired tests -> {result.paths['paired.md']}")
     if "gallery/index.html" in result.paths:
         print(f"gallery -> {result.paths['gallery/index.html'].resolve().as_uri()}")
+
+
+def print_tuning(tuning: Tuning, sweep_dir: Path) -> None:
+    """The search's best trial (or front) and the line that renders with each recipe."""
+    from studio.tune.recipe import usage
+
+    print(f"trials -> {sweep_dir / 'trials.md'}")
+    for name, number in tuning.recipes.items():
+        trial = next(t for t in tuning.trials if t.number == number)
+        scores = ", ".join(f"{o} = {v:.4g}" for o, v in zip(tuning.objectives, trial.values))
+        print(f"{'best' if len(tuning.recipes) == 1 else 'Pareto front'}: trial {number} ({scores}) -> "
+              f"recipe/{name}.yaml; use it: {usage(name, sweep_dir)}")
 
 
 class ReportCallback(Callback):

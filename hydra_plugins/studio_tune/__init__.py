@@ -1,0 +1,1 @@
+"""The studio's Hydra plugins (Hydra only instantiates plugins under the `hydra_plugins` namespace package)."""

@@ -41,7 +41,9 @@ def start_ray(num_cpus: int) -> tuple[subprocess.Popen, str, float]:
     head = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
                              f"--port={port}", f"--num-cpus={num_cpus}", "--include-dashboard=false",
                              "--object-store-memory=78643200", "--disable-usage-stats",
-                             f"--temp-dir={tempfile.mkdtemp(prefix='ray-', dir='/tmp')}"],
+                             f"--temp-dir={tempfile.mkdtemp(prefix='ray-', dir='/tmp')}",
+                             # ports `ray start` would fix: free ones, so a test's cluster may run beside it
+                             f"--ray-client-server-port={free_port()}", f"--dashboard-agent-listen-port={free_port()}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     while True:
         try:

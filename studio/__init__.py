@@ -1,11 +1,12 @@
 """Generator-constrained feature visualization: see what a neural network has learned.
 
-`studio.load_classifier()` and `studio.load_generator()` give the cached trained models (studio/api.py);
+`studio.load_classifier()` and `studio.load_generator()` give the cached trained models, `studio.run_sweep()` runs a
+sweep with any launcher (studio/api.py);
 the engines are `studio.optvis` (feature visualization) and `studio.explain` (local explanations); the
 CLI is `studio <command>` (studio/cli.py).
 """
 
-__all__ = ["load_classifier", "load_generator"]
+__all__ = ["load_classifier", "load_generator", "run_sweep"]
 
 
 def __getattr__(name: str):

@@ -164,6 +164,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _own_ports() -> list[str]:
+    """Free ports for what `ray start` would put on fixed ones (client server 10001, dashboard agent 52365):
+    two clusters at once (xdist workers, a benchmark) must not collide."""
+    return [f"--ray-client-server-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}"]
+
+
 def _listening(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -181,7 +187,8 @@ def ray_cluster(outputs):
     head = subprocess.Popen(
         [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
          "--include-dashboard=false", "--object-store-memory=78643200", "--disable-usage-stats",
-         f"--temp-dir={temp_dir}"], env=_env(outputs), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+         f"--temp-dir={temp_dir}", *_own_ports()], env=_env(outputs), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         start_new_session=True)  # the workers inherit STUDIO_OUTPUTS; its process group is the whole cluster
     try:
         deadline = time.monotonic() + 120
@@ -205,26 +212,23 @@ def ray_cluster(outputs):
 
 @pytest.fixture(scope="module")
 def ray_sweep(small_cnn, judge, outputs, ray_cluster, tmp_path_factory):
+    """The sweep on the cluster, from Python (studio.run_sweep: the CLI in a child process)."""
+    import studio
+
     sweep_dir = tmp_path_factory.mktemp("ray") / "sweep"
-    result = run_studio("visualize", *SWEEP, "logger=none", "hydra/launcher=ray",
-                        f"hydra.launcher.ray.init.address={ray_cluster}", f"hydra.sweep.dir={sweep_dir}",
-                        outputs=outputs)
-    return sweep_dir, result
+    overrides = [*SWEEP, "logger=none", "hydra/launcher=ray", f"hydra.launcher.ray.init.address={ray_cluster}"]
+    return studio.run_sweep("visualize", overrides, sweep_dir=sweep_dir)
 
 
 def test_ray_sweep_runs_on_the_cluster_and_lands_in_the_sweep_dir(ray_sweep):
-    sweep_dir, result = ray_sweep
-    assert result.returncode == 0, result.stderr
-    assert "Connecting to existing Ray cluster at address" in result.stderr
+    sweep_dir = ray_sweep
     done = _manifests(sweep_dir)
     assert sorted(done) == ["0", "1", "2", "3"] and all(m["status"] == "complete" for m in done.values())
     assert [_job_id(sweep_dir / str(k)) for k in range(4)] == [f"job_id_for_{k}" for k in range(4)]  # Ray's ids
 
 
 def test_ray_sweep_report_aggregates_every_job(ray_sweep):
-    sweep_dir, result = ray_sweep
-    assert "report -> " in result.stdout
-    _assert_report_aggregates_every_job(sweep_dir)
+    _assert_report_aggregates_every_job(ray_sweep)
 
 
 def test_unreachable_ray_is_one_line_and_no_sweep_dir(outputs, tmp_path):
@@ -234,4 +238,16 @@ def test_unreachable_ray_is_one_line_and_no_sweep_dir(outputs, tmp_path):
                                outputs=outputs)
     assert_one_line_error(result, f"Ray is not reachable at hydra.launcher.ray.init.address=127.0.0.1:{port}",
                           "ray start --head", "address=auto")
+    assert not sweep_dir.exists()
+
+
+def test_unreachable_ray_from_python_is_the_same_one_line_error(outputs, tmp_path):
+    import studio
+    from studio.errors import StudioError
+
+    sweep_dir, port = tmp_path / "sweep", _free_port()
+    with pytest.raises(StudioError) as caught:
+        studio.run_sweep("visualize", ["+recipe=none,l2", "steps=2", "hydra/launcher=ray",
+                                       f"hydra.launcher.ray.init.address=127.0.0.1:{port}"], sweep_dir=sweep_dir)
+    assert str(caught.value).startswith(f"Ray is not reachable at hydra.launcher.ray.init.address=127.0.0.1:{port} (")
     assert not sweep_dir.exists()

@@ -16,11 +16,12 @@ test: $(STAMP) system-deps
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# the launcher extras too: tests/test_launchers.py runs real submitit jobs and a real local Ray cluster
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,slurm,ray]'
 	touch $@
 
 # Debian packages the tests use for real (Fashion-MNIST files; chromium + chromedriver for the gallery test). Installed only when missing.

@@ -1,12 +1,12 @@
 """Generator-constrained feature visualization: see what a neural network has learned.
 
-`studio.load_classifier()` and `studio.load_generator()` give the cached trained models, `studio.load_tuning()`
-an Optuna search's trials (studio/api.py);
+`studio.load_classifier()` and `studio.load_generator()` give the cached trained models, `studio.run_sweep()` runs a
+sweep with any launcher, `studio.load_tuning()` reads an Optuna search's trials (studio/api.py);
 the engines are `studio.optvis` (feature visualization) and `studio.explain` (local explanations); the
 CLI is `studio <command>` (studio/cli.py).
 """
 
-__all__ = ["load_classifier", "load_generator", "load_tuning"]
+__all__ = ["load_classifier", "load_generator", "load_tuning", "run_sweep"]
 
 
 def __getattr__(name: str):

@@ -15,6 +15,7 @@ loaded, not trained again.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 from torch import nn
@@ -69,3 +70,30 @@ def load_tuning(sweep_dir):
         raise StudioError(f"{sweep_dir} is not an Optuna search: no multirun.yaml with tune.objectives "
                           "(run one with `studio visualize experiment=tune_regularizer`)")
     return tuning
+
+
+def run_sweep(command: str, overrides: Sequence[str], sweep_dir: str | Path) -> Path:
+    """Run `studio <command> -m <overrides> hydra.sweep.dir=<sweep_dir>` (any `hydra/launcher=...`,
+    an `experiment=...`) and return the sweep dir, whose report the sweep wrote if its config asks for one
+    (`studio.report.report(sweep_dir)` makes or reads it otherwise).
+
+    It runs in a child process, as the CLI: the launcher starts its own processes, Ray connections or
+    Slurm jobs, and Hydra's global state stays out of the caller's. Its output goes to the caller's
+    console. A mistake the CLI names (exit 2, e.g. an unreachable Ray) is raised as the same one-line
+    StudioError; failed or killed jobs as a RuntimeError (rerunning the same call finishes the sweep)."""
+    import subprocess
+    import sys
+
+    from studio.errors import StudioError
+
+    sweep_dir = Path(sweep_dir).absolute()
+    argv = [sys.executable, "-m", "studio.cli", command, "-m", *overrides, f"hydra.sweep.dir={sweep_dir}"]
+    result = subprocess.run(argv, stderr=subprocess.PIPE, text=True)
+    sys.stderr.write(result.stderr)  # the user sees what the CLI would have shown
+    if result.returncode == 2:
+        line = (result.stderr.strip().splitlines() or [""])[-1]
+        raise StudioError(line.split(": error: ", 1)[-1])
+    if result.returncode != 0:
+        raise RuntimeError(f"studio {command}: the sweep in {sweep_dir} ended with exit code {result.returncode} "
+                           "(a job failed or was killed: see its table.md, or rerun to finish it)")
+    return sweep_dir

@@ -38,3 +38,14 @@ def write_text(path: str | Path, text: str) -> None:
 
 def write_json(path: str | Path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def why_not_creatable(path: str | Path) -> tuple[Path, str | None]:
+    """The nearest existing ancestor of `path` (or path itself) and why the dir cannot be made there:
+    'is not a directory', 'is not writable', or None when it can. Creates nothing."""
+    existing = Path(path)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    why = ("is not a directory" if not existing.is_dir()
+           else "is not writable" if not os.access(existing, os.W_OK | os.X_OK) else None)
+    return existing, why

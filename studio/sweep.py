@@ -17,7 +17,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
-from studio.files import write_json
+from studio.files import why_not_creatable, write_json
 
 USER_ERROR_EXIT = 2
 CALLBACK_OVERRIDE = "++hydra.callbacks.studio_exit_code._target_=studio.sweep.ExitCode"
@@ -73,11 +73,7 @@ def check_output_dir(config, mode: str) -> None:
         path, command = Path(str(config.hydra[mode].dir)), str(config.get("command", ""))
     except Exception:  # noqa: BLE001 - an unresolvable dir: Hydra's own message says why
         return
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    why = ("is not a directory" if not existing.is_dir()
-           else "is not writable" if not os.access(existing, os.W_OK | os.X_OK) else None)
+    existing, why = why_not_creatable(path)
     if why is None or os.environ.get("STUDIO_DEBUG"):
         return
     print(f"studio {command}: error: cannot create the output dir {str(path)!r}: {str(existing)!r} {why}; "
@@ -85,15 +81,32 @@ def check_output_dir(config, mode: str) -> None:
     sys.exit(USER_ERROR_EXIT)
 
 
+def check_launcher(config) -> None:
+    """Exit with one error line if the sweep's launcher cannot run it (studio.launchers), before the sweeper
+    writes the sweep dir."""
+    from studio.errors import StudioError
+    from studio.launchers import preflight
+
+    try:
+        preflight(config.hydra)
+    except StudioError as e:
+        if os.environ.get("STUDIO_DEBUG"):
+            raise
+        print(f"studio {config.get('command', '')}: error: {e}", file=sys.stderr)
+        sys.exit(USER_ERROR_EXIT)
+
+
 class ExitCode(Callback):
     """Hydra callback: when a multirun ends, set `exit_code` from the sweep's jobs on disk. It also
-    refuses, in one line, an output dir that cannot be created (before Hydra tries to)."""
+    refuses, in one line, an output dir that cannot be created (before Hydra tries to) and a launcher
+    setting that cannot work (an unreachable Ray, an unwritable submitit folder)."""
 
     def on_run_start(self, config, **kwargs) -> None:
         check_output_dir(config, "run")
 
     def on_multirun_start(self, config, **kwargs) -> None:
         check_output_dir(config, "sweep")
+        check_launcher(config)
 
     def on_multirun_end(self, config, **kwargs) -> None:
         global exit_code

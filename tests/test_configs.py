@@ -78,8 +78,6 @@ def test_every_readme_command_line_passes_the_check(args):
                                                "objective.channels=[1,2]", "objective.channels='1,2'"]),
     ("train", ["data.options=5"], ["bad value for data.options: 5 is not a mapping like {k:v}"]),
     ("embed", ["layers.7=conv1"], ["unknown config key 'layers.7'"]),
-    ("visualize", ["-m", "hydra/launcher=submitit_slurm"],
-     ["hydra/launcher=submitit_slurm needs its Hydra plugin: pip install 'feature-viz-studio[slurm]'"]),
     ("train", ["model=small_cnn,judge_cnn"], ["'model=small_cnn,judge_cnn' gives several values", "add -m",
                                               "model=[small_cnn,judge_cnn] to combine these configs"]),
 ])
@@ -103,6 +101,21 @@ def test_a_misspelt_key_or_a_wrong_type_is_named(command, overrides, fragments):
 ])
 def test_valid_values_of_every_kind_pass(command, overrides):
     checked_overrides(command, overrides)
+
+
+def test_a_launcher_without_its_plugin_names_the_extra(monkeypatch):
+    """`make test` installs the launcher plugins; a user's venv may lack them. The check looks the plugin's
+    module up, so a module that is not installed stands for a missing plugin."""
+    import studio.config
+
+    monkeypatch.setitem(studio.config.LAUNCHER_PLUGINS, "submitit_slurm",
+                        ("hydra_plugins.not_an_installed_launcher", "slurm"))
+    with pytest.raises(StudioError) as caught:
+        checked_overrides("visualize", ["-m", "hydra/launcher=submitit_slurm"])
+    assert str(caught.value) == ("hydra/launcher=submitit_slurm needs its Hydra plugin: "
+                                 "pip install 'feature-viz-studio[slurm]'")
+    for installed in ("submitit_local", "ray"):
+        checked_overrides("visualize", ["-m", f"hydra/launcher={installed}"])
 
 
 def test_an_unknown_group_choice_is_left_to_the_choice_check():

@@ -19,6 +19,8 @@ Each job's manifest.json stays the source of truth; the report only reads them (
     gallery/index.html     every image, with its copy under gallery/images/ (studio/report/gallery.py), and
                            the two-choice quiz (studio/report/quiz.py); `quiz=answers.csv` scores its
                            answers per group (quiz_accuracy with its Wilson interval; studio/report/answers.py)
+    tcav.*, dissect.*      a sweep of `studio tcav` / `studio dissect` jobs: their own tables and plot, a section
+                           of table.md, their plots and strips in the gallery (studio/report/views.py)
 
 A *group* is a value of the config choices that vary across the sweep's jobs (e.g. `recipe`, or
 `regularizer` and `param`), seeds averaged over. Choices that another varying choice determines
@@ -46,6 +48,8 @@ from studio.report.plots import plot_history, plot_metrics, target_keys
 from studio.report.quiz import quiz_questions
 from studio.report.tables import (flat_row, split_metric_names, job_rows, summary_markdown, summary_metric_names, key_columns,
                                   summarize, write_tables)
+from studio.report.view_output import ViewOutput
+from studio.report.views import views_for
 
 
 @dataclass
@@ -65,6 +69,7 @@ class Report:
     quiz: dict | None = None  # the scored quiz answers: file, answers, right, questions (None: no quiz=)
     headline: list[str] | None = None  # the summary metrics printed and put first in table.md (None: all)
     tuning: Tuning | None = None  # an Optuna search's trials, best trial / front and recipes (studio/report/trials.py)
+    views: dict | None = None  # the command views' table rows ({"tcav": [...]}; studio/report/views.py)
 
 
 # --- the report ----------------------------------------------------------------------------------
@@ -91,6 +96,7 @@ def report(sweep_dir: str | Path, by: list[str] | None = None, average_over=("se
                           f"{', '.join(varying_keys(jobs, ()) or ['(nothing varies)'])}")
     names = key_columns(jobs, keys)
     rows = job_rows(jobs, keys, names, sweep_dir)
+    views = _views(sweep_dir, jobs, keys, names, rows)
     item_names, run_names = split_metric_names(rows)
     summary_names = summary_metric_names(item_names, run_names)
     summary = summarize(rows, names, summary_names)
@@ -101,7 +107,10 @@ def report(sweep_dir: str | Path, by: list[str] | None = None, average_over=("se
     summary_names += list(QUIZ_METRICS) if scored else []
     headline = _check_headline(headline, summary_names)
 
-    paths = write_tables(sweep_dir, rows, summary, names, item_names, run_names, summary_names, failed, headline)
+    paths = write_tables(sweep_dir, rows, summary, names, item_names, run_names, summary_names, failed, headline,
+                         [v.markdown for v in views.values()])
+    for view in views.values():
+        paths.update(view.paths)
     series = target_keys(rows, names)
     columns = [n for n in names if n not in series]
     comparison = compare(rows, summary, columns, series, item_names, alpha) if paired else None
@@ -115,14 +124,15 @@ def report(sweep_dir: str | Path, by: list[str] | None = None, average_over=("se
     if gallery:
         from studio.report.gallery import write_gallery
 
-        paths["gallery/index.html"] = write_gallery(sweep_dir, jobs, rows, keys, names, varying_keys(jobs, ()),
-                                                    summary_names, summary, questions)
+        cards = [card for view in views.values() for card in view.cards]
+        paths["gallery/index.html"] = write_gallery(sweep_dir, jobs, rows + cards, keys, names,
+                                                    varying_keys(jobs, ()), summary_names, summary, questions)
     result = Report(sweep_dir, keys, names, rows, summary, summary_names, failed, len(jobs), paths, comparison,
-                    scored, headline, tuning)
+                    scored, headline, tuning, {name: v.rows for name, v in views.items()})
     paths["report.json"] = _write_json(result, stale, layout)
     if tracker is not None:
         _mirror(tracker, result, paths.get("comparison_grid.png"),
-                [p for k, p in paths.items() if k.startswith("plots/")])
+                [p for k, p in paths.items() if k.startswith("plots/")], views)
     return result
 
 
@@ -134,7 +144,7 @@ def _write_json(result: Report, stale: list[str], layout) -> Path:
         "left_out": stale, "metrics": r.metrics, "summary": r.summary,
         "paired": vars(r.comparison) if r.comparison is not None else None, "quiz": r.quiz,
         "grid": {"rows": layout[0], "columns": layout[1]} if layout else None,
-        "rows": [flat_row(row) for row in r.rows],
+        "rows": [flat_row(row) for row in r.rows], "views": r.views or {},
         "files": {k: str(p.relative_to(r.sweep_dir)) for k, p in r.paths.items()}})
     return path
 
@@ -145,6 +155,17 @@ def _score_quiz(path: Path, questions, sweep_dir: Path, rows, names, summary) ->
     score(answers, summary, names, {r["job"]: tuple(r[n] for n in names) for r in rows})
     return {"file": str(path), "answers": len(answers), "right": sum(right for _, right in answers),
             "questions": len(questions), "interval": "95% Wilson score interval per group"}
+
+
+def _views(sweep_dir: Path, jobs, keys, names, rows: list[dict]) -> dict[str, ViewOutput]:
+    """The command views' files (studio/report/views.py); the run metrics they tabulate themselves are
+    taken out of `rows` (in place), so the summary, table.csv and plots/ do not repeat them."""
+    views = views_for(jobs)
+    covered = tuple(prefix for view in views.values() for prefix in view.covers)
+    if covered:
+        for row in rows:
+            row["_run"] = {k: v for k, v in row["_run"].items() if not k.startswith(covered)}
+    return {name: view.write(sweep_dir, jobs, keys, names) for name, view in views.items()}
 
 
 def _pictures(sweep_dir: Path, jobs, rows, summary, keys, names, columns, series, summary_names, cell: int,
@@ -165,7 +186,7 @@ def _pictures(sweep_dir: Path, jobs, rows, summary, keys, names, columns, series
     return layout
 
 
-def _mirror(tracker, result: Report, grid: Path | None, plots: list[Path]) -> None:
+def _mirror(tracker, result: Report, grid: Path | None, plots: list[Path], views: dict[str, ViewOutput]) -> None:
     """The summary table (and the grid and plots) to W&B; the files on disk stay the source of truth."""
     columns = [*result.columns, "jobs", "failed", "images"]
     for name in result.metrics:
@@ -176,6 +197,10 @@ def _mirror(tracker, result: Report, grid: Path | None, plots: list[Path]) -> No
         tracker.log_images("report/comparison_grid", [grid])
     for plot in plots:  # one key each: W&B shows images of one key at one size
         tracker.log_images(f"report/plots/{plot.stem}", [plot])
+    for name, view in views.items():
+        tracker.log_table(f"report/{name}", view.rows)
+        if f"{name}.png" in view.paths:
+            tracker.log_images(f"report/{name}", [view.paths[f"{name}.png"]])
     tracker.summary({"report/jobs": result.jobs, "report/failed": len(result.failed)})
 
 

@@ -217,7 +217,7 @@ def _group_metric_note(summary, summary_names, item_names, run_names) -> list[st
 
 
 def write_tables(sweep_dir: Path, rows, summary, keys, item_names, run_names, summary_names, failed,
-                 headline: list[str] | None = None) -> dict:
+                 headline: list[str] | None = None, sections: list[str] = ()) -> dict:
     columns = _row_columns(rows, keys, item_names, run_names)
     flat = [flat_row(r) for r in rows]
     intervals = _interval_columns(summary, item_names)
@@ -241,6 +241,7 @@ def write_tables(sweep_dir: Path, rows, summary, keys, item_names, run_names, su
     if failed:
         text += ["\n## Failed jobs\n", markdown_table(["job", *keys, "error"],
                                           [[f["job"], *[f.get(k, "") for k in keys], f["error"]] for f in failed])]
+    text += [f"\n{section}" for section in sections]
     text += ["\n## Every job × item\n", markdown_table(md_columns, [[r.get(c, "") for c in md_columns] for r in flat])]
     write_text(sweep_dir / "table.md", "\n".join(text))
     return {"table.csv": sweep_dir / "table.csv", "summary.csv": sweep_dir / "summary.csv",

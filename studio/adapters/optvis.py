@@ -79,11 +79,12 @@ class ObjectiveKind:
     min_seeds: int = 1  # seeds per target it needs (diversity compares them)
     label: Callable[[dict], str] = lambda cfg: str(cfg.get("layer") or "")  # what a run renders, for its summary
     alone: Callable[[dict, list], Objective] | None = None  # of one image on its own (exemplars); None: build
+    units: bool = False  # its targets are channels of objective.layer: units Network Dissection can label
 
 
 OBJECTIVES: dict[str, ObjectiveKind] = {
-    "channel": ObjectiveKind(lambda c, t: channel(_layer(c), t), _channels),
-    "neuron": ObjectiveKind(lambda c, t: neuron(_layer(c), t, c.get("x"), c.get("y")), _channels),
+    "channel": ObjectiveKind(lambda c, t: channel(_layer(c), t), _channels, units=True),
+    "neuron": ObjectiveKind(lambda c, t: neuron(_layer(c), t, c.get("x"), c.get("y")), _channels, units=True),
     "class": ObjectiveKind(lambda c, t: class_(t, bool(c.get("log_softmax", False))),
                            lambda c, s: resolve_indices(c.get("classes", "all"), s[LOGITS][0], "class", LOGITS),
                            reads_layer=False, label=lambda c: "classes"),
@@ -91,7 +92,7 @@ OBJECTIVES: dict[str, ObjectiveKind] = {
     "direction": ObjectiveKind(lambda c, t: direction(_layer(c), _vectors(c)[t], float(c.get("cossim_pow", 0.0))),
                                _direction_targets),
     "diversity": ObjectiveKind(_diversity, _channels, min_seeds=2,
-                               alone=lambda c, t: channel(_layer(c), t)),  # seeds compared: no meaning for one image
+                               alone=lambda c, t: channel(_layer(c), t), units=True),  # seeds compared: no meaning for one image
 }
 
 

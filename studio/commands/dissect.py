@@ -62,16 +62,22 @@ def _check_settings(cfg) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
 
 
 def _images_and_masks(cfg, dm, folder) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The images to dissect on and their concept masks: the folder's, or data.split's with built-in masks
-    (`mark` skipped, with a note, where no image carries the mark: clean data)."""
+    """The images to dissect on and their concept masks: the folder's, or data.split's with built-in masks."""
     if folder is not None:
         return folder
-    images, _ = dm.split(cfg.data.split)
-    if cfg.dissect.images is not None:
-        images = images[:cfg.dissect.images]
-    masks = builtin_masks(images, [str(c) for c in cfg.dissect.concepts], data_mark(cfg.data))
+    return builtin_images_and_masks(dm, cfg.data, [str(c) for c in cfg.dissect.concepts], cfg.dissect.images)
+
+
+def builtin_images_and_masks(dm, data_cfg, concepts: list[str], count: int | None = None
+                             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The first `count` images of data_cfg.split (None: all) and their built-in concept masks; `mark` is skipped,
+    with a note, where no image carries the mark (clean data)."""
+    images, _ = dm.split(data_cfg.split)
+    if count is not None:
+        images = images[:count]
+    masks = builtin_masks(images, concepts, data_mark(data_cfg))
     if "mark" in masks and not masks["mark"].any():
-        print(f"dissect: no image of {cfg.data.name}'s {cfg.data.split} split carries the mark, so the concept "
+        print(f"dissect: no image of {data_cfg.name}'s {data_cfg.split} split carries the mark, so the concept "
               "'mark' is skipped (it is scored on marked data, e.g. data=mnist5k_marked)")
         del masks["mark"]
     if not masks:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from studio import config
-from studio.commands import render_checks
+from studio.commands import channel_labels, render_checks
 from studio.commands.shared import Result, generator_for, judge_for, train_one
 from studio.data import build_datamodule
 from studio.errors import StudioError
@@ -159,6 +159,9 @@ def _overflow_hint(cfg) -> str:
     return f"lower lr={cfg.lr}" + (f" or {', '.join(weights)}" if weights else "")
 
 
+LABEL_FIELDS = ("dissect_label", "dissect_concept", "dissect_iou")  # studio/commands/channel_labels.py
+
+
 def log_rendering(tracker, rendering: Rendering, saved: Saved, run_dir: Path, prefix: str) -> None:
     """Mirror to W&B: the objective curve, the grid and a table of every image with its metrics."""
     if tracker.run is None:
@@ -175,8 +178,12 @@ def log_rendering(tracker, rendering: Rendering, saved: Saved, run_dir: Path, pr
     pictures = ("image", *(f"exemplars_{k}" for k in first.get("exemplars") or {}))
     rows = [{"target": item["target"], "seed": item["seed"], "image": run_dir / item["image"],
              **{f"exemplars_{k}": run_dir / v for k, v in (item.get("exemplars") or {}).items()},
+             **{k: item[k] for k in LABEL_FIELDS if k in item},
              **{k: item["metrics"].get(k) for k in keys}} for item in saved.items]
     tracker.log_table(f"{prefix}/images", rows, images=pictures)
+    if "grid_dissect" in saved.artifacts:
+        tracker.log_image(f"{prefix}/grid_dissect", run_dir / saved.artifacts["grid_dissect"],
+                          f"{prefix}: each channel's Network Dissection label")
 
 
 def _describe(objective_cfg, rendering: Rendering, n_seeds: int) -> str:
@@ -229,6 +236,7 @@ def run(cfg, tracker) -> Result:
         print(f"recipe of {whose}: regularizer {cfg.param.render.regularizer}, {options.steps} steps, "
               f"lr {options.lr:g} (regularizer=, steps=, lr= change it)")
     exemplars = exemplar_settings(cfg)
+    channel_labels.check_settings(cfg)
     untrained = untrained_copy(cfg.model, cfg.data)
     if untrained is not None:  # a typo in a layer name or an index costs no training
         check_targets(untrained, cfg.objective, spec)
@@ -264,9 +272,18 @@ def run(cfg, tracker) -> Result:
         for item, extra in zip(saved.items, per_image):
             item["metrics"].update(extra)
         metrics.update(judged)
+    _label_channels(cfg, trained.model, dm, saved, metrics, run_dir, run_dir)
     log_rendering(tracker, rendering, saved, run_dir, "visualize")
     _print_summary(_describe(cfg.objective, rendering, seeds), metrics, run_dir / "grid.png")
     return Result(metrics, saved.items, saved.artifacts)
+
+
+def _label_channels(cfg, model, dm, saved: Saved, metrics: dict, run_dir: Path, out_dir: Path) -> None:
+    """Each rendered channel's Network Dissection label (studio/commands/channel_labels.py) on its item, the
+    captioned grid with the artifacts, the count with the metrics."""
+    added, artifacts = channel_labels.label_rendering(cfg, model, dm, saved.items, run_dir, out_dir)
+    metrics.update(added)
+    saved.artifacts.update(artifacts)
 
 
 # --- the demo's step ---------------------------------------------------------------------------

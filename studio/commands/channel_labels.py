@@ -10,7 +10,6 @@ where the best IoU is under dissect_labels.min_iou), `dissect_concept` (the best
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 
@@ -42,7 +41,7 @@ def label_rendering(cfg, model, dm, items: list[dict], run_dir: Path, out_dir: P
     if layer is None:
         return {}, {}
     units, seconds = dissect_channels(cfg, model, dm, layer)
-    labelled = label_items(items, units, layer, float(cfg.dissect_labels.min_iou))
+    labelled = label_items(items, unit_labels(units, layer, float(cfg.dissect_labels.min_iou)))
     grid = captioned_grid(items, run_dir, out_dir / "grid_dissect.png")
     print(f"visualize: {labelled} of {len(units)} {layer} channels labelled by Network Dissection in {seconds:.1f} s "
           f"(IoU >= {cfg.dissect_labels.min_iou}) -> {grid}")
@@ -75,19 +74,41 @@ def dissect_channels(cfg, model, dm, layer: str) -> tuple[dict[int, Unit], float
     return {u.index: u for u in units}, time.perf_counter() - start
 
 
-def label_items(items: list[dict], units: dict[int, Unit], layer: str, min_iou: float) -> int:
-    """Add dissect_label / dissect_concept / dissect_iou to every item whose target is a channel of `layer`;
+def unit_labels(units: dict[int, Unit], layer: str, min_iou: float) -> dict[str, tuple[str | None, str, float]]:
+    """{"conv2:7": (label or None, best concept, its IoU)} of dissected units."""
+    return {f"{layer}:{k}": (u.label(min_iou), *u.ranked()[0]) for k, u in units.items()}
+
+
+def row_labels(rows: list[dict]) -> dict[str, tuple[str | None, str, float]]:
+    """The same from `studio dissect`'s per-unit rows (manifest items)."""
+    return {r["unit"]: (r["concept"] if r["labelled"] else None, r["concept"], r["iou"]) for r in rows}
+
+
+def label_items(items: list[dict], labels: dict[str, tuple[str | None, str, float]]) -> int:
+    """Add dissect_label / dissect_concept / dissect_iou to every item whose target is a dissected channel;
     returns how many of them got a label."""
     labelled = 0
     for item in items:
-        match = re.fullmatch(rf"{re.escape(layer)}:(\d+)", str(item.get("target", "")))
-        if not match or int(match.group(1)) not in units:
+        if str(item.get("target")) not in labels:
             continue
-        unit = units[int(match.group(1))]
-        concept, iou = unit.ranked()[0]
-        item.update(dissect_label=unit.label(min_iou), dissect_concept=concept, dissect_iou=round(iou, 4))
-        labelled += item["dissect_label"] is not None
+        label, concept, iou = labels[str(item["target"])]
+        item.update(dissect_label=label, dissect_concept=concept, dissect_iou=round(float(iou), 4))
+        labelled += label is not None
     return labelled
+
+
+def label_demo(items: list[dict], rows: list[dict], run_dir: Path, tracker) -> dict:
+    """The demo's conv2 renders labelled from its dissect step's rows: items in place, a captioned grid per
+    render (visualize/<render>/grid_dissect.png, mirrored to W&B); returns those as artifacts."""
+    labels, artifacts = row_labels(rows), {}
+    for render in dict.fromkeys(i.get("render") for i in items if str(i.get("target")) in labels):
+        mine = [i for i in items if i.get("render") == render]
+        label_items(mine, labels)
+        grid = captioned_grid(mine, run_dir, run_dir / "visualize" / render / "grid_dissect.png")
+        if grid:
+            artifacts[f"visualize/{render}/grid_dissect"] = str(grid.relative_to(run_dir))
+            tracker.log_image(f"visualize/{render}/grid_dissect", grid, f"{render}: Network Dissection labels")
+    return artifacts
 
 
 def caption(item: dict) -> str:

@@ -24,7 +24,7 @@ from studio.data import build_datamodule
 from studio.errors import StudioError
 from studio.files import write_text
 from studio.images import pyplot, save_figure
-from studio.models import check_layer_names, layer_shapes, untrained_copy
+from studio.models import check_layer_names, layer_names, layer_shapes, untrained_copy
 from studio.report.tables import csv_and_markdown
 from studio.tracking import Tracker
 
@@ -163,3 +163,25 @@ def _overlay(image: np.ndarray, unit: np.ndarray, concept: np.ndarray) -> np.nda
     rgb[..., 0] += 0.6 * unit
     rgb[..., 2] += 0.6 * concept
     return rgb.clip(0, 1)
+
+
+DEMO_LAYER = "conv2"  # the layer whose filters the demo renders: its labels go beside those renders
+
+
+def demo_step(cfg, tracker: Tracker, out_dir: Path) -> tuple[Result, list[dict]]:
+    """The demo's Network Dissection: `studio dissect` with its shipped settings (conf/dissect.yaml) on the demo's
+    model and data (conv2 over the 1,000 test digits), under out_dir. Returns the step's metrics and artifacts
+    (tables, strips; no items), and the per-unit rows that label the demo's conv2 renders."""
+    from studio import config
+
+    model = untrained_copy(cfg.model, cfg.data)
+    if model is None or DEMO_LAYER not in layer_names(model):
+        print(f"demo: {cfg.model.name} has no layer {DEMO_LAYER!r}; skipping Network Dissection")
+        return Result({}), []
+    step = config.compose("dissect", [])
+    step.paths, step.model, step.data, step.trainer = cfg.paths, cfg.model, cfg.data, cfg.trainer
+    step.dissect.layer = DEMO_LAYER
+    result = dissect_run(step, tracker, out_dir)
+    prefix = out_dir.name
+    return Result(result.metrics, [], {f"{prefix}/{k}": f"{prefix}/{v}" for k, v in result.artifacts.items()}), \
+        result.items

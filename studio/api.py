@@ -7,6 +7,7 @@
     images = vae.sample(16, seed=0)                       # 16×1×28×28 in [0, 1]
     search = studio.load_tuning("outputs/multiruns/tune_regularizer/<time>")  # an Optuna search's trials
     search.best[0].params, search.best[0].values, search.recipes
+    labels = studio.dissect_labels("conv2")               # {"conv2:0": {"label": "loop_interior", ...}, ...}
 
 The same config groups and overrides as the CLI (`overrides=["trainer.max_epochs=2"]`), checked the
 same way, and the same cache (paths.models; $STUDIO_OUTPUTS moves it): a model `studio train` made is
@@ -97,3 +98,24 @@ def run_sweep(command: str, overrides: Sequence[str], sweep_dir: str | Path) -> 
         raise RuntimeError(f"studio {command}: the sweep in {sweep_dir} ended with exit code {result.returncode} "
                            "(a job failed or was killed: see its table.md, or rerun to finish it)")
     return sweep_dir
+
+
+def dissect_labels(layer: str = "conv2", model: str = "small_cnn", data: str = "mnist5k",
+                   overrides: Sequence[str] = (), progress: bool = False) -> dict[str, dict]:
+    """Each unit of `layer` of the cached classifier `model` (trained on `data`) labelled by Network Dissection
+    with `studio dissect`'s settings (conf/dissect.yaml; `overrides` as on its command line, e.g.
+    "dissect.images=500"): {"conv2:7": {"label": concept or None, "concept": best concept, "iou": its IoU}},
+    the same as `studio visualize` puts beside each rendered channel."""
+    from studio.commands.channel_labels import unit_labels
+    from studio.commands.dissect import builtin_images_and_masks
+    from studio.concepts.dissect import dissect, layer_maps
+    from studio.data import build_datamodule
+    from studio.train import trained_classifier
+
+    cfg = _compose("dissect", {"model": model, "data": data}, [f"dissect.layer={layer}", *overrides], progress)
+    dm = build_datamodule(cfg.data)
+    net = trained_classifier(cfg.model, cfg.data, cfg.trainer, dm, cfg.paths.models).model
+    images, masks = builtin_images_and_masks(dm, cfg.data, [str(c) for c in cfg.dissect.concepts], cfg.dissect.images)
+    units = dissect(layer_maps(net, images, layer), masks, float(cfg.dissect.quantile), top=1)
+    labels = unit_labels({u.index: u for u in units}, layer, float(cfg.dissect.min_iou))
+    return {unit: {"label": label, "concept": concept, "iou": iou} for unit, (label, concept, iou) in labels.items()}

@@ -11,8 +11,7 @@ import torch
 
 from studio.concepts.dissect import dissect, layer_maps
 from studio.concepts.masks import builtin_masks
-from tests.conftest import (QUIET_LOCAL, assert_one_line_error, compose_config, read_manifest, run_studio,
-                            run_studio_forked)
+from tests.conftest import QUIET_LOCAL, assert_one_line_error, compose_config, read_manifest, run_studio_forked
 
 QUICK = ["steps=16", "judge_metrics=false", "exemplars.k=0", "progress=false", *QUIET_LOCAL]
 
@@ -105,3 +104,15 @@ def test_the_demo_dissects_conv2_and_labels_its_renders(small_cnn, outputs, tmp_
     assert [i["dissect_label"] is not None for i in items[:12]] == [r["labelled"] for r in rows]
     assert "dissect_concept" not in items[12]
     assert (tmp_path / artifacts["visualize/conv2_l2_tv/grid_dissect"]).stat().st_size > 5_000
+
+
+def test_python_gets_the_same_labels_as_the_rendered_channels(labelled):
+    import studio
+    from studio.errors import StudioError
+
+    _, manifest, _ = labelled
+    labels = studio.dissect_labels("conv2")  # the session's cached small_cnn
+    assert {u: (v["label"], v["concept"]) for u, v in labels.items()} == {
+        i["target"]: (i["dissect_label"], i["dissect_concept"]) for i in manifest["items"]}
+    with pytest.raises(StudioError, match="layer 'fc1' gives 128 features per image, no spatial maps"):
+        studio.dissect_labels("fc1")

@@ -76,6 +76,12 @@ def test_demo_runs_every_step(small_cnn, judge, vae, outputs, tmp_path):
     assert all(any(f"visualize/{name}/grid/_type" in row for row in logged["history"]) for name in renders)
     assert "visualize/classes_none/realism_ratio" in metrics and "probe_acc/fc1" in metrics
     assert "separation/fc1" in metrics
+    # the dissect step: conv2's 12 units, their labels on the conv2 renders and a captioned grid each
+    assert metrics["dissect/units"] == 12 and (tmp_path / manifest["artifacts"]["dissect/table_csv"]).is_file()
+    for name in ("conv2_none", "conv2_l2_tv"):
+        assert all("dissect_concept" in item for item in renders[name])
+        assert sum(item["dissect_label"] is not None for item in renders[name]) == metrics["dissect/labelled_units"]
+        assert (tmp_path / manifest["artifacts"][f"visualize/{name}/grid_dissect"]).is_file()
     for item in manifest["items"]:
         if "image" in item:
             assert (tmp_path / item["image"]).is_file(), item

@@ -113,7 +113,7 @@ def label_demo(items: list[dict], rows: list[dict], run_dir: Path, tracker) -> d
 
 def caption(item: dict) -> str:
     """'conv2:7' over 'loop_interior 0.105', or '(stroke_end 0.029)' where that is under the threshold."""
-    what = f"{item['dissect_concept']} {item['dissect_iou']:.3f}"
+    what = f"{item['dissect_concept']} {item['dissect_iou']:.3g}"  # 0.0395 stays under 0.04 in print too
     return f"{item['target']}\n{what if item['dissect_label'] else f'({what})'}"
 
 

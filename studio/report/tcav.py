@@ -93,7 +93,7 @@ def _plot(rows: list[dict], names: list[str]):
         axes[i, 0].set_ylabel("TCAV score")
     fig.legend(*axes[0, 0].get_legend_handles_labels(), fontsize=7, loc="upper right", title=" / ".join(names) or None,
                title_fontsize=7, bbox_to_anchor=(1.0, 1.0), bbox_transform=fig.transFigure)
-    fig.subplots_adjust(right=0.82)
+    fig.subplots_adjust(right=0.82, hspace=0.5)
     fig.suptitle("TCAV per class (mean over jobs, whiskers: range; hatched: not significant in every job)",
                  fontsize=9)
     return fig

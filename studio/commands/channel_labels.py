@@ -1,9 +1,10 @@
 """Each rendered channel's Network Dissection label beside its render: the step of `studio visualize` (and of the
 demo's conv2 renders) that links a feature visualization to the human concept its unit fires on.
 
-The dissection is computed on demand, not cached: `studio dissect`'s method and built-in masks over
-data.split (studio/commands/dissect.py, README), measured at about a second for conv2 over the 1,000 test
-digits, less than loading a cached dissection would save. Items gain `dissect_label` (the concept, or null
+The dissection is computed on demand, not read from a cached `studio dissect` run: with `studio dissect`'s
+method and built-in masks over data.split (studio/commands/dissect.py, README) it takes 0.7 s for conv2 over
+the 1,000 test digits on the idle machine (2.3-2.6 s loaded), about what finding and validating a cached
+result for the same model, layer, data and settings would cost, and it can never be stale. Items gain `dissect_label` (the concept, or null
 where the best IoU is under dissect_labels.min_iou), `dissect_concept` (the best one even then) and
 `dissect_iou`; grid_dissect.png shows the renders captioned with them.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from studio.adapters import optvis as optvis_config
 from studio.commands.dissect import builtin_images_and_masks
 from studio.concepts.dissect import Unit, dissect, layer_maps
 from studio.concepts.masks import check_builtin
@@ -52,8 +54,6 @@ def label_rendering(cfg, model, dm, items: list[dict], run_dir: Path, out_dir: P
 def wanted_layer(cfg, model) -> str | None:
     """The layer whose channels cfg renders, where its labels are asked for (dissect_labels.enabled) and can be
     computed (the targets are channels of a layer with C×H×W maps); None otherwise, with a note why not."""
-    from studio.adapters import optvis as optvis_config
-
     s = cfg.get("dissect_labels")
     if not s or not s.enabled or not optvis_config.objective_kind(cfg.objective).units:
         return None

@@ -272,16 +272,16 @@ def run(cfg, tracker) -> Result:
         for item, extra in zip(saved.items, per_image):
             item["metrics"].update(extra)
         metrics.update(judged)
-    _label_channels(cfg, trained.model, dm, saved, metrics, run_dir, run_dir)
+    _label_channels(cfg, trained.model, dm, saved, metrics, run_dir)
     log_rendering(tracker, rendering, saved, run_dir, "visualize")
     _print_summary(_describe(cfg.objective, rendering, seeds), metrics, run_dir / "grid.png")
     return Result(metrics, saved.items, saved.artifacts)
 
 
-def _label_channels(cfg, model, dm, saved: Saved, metrics: dict, run_dir: Path, out_dir: Path) -> None:
+def _label_channels(cfg, model, dm, saved: Saved, metrics: dict, run_dir: Path) -> None:
     """Each rendered channel's Network Dissection label (studio/commands/channel_labels.py) on its item, the
     captioned grid with the artifacts, the count with the metrics."""
-    added, artifacts = channel_labels.label_rendering(cfg, model, dm, saved.items, run_dir, out_dir)
+    added, artifacts = channel_labels.label_rendering(cfg, model, dm, saved.items, run_dir, run_dir)
     metrics.update(added)
     saved.artifacts.update(artifacts)
 

@@ -246,6 +246,9 @@ def print_report(result: Report) -> None:
         print_tuning(result.tuning, result.sweep_dir)
     if "paired.md" in result.paths:
         print(f"paired tests -> {result.paths['paired.md']}")
+    for name in ("tcav.md", "dissect.md"):  # the command views (studio/report/views.py)
+        if name in result.paths:
+            print(f"{name.split('.')[0]} across jobs -> {result.paths[name]}")
     if "gallery/index.html" in result.paths:
         print(f"gallery -> {result.paths['gallery/index.html'].resolve().as_uri()}")
 

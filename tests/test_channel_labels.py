@@ -92,7 +92,7 @@ def test_the_demo_dissects_conv2_and_labels_its_renders(small_cnn, outputs, tmp_
         assert [r["unit"] for r in rows] == [f"conv2:{k}" for k in range(12)]
         assert result.metrics["dissect/labelled_units"] == sum(r["labelled"] for r in rows) >= 1
         strips = [v for k, v in result.artifacts.items() if k.startswith("dissect/strip_")]
-        assert len(strips) == 4 and all((tmp_path / s).is_file() for s in strips)
+        assert len(strips) >= 4 and all((tmp_path / s).is_file() for s in strips)
         items = []  # what the demo's conv2 renders hand over: real PNGs, one per channel
         for k in range(12):
             save_png(torch.rand(1, 28, 28), tmp_path / "visualize" / "conv2_l2_tv" / f"conv2_{k}.png")

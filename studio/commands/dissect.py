@@ -4,8 +4,8 @@ a user's mask folder (studio/concepts/dissect.py, studio/concepts/masks.py).
 Run layout: dissect.csv (one row per unit: best concept, IoU, whether labelled, runner-up), dissect.md (a
 summary of how many units each concept labels, then the same table), dissect_<layer>_<unit>.png strips
 (top images with the unit's mask in red and its best concept's mask in blue) for the dissect.strips units
-with the highest IoU; manifest items per unit {"unit": "conv2:7", "concept", "iou", ...} and metrics
-dissect/labelled_units and dissect/units_per_concept/<concept>.
+with the highest IoU and the best unit of each concept that labels one; manifest items per unit {"unit":
+"conv2:7", "concept", "iou", ...} and metrics dissect/labelled_units and dissect/units_per_concept/<concept>.
 """
 
 from __future__ import annotations
@@ -132,8 +132,14 @@ def _write(rows: list[dict], counts: dict[str, int], strips: list[Path], run_dir
 
 
 def _strips(images, maps, masks, units: list[Unit], rows: list[dict], s, run_dir: Path) -> list[Path]:
-    """One PNG per unit of the s.strips with the highest IoU: its top images, unit mask red, concept mask blue."""
-    best = sorted(range(len(units)), key=lambda i: -rows[i]["iou"])[:s.strips]
+    """One PNG per unit of the s.strips with the highest IoU, and per concept that labels a unit its best one (so
+a rare concept, the Clever Hans mark in conv3, is seen too): its top images, unit mask red, concept mask blue."""
+    order = sorted(range(len(units)), key=lambda i: -rows[i]["iou"])
+    per_concept = {}
+    for i in order if s.strips else ():
+        if rows[i]["labelled"]:
+            per_concept.setdefault(rows[i]["concept"], i)
+    best = list(dict.fromkeys([*order[:s.strips], *per_concept.values()]))
     size = tuple(images.shape[-2:])
     paths = []
     for i in best:

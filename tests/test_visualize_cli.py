@@ -34,14 +34,15 @@ def test_visualize_a_whole_layer_writes_manifest_pngs_and_wandb(small_cnn, outpu
     items = manifest["items"]
     assert [i["target"] for i in items] == [f"conv2:{c}" for c in range(12)]
     for item in items:
-        assert set(item) == {"target", "seed", "image", "metrics", "exemplars"} and item["seed"] == 0
+        assert set(item) == {"target", "seed", "image", "metrics", "exemplars", "dissect_label", "dissect_concept",
+                             "dissect_iou"} and item["seed"] == 0  # each channel's Network Dissection label
         assert set(item["metrics"]) == {"objective", "activation_gain", "render_vs_exemplars", "path_similarity",
                                         "path_similarity_natural", "randomized_similarity"}
         assert item["metrics"]["activation_gain"] > 0
         with Image.open(tmp_path / item["image"]) as png:  # native size, grey like the data
             assert png.size == (28, 28) and png.mode == "L"
     assert manifest["metrics"]["images"] == 12 and manifest["metrics"]["failed"] == 0
-    for key in ("grid", "grid_step8", "history"):
+    for key in ("grid", "grid_step8", "history", "grid_dissect"):
         assert (tmp_path / manifest["artifacts"][key]).is_file()
     assert (tmp_path / "history.csv").read_text().splitlines()[0].startswith("step,conv2:0@0,conv2:1@0")
 
@@ -54,10 +55,12 @@ def test_visualize_a_whole_layer_writes_manifest_pngs_and_wandb(small_cnn, outpu
                for row in rows)
     assert any("visualize/objective_mean" in row for row in logged["history"])
     # the grid PNG is in the run's media (offline tables keep their images only in the W&B artifact cache)
-    assert [p.name.split("_")[0] for p in (wandb_run / "files" / "media" / "images").rglob("*.png")] == ["grid"]
+    media = sorted(p.name for p in (wandb_run / "files" / "media" / "images").rglob("*.png"))
+    assert len(media) == 2 and media[0].startswith("grid_") and media[1].startswith("grid_dissect_")
     table = next(wandb_run.rglob("visualize/images_*.table.json"), None) or next(wandb_run.rglob("*.table.json"))
-    assert json.loads(table.read_text())["columns"][:5] == ["target", "seed", "image", "exemplars_top",
-                                                            "exemplars_bottom"]
+    columns = json.loads(table.read_text())["columns"]
+    assert columns[:5] == ["target", "seed", "image", "exemplars_top", "exemplars_bottom"]
+    assert {"dissect_label", "dissect_concept", "dissect_iou"} <= set(columns)
     assert logged["summary"]["images"] == 12
 
 

@@ -84,16 +84,7 @@ def report(sweep_dir: str | Path, by: list[str] | None = None, average_over=("se
     quiz: a CSV of the gallery quiz's answers to score per group; quiz_seed: draws the quiz's questions.
     headline: summary metrics to print and show first in table.md; tracker: mirrors the summary to W&B."""
     sweep_dir = Path(sweep_dir)
-    if not sweep_dir.is_dir():
-        raise StudioError(f"sweep dir not found: {sweep_dir}")
-    jobs, stale = find_jobs(sweep_dir)
-    if not jobs:
-        raise StudioError(f"no jobs in {sweep_dir}: expected job dirs with manifest.json (a `-m` sweep's dir)")
-    keys = list(by) if by else group_keys(jobs, tuple(average_over))
-    unknown = [k for k in keys if not any(k in j.choices or k in j.overrides for j in jobs)]
-    if unknown:
-        raise StudioError(f"unknown report.by key {unknown[0]!r}; choose from: "
-                          f"{', '.join(varying_keys(jobs, ()) or ['(nothing varies)'])}")
+    jobs, stale, keys = _jobs_and_keys(sweep_dir, by, average_over)
     names = key_columns(jobs, keys)
     rows = job_rows(jobs, keys, names, sweep_dir)
     views = _views(sweep_dir, jobs, keys, names, rows)
@@ -155,6 +146,21 @@ def _score_quiz(path: Path, questions, sweep_dir: Path, rows, names, summary) ->
     score(answers, summary, names, {r["job"]: tuple(r[n] for n in names) for r in rows})
     return {"file": str(path), "answers": len(answers), "right": sum(right for _, right in answers),
             "questions": len(questions), "interval": "95% Wilson score interval per group"}
+
+
+def _jobs_and_keys(sweep_dir: Path, by, average_over) -> tuple[list, list[str], list[str]]:
+    """The sweep's jobs, the job dirs left out, and the group keys (report.by, checked, or the varying ones)."""
+    if not sweep_dir.is_dir():
+        raise StudioError(f"sweep dir not found: {sweep_dir}")
+    jobs, stale = find_jobs(sweep_dir)
+    if not jobs:
+        raise StudioError(f"no jobs in {sweep_dir}: expected job dirs with manifest.json (a `-m` sweep's dir)")
+    keys = list(by) if by else group_keys(jobs, tuple(average_over))
+    unknown = [k for k in keys if not any(k in j.choices or k in j.overrides for j in jobs)]
+    if unknown:
+        raise StudioError(f"unknown report.by key {unknown[0]!r}; choose from: "
+                          f"{', '.join(varying_keys(jobs, ()) or ['(nothing varies)'])}")
+    return jobs, stale, keys
 
 
 def _views(sweep_dir: Path, jobs, keys, names, rows: list[dict]) -> dict[str, ViewOutput]:

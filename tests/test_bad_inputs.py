@@ -24,7 +24,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import FAST_GENERATOR, QUIET_LOCAL, assert_one_line_error, compose_config, run_studio_forked
+from tests.conftest import (FAST_GENERATOR, QUIET_LOCAL, assert_one_line_error, compose_config, run_studio,
+                            run_studio_forked)
 
 
 
@@ -285,8 +286,11 @@ def test_a_training_that_diverges_is_one_line_and_caches_nothing(command, args, 
     """lr=1e9 turns the loss or the weights nan within a few steps: the run stops there, names the setting,
     and no model enters the cache (a rerun would not reuse garbage)."""
     models = tmp_path / "models"
-    result = run_studio_forked(command, *args, f"paths.models={models}", f"hydra.run.dir={tmp_path / 'run'}",
-                               *QUIET_LOCAL, outputs=outputs)
+    # 2 processes: a new interpreter, as a user starts it. ddp_fork's workers cannot inherit CUDA state, and a
+    # fork of this pytest worker may hold some from earlier tests (torch then refuses: "Cannot re-initialize CUDA")
+    run = run_studio if "trainer=ddp_cpu" in args else run_studio_forked
+    result = run(command, *args, f"paths.models={models}", f"hydra.run.dir={tmp_path / 'run'}", *QUIET_LOCAL,
+                 outputs=outputs)
     assert_one_line_error(result, "training diverged: ", "in epoch 1, step ", f"; lower {setting}")
     assert sorted(p.suffix for p in models.iterdir()) == [".lock"]  # no weights, no facts, no work dir
     assert _left_behind(tmp_path / "run") == []

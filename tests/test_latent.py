@@ -108,7 +108,7 @@ def test_sample_grid_logs_each_epochs_samples_to_a_logger_that_takes_images(tmp_
             self.calls.append(kwargs)
 
     logger = ImageLogger()
-    trainer = SimpleNamespace(logger=logger, current_epoch=2, global_step=30)
+    trainer = SimpleNamespace(logger=logger, current_epoch=2, global_step=30, is_global_zero=True)  # one process
     SampleGrid(tmp_path, n=16).on_train_epoch_end(trainer, _untrained("dcgan"))
     [call] = logger.calls
     assert call["key"] == "generator/samples" and call["step"] == 30

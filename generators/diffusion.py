@@ -13,9 +13,9 @@ from torch import nn
 
 from generators.ema import update_ema
 from generators.modules import GeneratorModule
-from studio.modes import eval_mode
 from generators.unet import UNet
 from studio.errors import StudioError
+from studio.modes import eval_mode
 
 
 def cosine_alphas_bar(timesteps: int, offset: float = 0.008) -> torch.Tensor:

@@ -83,25 +83,26 @@ def check_config_choices(overrides: list[str]) -> None:
 
 
 def _check_launcher_plugin(name: str) -> None:
-    import importlib.util
-
-    module, extra = LAUNCHER_PLUGINS[name]
-    if importlib.util.find_spec(module.split(".")[0]) is None or importlib.util.find_spec(module) is None:
-        raise StudioError(f"hydra/launcher={name} needs its Hydra plugin: pip install 'feature-viz-studio[{extra}]'")
+    _require_plugin("hydra/launcher", name, LAUNCHER_PLUGINS)
 
 
 def _check_sweeper_plugin(group: str, name: str) -> None:
     """hydra/sweeper=optuna, or an experiment whose defaults pick it, without the plugin installed: one line."""
-    import importlib.util
-
     if group == "experiment":
         path = CONF_DIR / "experiment" / f"{name}.yaml"
         text = path.read_text() if path.is_file() else ""
         name = next((s for s in SWEEPER_PLUGINS if f"override /hydra/sweeper: {s}" in text), "")
     if name in SWEEPER_PLUGINS:
-        module, extra = SWEEPER_PLUGINS[name]
-        if importlib.util.find_spec(module.split(".")[0]) is None or importlib.util.find_spec(module) is None:
-            raise StudioError(f"hydra/sweeper={name} needs its Hydra plugin: pip install 'feature-viz-studio[{extra}]'")
+        _require_plugin("hydra/sweeper", name, SWEEPER_PLUGINS)
+
+
+def _require_plugin(group: str, name: str, plugins: dict[str, tuple[str, str]]) -> None:
+    """`group=name` whose Hydra plugin (module, extra) is not installed: one line naming the extra to install."""
+    import importlib.util
+
+    module, extra = plugins[name]
+    if importlib.util.find_spec(module.split(".")[0]) is None or importlib.util.find_spec(module) is None:
+        raise StudioError(f"{group}={name} needs its Hydra plugin: pip install 'feature-viz-studio[{extra}]'")
 
 
 def checked_overrides(command: str, overrides: list[str]) -> list[str]:
@@ -139,8 +140,13 @@ def _path_override(key: str, path: str) -> str:
     resolved = str(Path(path).resolve())
     if not Path(resolved).is_dir():
         raise StudioError(f"{key} dir not found: {path}")
-    quote = "'" if "'" not in resolved else '"'
-    return f"{key}={quote}{resolved}{quote}"
+    return _quoted(key, resolved)
+
+
+def _quoted(key: str, path: str) -> str:
+    """`key='<path>'`, quoted: a path may hold Hydra's special characters."""
+    quote = "'" if "'" not in path else '"'
+    return f"{key}={quote}{path}{quote}"
 
 
 def _flag_overrides(flags, overrides: list[str]) -> list[str]:
@@ -159,8 +165,7 @@ def _flag_overrides(flags, overrides: list[str]) -> list[str]:
         path = Path(value).resolve()
         if not path.is_file():
             raise StudioError(f"{flag} file not found: {value}")
-        quote = "'" if "'" not in str(path) else '"'
-        out.append(f"{key}={quote}{path}{quote}")
+        out.append(_quoted(key, str(path)))
     return out
 
 

@@ -299,7 +299,7 @@ def _generator_shape(generator, size, channels) -> tuple[tuple[int, int], int]:
     return size, channels
 
 
-def check_guided(guidance_scale=1.0, guidance_until=0.0, **_) -> None:
+def check_guided(guidance_scale=0.02, guidance_until=0.5, **_) -> None:  # guided()'s defaults
     """The guided options that can be checked before the diffusion model exists."""
     if not guidance_scale > 0:
         raise StudioError(f"param.guidance_scale={guidance_scale} must be positive (0.02 is the measured default)")

@@ -93,7 +93,7 @@ def report(sweep_dir: str | Path, by: list[str] | None = None, average_over=("se
     summary = summarize(rows, names, summary_names)
     failed = [{"job": j.name, **{n: j.value(k) for k, n in zip(keys, names)}, "error": j.error}
               for j in jobs if j.status != "complete"]
-    questions = quiz_questions(sweep_dir, jobs, rows, names, quiz_seed)
+    questions = quiz_questions(sweep_dir, jobs, rows, names, quiz_seed) if gallery or quiz else []  # hashes every render
     scored = _score_quiz(Path(quiz), questions, sweep_dir, rows, names, summary) if quiz else None  # before any write
     summary_names += list(QUIZ_METRICS) if scored else []
     headline = _check_headline(headline, summary_names)
@@ -252,9 +252,9 @@ def print_report(result: Report) -> None:
         print_tuning(result.tuning, result.sweep_dir)
     if "paired.md" in result.paths:
         print(f"paired tests -> {result.paths['paired.md']}")
-    for name in ("tcav.md", "dissect.md"):  # the command views (studio/report/views.py)
-        if name in result.paths:
-            print(f"{name.split('.')[0]} across jobs -> {result.paths[name]}")
+    for name in result.views or {}:  # the command views (studio/report/views.py)
+        if f"{name}.md" in result.paths:
+            print(f"{name} across jobs -> {result.paths[f'{name}.md']}")
     if "gallery/index.html" in result.paths:
         print(f"gallery -> {result.paths['gallery/index.html'].resolve().as_uri()}")
 
@@ -282,8 +282,6 @@ class ReportCallback(Callback):
         self.headline = list(headline) if headline else None
 
     def on_multirun_end(self, config, **kwargs) -> None:
-        import sys
-
         from studio.tracking import Tracker
 
         sweep_dir = Path(str(config.hydra.sweep.dir))

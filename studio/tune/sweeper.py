@@ -25,10 +25,10 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from studio.errors import StudioError
+from studio.sweep import USER_ERROR_EXIT
 from studio.tune.objectives import check_objectives
 from studio.tune.space import check_space
 
-USER_ERROR_EXIT = 2
 FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
 log = logging.getLogger(__name__)
 

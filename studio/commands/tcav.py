@@ -2,17 +2,21 @@
 against random concepts (studio/concepts/tcav.py).
 
 Run layout: tcav.csv, tcav.md (the same table), tcav.png (scores with 95% intervals, non-significant ones
-greyed), manifest.json with metrics tcav/<concept>/<layer>/<class> and tcav_p/<concept>/<layer>/<class>.
+greyed), manifest.json with metrics tcav/<concept>/<layer>/<class> and tcav_p/<concept>/<layer>/<class>; for a
+built-in concept also its effect when drawn on the class's images (studio/concepts/intervention.py):
+tcav_effect/<concept>/<class> (mean logit change) and tcav_rises/<concept>/<class> (share that rise).
 """
 
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
 
 from studio.commands.shared import Result, train_one
+from studio.concepts.intervention import ConceptEffect, concept_effects
 from studio.concepts.sets import BUILTIN, builtin_concept, check_count, disjoint_sets, load_concept_folder
 from studio.concepts.tcav import TcavResult, interval, tcav
 from studio.data import build_datamodule, classes_in_turn
@@ -25,7 +29,7 @@ from studio.report.tables import csv_and_markdown
 from studio.tracking import Tracker
 
 COLUMNS = ["concept", "layer", "class", "score", "low", "high", "random_score", "p_value", "significant",
-           "cav_accuracy"]
+           "cav_accuracy", "logit_change", "rises"]
 
 
 def run(cfg, tracker: Tracker) -> Result:
@@ -109,19 +113,26 @@ def tcav_run(cfg, tracker: Tracker, run_dir: Path) -> Result:
                    [x_train[i] for i in sets[:runs]], [x_train[i] for i in sets[runs:2 * runs]],
                    x_eval[chosen], y_eval[chosen], list(s.layers), classes, s.l2, s.max_iter)
     seconds = time.perf_counter() - start
-    rows = [_row(r, s.alpha) for r in results]
+    transforms = {name: partial(builtin_concept, name, mark=data_mark(cfg.data)) for name in concepts
+                  if name not in folders}
+    effects = {(e.concept, e.klass): e for e in concept_effects(trained.model, transforms, x_eval[chosen],
+                                                               y_eval[chosen], classes)}
+    rows = [_row(r, s.alpha, effects.get((r.concept, r.klass))) for r in results]
     print(f"tcav: {len(concepts)} concept(s) x {len(s.layers)} layer(s) x {len(classes)} class(es) x {runs} "
           f"runs in {seconds:.1f} s; {sum(r['significant'] for r in rows)} of {len(rows)} significant at "
           f"p < {s.alpha}")
     return _write(rows, run_dir, tracker, seconds, s.alpha)
 
 
-def _row(result: TcavResult, alpha: float) -> dict:
+def _row(result: TcavResult, alpha: float, effect: ConceptEffect | None) -> dict:
+    """One table row; the concept's effect (the same in every layer) is blank for a folder concept."""
     low, high = interval(result.scores)
     return {"concept": result.concept, "layer": result.layer, "class": result.klass,
             "score": round(result.score, 4), "low": round(max(0.0, low), 4), "high": round(min(1.0, high), 4),
             "random_score": round(result.random_scores.mean().item(), 4), "p_value": float(f"{result.p_value:.3g}"),
-            "significant": result.p_value < alpha, "cav_accuracy": round(result.cav_accuracy, 4)}
+            "significant": result.p_value < alpha, "cav_accuracy": round(result.cav_accuracy, 4),
+            "logit_change": round(effect.logit_change, 4) if effect else None,
+            "rises": round(effect.rises, 4) if effect else None}
 
 
 def _write(rows: list[dict], run_dir: Path, tracker: Tracker, seconds: float, alpha: float) -> Result:
@@ -133,6 +144,9 @@ def _write(rows: list[dict], run_dir: Path, tracker: Tracker, seconds: float, al
     for r in rows:
         key = f"{r['concept']}/{r['layer']}/{r['class']}"
         metrics[f"tcav/{key}"], metrics[f"tcav_p/{key}"] = r["score"], r["p_value"]
+        if r["logit_change"] is not None:
+            cell = f"{r['concept']}/{r['class']}"
+            metrics[f"tcav_effect/{cell}"], metrics[f"tcav_rises/{cell}"] = r["logit_change"], r["rises"]
     tracker.log(metrics)
     tracker.log_table("tcav/table", rows)
     tracker.log_images("tcav/plot", [run_dir / "tcav.png"])

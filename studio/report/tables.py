@@ -256,7 +256,7 @@ def csv_and_markdown(rows: list[dict], columns: list[str]) -> tuple[str, str]:
     writer.writerows(rows)
 
     def fmt(value):
-        return f"{value:.4f}" if isinstance(value, float) else str(value)
+        return f"{value:.4f}" if isinstance(value, float) else "" if value is None else str(value)
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(row.get(c, "")) for c in columns) + " |" for row in rows]

@@ -19,7 +19,7 @@ from studio.report.tables import csv_text, markdown_table
 from studio.report.view_output import ViewOutput, group_of, image_card
 
 COLUMNS = ["concept", "layer", "class", "jobs", "score", "score_min", "score_max", "random_score", "p_values",
-           "p_max", "significant_jobs"]
+           "p_max", "significant_jobs", "logit_change"]
 
 
 def aggregate(jobs: list[Job], keys: list[str], names: list[str]) -> list[dict]:
@@ -38,8 +38,16 @@ def aggregate(jobs: list[Job], keys: list[str], names: list[str]) -> list[dict]:
                      "score": statistics.fmean(scores), "score_min": min(scores), "score_max": max(scores),
                      "random_score": statistics.fmean(i["random_score"] for i in items),
                      "p_values": " ".join(f"{p:.2g}" for p in ps), "p_max": max(ps),
-                     "significant_jobs": sum(bool(i["significant"]) for i in items)})
+                     "significant_jobs": sum(bool(i["significant"]) for i in items),
+                     "logit_change": _mean_effect(items)})
     return rows
+
+
+def _mean_effect(items: list[dict]) -> float | None:
+    """The mean over jobs of the concept's effect on the logit (studio/concepts/intervention.py); None for a
+    folder concept (and for jobs written before the effect existed)."""
+    changes = [i["logit_change"] for i in items if i.get("logit_change") is not None]
+    return statistics.fmean(changes) if changes else None
 
 
 def write(sweep_dir: Path, jobs: list[Job], keys: list[str], names: list[str]) -> ViewOutput:
@@ -47,14 +55,16 @@ def write(sweep_dir: Path, jobs: list[Job], keys: list[str], names: list[str]) -
     columns = [*names, *COLUMNS]
     write_text(sweep_dir / "tcav.csv", csv_text(columns, rows))
     table = markdown_table([*names, "concept", "layer", "class", "score [min, max]", "random", "p per job",
-                            "significant"],
+                            "significant", "logit change"],
                            [[*(r[n] for n in names), r["concept"], r["layer"], r["class"],
                              f"{r['score']:.3f} [{r['score_min']:.3f}, {r['score_max']:.3f}]",
-                             f"{r['random_score']:.3f}", r["p_values"], f"{r['significant_jobs']} of {r['jobs']}"]
+                             f"{r['random_score']:.3f}", r["p_values"], f"{r['significant_jobs']} of {r['jobs']}",
+                             "" if r["logit_change"] is None else f"{r['logit_change']:+.2f}"]
                             for r in rows])
     markdown = ("## TCAV across jobs\n\nPer concept, layer and class: the mean score over the group's jobs with "
-                "their range, the mean random score, each job's p-value and in how many jobs it was significant "
-                "(tcav.png: hatched where not significant in every job).\n\n" + table)
+                "their range, the mean random score, each job's p-value, in how many jobs it was significant "
+                "(tcav.png: hatched where not significant in every job) and, for a built-in concept, the mean "
+                "change of the class's logit when the concept is drawn on its images.\n\n" + table)
     write_text(sweep_dir / "tcav.md", f"# TCAV: {sweep_dir}\n\n{markdown}")
     paths = {"tcav.csv": sweep_dir / "tcav.csv", "tcav.md": sweep_dir / "tcav.md"}
     if rows:

@@ -25,7 +25,8 @@ class View:
 def _registry() -> dict[str, View]:
     from studio.report import dissect, tcav  # each view imports matplotlib only when it draws
 
-    return {"tcav": View(tcav.write, covers=("tcav/", "tcav_p/")), "dissect": View(dissect.write)}
+    tcav_view = View(tcav.write, covers=("tcav/", "tcav_p/", "tcav_effect/", "tcav_rises/"))
+    return {"tcav": tcav_view, "dissect": View(dissect.write)}
 
 
 def views_for(jobs: list[Job]) -> dict[str, View]:

@@ -1,12 +1,14 @@
 """Does attention find the Clever Hans mark? vit_tiny trained on mnist5k_marked (a white square in the
 lower-left corner of every training 0: the clever_hans experiment's data), then on every marked test
 image: is the mark inside the patch that raw attention (the last block, mean over heads) and attention
-rollout rank first? The same on the ViT trained on clean mnist5k (the same marked test images) tells what
-the corner patch gets from a model that never learned the mark. Models are trained on first use and
+rollout rank first (read by the ViT's readout: the mean of the tokens, or the attention readout's row)?
+The same on the ViT trained on clean mnist5k (the same marked test images) tells what the corner patch
+gets from a model that never learned the mark. Models are trained on first use and
 cached in $STUDIO_OUTPUTS/models/ like every command's.
 
     .venv/bin/python bench/vit_clever_hans.py                  # prints a markdown table
     .venv/bin/python bench/vit_clever_hans.py model.options.patch=4
+    .venv/bin/python bench/vit_clever_hans.py model.options.pool=attention   # rollout from a readout's row
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def measure(model_name: str, data: str, overrides: list[str]) -> dict:
     # experiment=clever_hans model=vit_tiny`
     chosen = ["experiment=clever_hans"] if data == "mnist5k_marked" else [f"data={data}"]
     cfg = config.compose("explain", [*chosen, f"model={model_name}", "trainer.enable_progress_bar=false", *overrides])
-    marked_cfg = config.compose("explain", ["data=mnist5k_marked", *overrides])
+    marked_cfg = config.compose("explain", ["data=mnist5k_marked", f"model={model_name}", *overrides])
     o = marked_cfg.data.options
     mark = Mark(int(o.size), str(o.corner), int(o.margin), float(o.value))
     trained = trained_classifier(cfg.model, cfg.data, cfg.trainer, build_datamodule(cfg.data), cfg.paths.models)

@@ -2,12 +2,15 @@
 
 Patches of `patch` px are embedded by a strided convolution (`patch_embed`), a learned position map is
 added (`pos`), `depth` pre-norm transformer blocks (`blocks.0`, `blocks.1`, ...) mix the h·w tokens, and
-the head reads their mean (no class token). Inside a block the tokens are B×T×D; between blocks they are
-reshaped to the patch grid, so a block's output is a map like a conv layer's: channel and neuron
-objectives, Grad-CAM and `studio layers` treat it as one (D channels on an h×w grid).
+the head reads them through `pool` (model.options.pool: `mean`, their mean, the default; `attention`, one
+learned query per head attending over them; no class token either way, so every block keeps the grid).
+Inside a block the tokens are B×T×D; between blocks they are reshaped to the patch grid, so a block's
+output is a map like a conv layer's: channel and neuron objectives, Grad-CAM and `studio layers` treat it
+as one (D channels on an h×w grid).
 
 Each block's attention probabilities B×heads×T×T are the output of its `attn.softmax` module: a forward
-hook reads them (attention maps and rollout, studio/explain/attention.py) without the model keeping state.
+hook reads them (attention maps and rollout, studio/explain/attention.py) without the model keeping state;
+the attention readout's B×heads×1×T come out of `pool.softmax` the same way.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from studio.errors import StudioError
+from studio.errors import StudioError, lookup
 
 
 class SelfAttention(nn.Module):
@@ -54,6 +57,42 @@ class Block(nn.Module):
         tokens = tokens + self.attn(self.norm1(tokens))
         tokens = tokens + self.mlp(self.norm2(tokens))
         return tokens.transpose(1, 2).reshape(b, d, h, w)
+
+
+class AttentionPool(nn.Module):
+    """The attention readout: one learned query per head attends over the (layer-normed) tokens of the last
+    block and returns their weighted sum, B×D×h×w in, B×D out. Unlike the mean, the head sees a token only as
+    much as the query picks it, so the readout's attention, B×heads×1×T, the output of `self.softmax` (hook
+    it, as the blocks' `attn.softmax`), is the row attention rollout starts from, as a class token's would be.
+    (It does not make rollout find the Clever Hans mark: the trained query reads the tokens almost evenly,
+    the blocks having already spread the mark into all of them; README.)"""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.norm = nn.LayerNorm(dim)
+        self.query = nn.Parameter(torch.zeros(1, heads, 1, dim // heads))
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.softmax = nn.Softmax(dim=-1)
+        self.proj = nn.Linear(dim, dim)
+        nn.init.trunc_normal_(self.query, std=0.02)
+
+    def forward(self, grid: torch.Tensor) -> torch.Tensor:
+        b, d, _, _ = grid.shape
+        tokens = self.norm(grid.flatten(2).transpose(1, 2))  # B×T×D
+        k, v = self.kv(tokens).view(b, -1, 2, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        weights = self.softmax((self.query @ k.transpose(-2, -1)) * (d // self.heads) ** -0.5)  # B×heads×1×T
+        return self.proj((weights @ v).reshape(b, d))
+
+
+def mean_pool(dim: int, heads: int) -> nn.Module:  # (dim, heads): the signature every POOLS entry has
+    """The mean of the tokens: every token reaches the head through its own residual path, so attention
+    need not pick the tokens the model uses (rollout then reads all of them alike, 1/T each)."""
+    return nn.AdaptiveAvgPool2d(1)
+
+
+# model.options.pool: how the head reads the last block's tokens
+POOLS = {"attention": AttentionPool, "mean": mean_pool}
 
 
 class PositionMap(nn.Module):
@@ -94,29 +133,46 @@ def check_patch(patch: int, image_size: int) -> None:
 
 
 def vit(channels: int, num_classes: int, image_size: int = 28, patch: int = 4, dim: int = 64, depth: int = 4,
-        heads: int = 4, mlp_ratio: float = 2.0) -> nn.Module:
-    """A Vision Transformer for image_size² images in patches of `patch` px (which must divide it)."""
+        heads: int = 4, mlp_ratio: float = 2.0, pool: str = "mean") -> nn.Module:
+    """A Vision Transformer for image_size² images in patches of `patch` px (which must divide it), its head
+    reading the last tokens through `pool` (POOLS)."""
     check_patch(patch, image_size)
     if dim % heads:
         raise StudioError(f"model.options.dim={dim} is not a multiple of model.options.heads={heads}")
+    readout = lookup(POOLS, "model.options.pool", pool)(dim, heads)
     side = image_size // patch
     return VisionTransformer(OrderedDict(
         patch_embed=nn.Conv2d(channels, dim, patch, stride=patch),
         pos=PositionMap(dim, side),
         blocks=nn.Sequential(*(Block(dim, heads, mlp_ratio) for _ in range(depth))),
-        pool=nn.AdaptiveAvgPool2d(1), flatten=nn.Flatten(),
+        pool=readout, flatten=nn.Flatten(),
         norm=nn.LayerNorm(dim),
         head=nn.Linear(dim, num_classes),
     ))
 
 
+def token_part(name: str) -> str | None:
+    """The part of a ViT whose inside `name` is, where tokens B×T×D flow (a block, the attention readout:
+    `pool.kv`, `pool.softmax`, ...), or None (a block itself, `pool`, or a layer outside them)."""
+    parts = name.split(".")
+    if parts[0] == "blocks" and len(parts) >= 3:
+        return "a ViT block"
+    return "the ViT's attention readout" if parts[0] == "pool" and len(parts) >= 2 else None
+
+
 def check_map_layer(net: nn.Module, name: str, what: str = "layer") -> None:
-    """A layer inside a ViT block gives tokens B×T×D, not a map: one line naming the layers that do."""
-    if isinstance(net, VisionTransformer) and name.startswith("blocks.") and name.count(".") >= 2:
-        raise StudioError(f"{what} {name!r} is inside a ViT block and gives tokens, not a map on the patch grid; "
+    """A layer inside a ViT block or readout gives tokens, not a map: one line naming the layers that do."""
+    part = token_part(name) if isinstance(net, VisionTransformer) else None
+    if part:
+        raise StudioError(f"{what} {name!r} is inside {part} and gives tokens, not a map on the patch grid; "
                           f"choose a block or the patch embedding: {', '.join(net.grid_layers())}")
 
 
 def attention_layers(net: nn.Module) -> dict[str, SelfAttention]:
     """name -> SelfAttention module of every block of `net`, in forward order (empty: no attention)."""
     return {name: m for name, m in net.named_modules() if isinstance(m, SelfAttention)}
+
+
+def attention_readout(net: nn.Module) -> AttentionPool | None:
+    """`net`'s attention readout (model.options.pool=attention), or None (the mean, or no ViT)."""
+    return next((m for m in net.modules() if isinstance(m, AttentionPool)), None)

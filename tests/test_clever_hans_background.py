@@ -79,7 +79,7 @@ def test_the_experiment_composes():
     assert cfg.data.split == "val" and cfg.data.options.test_rate == 0  # painted images explained, clean test
     assert cfg.data.options.base in config_choices("data")  # the clean model's data
     assert len(cfg.data.options.levels) == cfg.data.num_classes
-    assert cfg.method == "all" and cfg.explain.images == 16
+    assert cfg.method == "all" and cfg.explain.images == 64
 
 
 def test_cli_run_reports_background_share_beside_the_clean_model(outputs, tmp_path, small_cnn):

@@ -3,6 +3,8 @@ on its patch grid."""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 import torch
 
@@ -10,13 +12,34 @@ from studio.errors import StudioError
 from studio.explain import build_method, method_names
 from studio.explain.attention import pooled_relevance, rollout
 from studio.models import Classifier, build_net, layer_shapes
-from studio.vit import attention_layers
+from studio.vit import attention_layers, attention_readout, check_map_layer
 from tests.conftest import FAST_VIT, QUIET_LOCAL, read_manifest, run_studio_forked
 
 
-def tiny_vit(patch: int = 7, depth: int = 2) -> Classifier:
+def tiny_vit(patch: int = 7, depth: int = 2, pool: str = "attention") -> Classifier:
     torch.manual_seed(0)
-    return Classifier(build_net("vit", 1, 10, image_size=28, patch=patch, depth=depth), [0.5], [0.25]).eval()
+    return Classifier(build_net("vit", 1, 10, image_size=28, patch=patch, depth=depth, pool=pool),
+                      [0.5], [0.25]).eval()
+
+
+@contextmanager
+def forced_attention(model: Classifier, readout_onto: int | None = None):
+    """Every block's attention replaced by the identity (each token reads only itself) and, given a patch k,
+    the readout's by one-hot attention on k (in every head)."""
+    def onto_k(_module, _inputs, out):
+        forced = torch.zeros_like(out)
+        forced[..., readout_onto] = 1
+        return forced
+
+    hooks = [layer.softmax.register_forward_hook(lambda _m, _i, out: torch.eye(out.shape[-1]).expand_as(out))
+             for layer in attention_layers(model.net).values()]
+    if readout_onto is not None:
+        hooks.append(attention_readout(model.net).softmax.register_forward_hook(onto_k))
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 def test_rollout_of_identity_attention_is_the_identity_so_every_patch_counts_alike():
@@ -41,18 +64,36 @@ def test_rollout_of_attention_on_one_patch_follows_the_closed_form():
         assert torch.allclose(pooled_relevance(rollout([onto_k] * blocks)), expected, atol=1e-6)
 
 
-def test_attention_maps_of_a_vit_whose_attention_is_the_identity_are_uniform():
-    model = tiny_vit()
-    hooks = [layer.softmax.register_forward_hook(lambda _m, _i, out: torch.eye(out.shape[-1]).expand_as(out))
-             for layer in attention_layers(model.net).values()]
+def test_attention_maps_of_a_mean_pooled_vit_whose_attention_is_the_identity_are_uniform():
+    model = tiny_vit(pool="mean")
     x = torch.rand(3, 1, 28, 28)
-    try:
+    with forced_attention(model):
         for name in ("attention", "attention_rollout"):
             maps = build_method(name, model).attribute(x)
             assert maps.shape == (3, 1, 28, 28) and torch.allclose(maps, torch.full_like(maps, 1 / 16)), name
-    finally:
-        for hook in hooks:
-            hook.remove()
+
+
+def test_rollout_of_a_vit_whose_readout_attends_only_to_patch_k_puts_k_first():
+    """Identity block attention gives R = I, so the map is the readout's row: one-hot on patch k (row 1,
+    column 2 of the 4×4 grid: pixels 7-13 × 14-20), and the raw attention of any block is the same."""
+    model, k = tiny_vit(), 6
+    x = torch.rand(3, 1, 28, 28)
+    with forced_attention(model, readout_onto=k):
+        for name in ("attention_rollout", "attention"):
+            patches = build_method(name, model).attribute(x)[:, 0, ::7, ::7].flatten(1)
+            assert (patches.argmax(1) == k).all(), name
+            assert torch.allclose(patches, torch.eye(16)[k].expand(3, 16)), name
+
+
+def test_the_readout_is_chosen_by_name_and_a_bad_one_is_one_line():
+    assert isinstance(tiny_vit(pool="mean").net.pool, torch.nn.AdaptiveAvgPool2d)
+    assert attention_readout(tiny_vit(pool="mean").net) is None and attention_readout(tiny_vit().net) is not None
+    with pytest.raises(StudioError, match="unknown model.options.pool 'cls'; choose from: attention, mean"):
+        build_net("vit", 1, 10, pool="cls")
+    # inside the readout, as inside a block, the layers see tokens: not a map for Grad-CAM or an objective
+    with pytest.raises(StudioError, match="objective.layer 'pool.kv' is inside the ViT's attention readout"):
+        check_map_layer(tiny_vit().net, "pool.kv", "objective.layer")
+    check_map_layer(tiny_vit().net, "pool", "objective.layer")
 
 
 def test_attention_methods_read_a_chosen_block_and_head():

@@ -1,16 +1,20 @@
 """Attention maps of a Vision Transformer (studio/vit.py): raw attention and attention rollout.
 
 Both read the attention probabilities A_l (B×heads×T×T, rows sum to 1) that every block's
-`attn.softmax` produces, through forward hooks, and say which patches the model reads, not why a class:
-the target is ignored. The studio's ViT classifies the *mean* of its last tokens (no class token), so a
-token matrix M (B×T×T, row i = where query i reads) becomes one relevance per patch as the mean of its
-rows, (1/T)·1ᵀM: how much the pooled output reads each patch. The T values go back to the patch grid and
-every pixel gets its patch's value.
+`attn.softmax` produces, and the readout's (B×heads×1×T, `pool.softmax`), through forward hooks, and say
+which patches the model reads, not why a class: the target is ignored. A token matrix M (B×T×T, row i =
+where token i reads) becomes one relevance per patch through the row of what the head reads of the last
+tokens, row·M: with the mean pooling (model.options.pool=mean, vit_tiny's) it is 1/T for every token,
+(1/T)·1ᵀM; with the attention readout (pool=attention) it is the readout's attention averaged over heads,
+the analogue of the class token's row that Abnar & Zuidema read. The T values go back to the patch grid
+and every pixel gets its patch's value.
 
 Attention rollout (Abnar & Zuidema 2020): with Ã_l = r·Ā_l + (1 − r)·I (Ā_l the mean over heads, r = 0.5
 in the paper, the identity standing for the residual connection; rows renormalized), the flow from input
 patches to the last layer's tokens is R = Ã_L ⋯ Ã_1. Identity attention (every token reads only itself)
-gives R = I and so the uniform map 1/T: the model mixes nothing, and every patch reaches the output alike.
+gives R = I and so the readout's row itself: 1/T everywhere under the mean pooling (every patch reaches the
+output alike), one-hot on patch k when the readout attends only to k. The readout has no skip connection
+(the head sees only what it attends to), so its row enters as it is, without the ½I.
 """
 
 from __future__ import annotations
@@ -23,19 +27,25 @@ from studio.errors import StudioError
 from studio.explain.checks import check_finite, logits
 from studio.explain.registry import Attribution, MethodSpec, register
 from studio.modes import forward_batches
-from studio.vit import attention_layers
+from studio.vit import attention_layers, attention_readout
 
 
-def attention_probabilities(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> list[torch.Tensor]:
-    """Every block's attention B×heads×T×T for images x (N×C×H×W), in forward order (eval mode, batched)."""
-    layers = list(attention_layers(getattr(model, "net", model)).values())
-    captured: list[list[torch.Tensor]] = [[] for _ in layers]
+def attention_probabilities(model: nn.Module, x: torch.Tensor,
+                            batch_size: int = 256) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """Every block's attention B×heads×T×T for images x (N×C×H×W), in forward order, and the readout's
+    B×heads×1×T (None when the model pools the mean), in eval mode, batched."""
+    net = getattr(model, "net", model)
+    readout = attention_readout(net)
+    softmaxes = [layer.softmax for layer in attention_layers(net).values()]
+    softmaxes += [readout.softmax] if readout is not None else []
+    captured: list[list[torch.Tensor]] = [[] for _ in softmaxes]
 
     def keep(k: int):
         return lambda _module, _inputs, output: captured[k].append(output.detach().float().cpu())
 
-    forward_batches(model, x, [(layer.softmax, keep(k)) for k, layer in enumerate(layers)], batch_size)
-    return [torch.cat(c) for c in captured]
+    forward_batches(model, x, [(softmax, keep(k)) for k, softmax in enumerate(softmaxes)], batch_size)
+    tensors = [torch.cat(c) for c in captured]
+    return (tensors[:-1], tensors[-1]) if readout is not None else (tensors, None)
 
 
 def rollout(attentions: list[torch.Tensor], residual: float = 0.5) -> torch.Tensor:
@@ -51,9 +61,19 @@ def rollout(attentions: list[torch.Tensor], residual: float = 0.5) -> torch.Tens
     return flow
 
 
-def pooled_relevance(tokens: torch.Tensor) -> torch.Tensor:
-    """B×T×T token matrix -> B×T: what the mean of the output tokens (the ViT's pooling) reads of each patch."""
-    return tokens.mean(1)
+def readout_row(readout: torch.Tensor | None, tokens: int, batch: int) -> torch.Tensor:
+    """B×T: how much the head's input draws from each last-block token. The attention readout's row,
+    averaged over heads; the mean pooling's is 1/T for every token."""
+    if readout is None:
+        return torch.full((batch, tokens), 1 / tokens)
+    return readout.mean(1)[:, 0]
+
+
+def pooled_relevance(tokens: torch.Tensor, readout: torch.Tensor | None = None) -> torch.Tensor:
+    """B×T×T token matrix M -> B×T: what the readout reads of each patch through M, row·M (the readout's
+    attention row, or the mean of M's rows for the mean pooling)."""
+    row = readout_row(readout, tokens.shape[-1], len(tokens)).to(tokens)
+    return (row.unsqueeze(1) @ tokens)[:, 0]
 
 
 def to_pixels(relevance: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -79,19 +99,20 @@ class AttentionMethod:
     def attribute(self, x: torch.Tensor, target=None, seed: int | None = None) -> torch.Tensor:
         """N×1×H×W maps of x (the target is checked, then ignored: attention does not depend on it)."""
         logits(self.model, x, self.batch_size)  # the input checks every method makes
-        relevance = self._relevance(attention_probabilities(self.model, x, self.batch_size))
+        relevance = self._relevance(*attention_probabilities(self.model, x, self.batch_size))
         return check_finite(to_pixels(relevance, x.shape[-2:]))
 
     def attribution(self, x, target=None, segments=None, seed=None) -> Attribution:
         return Attribution(self.attribute(x, target, seed))
 
-    def _relevance(self, attentions: list[torch.Tensor]) -> torch.Tensor:
+    def _relevance(self, attentions: list[torch.Tensor], readout: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
 
 
 class RawAttention(AttentionMethod):
     """The attention of one block (`block`: 0..depth-1, -1 = the last) and one head (`head`: an index, or
-    "mean" over heads), read by the pooled output: the mean over queries of A[query, patch]."""
+    "mean" over heads), read by the readout: row·A (the mean over queries of A[query, patch] under the mean
+    pooling)."""
 
     name = "attention"
 
@@ -105,14 +126,14 @@ class RawAttention(AttentionMethod):
             raise StudioError(f"explain.attention.head={head!r} is not valid: choose a head 0..{heads - 1} or mean")
         self.block, self.head = int(block), head
 
-    def _relevance(self, attentions):
+    def _relevance(self, attentions, readout):
         chosen = attentions[self.block]
         chosen = chosen.mean(1) if self.head == "mean" else chosen[:, self.head]
-        return pooled_relevance(chosen)
+        return pooled_relevance(chosen, readout)
 
 
 class AttentionRollout(AttentionMethod):
-    """Attention rollout (Abnar & Zuidema 2020) through every block, read by the pooled output."""
+    """Attention rollout (Abnar & Zuidema 2020) through every block, read by the readout: row·R."""
 
     name = "attention_rollout"
 
@@ -122,8 +143,8 @@ class AttentionRollout(AttentionMethod):
             raise StudioError(f"explain.attention_rollout.residual={residual} must be in [0, 1] (the paper's: 0.5)")
         self.residual = residual
 
-    def _relevance(self, attentions):
-        return pooled_relevance(rollout(attentions, self.residual))
+    def _relevance(self, attentions, readout):
+        return pooled_relevance(rollout(attentions, self.residual), readout)
 
 
 register(MethodSpec("attention", RawAttention, block="attention", applies=lambda m: bool(attention_layers(m))))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -41,7 +41,7 @@ class Tuning:
     trials: list[Trial]
     best: list[Trial]            # one objective: the best trial; several: the Pareto front
     recipes: dict                # recipe name -> trial number
-    fixed: list[str] = ()        # keys hydra.sweeper.params sets to one value: every trial has them, recipes too
+    fixed: list[str] = field(default_factory=list)  # keys hydra.sweeper.params holds at one value; recipes set them
 
 
 def find_tuning(sweep_dir: Path, jobs: list[Job]) -> Tuning | None:

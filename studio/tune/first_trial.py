@@ -5,9 +5,11 @@
       first_trial: config    # the composed config's own values of the searched keys
 
 `config` puts the recipe the search starts from into the study (experiment=tune_regularizer: the `l2_tv`
-recipe's weights, `blur`'s sigma, the parameterization's lr), so every search holds the baseline it is meant to
-beat, measured the same way as its other trials, and TPE starts knowing one point of the space. A value the
-search space does not hold (a fixed key, or one outside its range) is left to the sampler.
+recipe's weights, `blur`'s sigma, the parameterization's lr, rendered with the search's held keys), scored like
+every other trial, and TPE starts knowing one point of the space. A value the search space does not hold (a
+held key, or one outside its range) is left to the sampler. The default is `sampled`: at 16 trials `config`
+spent one trial on a point far from the best and helped no search measured (README, Searching a recipe's
+weights).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -41,6 +41,7 @@ class Tuning:
     trials: list[Trial]
     best: list[Trial]            # one objective: the best trial; several: the Pareto front
     recipes: dict                # recipe name -> trial number
+    fixed: list[str] = field(default_factory=list)  # keys hydra.sweeper.params holds at one value; recipes set them
 
 
 def find_tuning(sweep_dir: Path, jobs: list[Job]) -> Tuning | None:
@@ -66,7 +67,8 @@ def find_tuning(sweep_dir: Path, jobs: list[Job]) -> Tuning | None:
     study = str(cfg.hydra.sweeper.get("study_name") or "study")
     names = {f"tuned_{study}": best[0].number} if len(best) == 1 else \
         {f"tuned_{study}_trial{t.number}": t.number for t in best}
-    return Tuning(study, directions, [_formula(o) for o in objective_terms(tune)], searched, trials, best, names)
+    return Tuning(study, directions, [_formula(o) for o in objective_terms(tune)], searched, trials, best, names,
+                  _fixed(cfg))
 
 
 def _as_list(value) -> list[float] | None:
@@ -91,6 +93,16 @@ def _searched(cfg) -> list[str]:
     given = [f"{k}={v}" for k, v in params.items()] + [str(o) for o in cfg.hydra.overrides.task]
     keys = [o.key_or_group for o in OverridesParser.create().parse_overrides(given) if o.is_sweep_override()]
     return list(dict.fromkeys(keys))
+
+
+def _fixed(cfg) -> list[str]:
+    """The keys hydra.sweeper.params gives one value (no sweep): the search holds them fixed (e.g. `steps: 64`),
+    so a recipe must set them too, or it would render with the config's own value."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = OmegaConf.to_container(cfg.hydra.sweeper.get("params") or {}, resolve=False)
+    given = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+    return [o.key_or_group for o in given if not o.is_sweep_override()]
 
 
 def pareto_front(trials: list[Trial], directions: list[str]) -> list[Trial]:
@@ -144,9 +156,11 @@ def _markdown(sweep_dir: Path, tuning: Tuning, header: list[str], rows: list[lis
 
 
 def _recipe(sweep_dir: Path, tuning: Tuning, name: str, number: int) -> Path:
-    """The trial as a recipe: its job's param (and generator) choice, its regularizer's terms, its searched values."""
+    """The trial as a recipe: its job's param (and generator) choice, its regularizer's terms, its searched values
+    and the values the search held fixed."""
     trial = next(t for t in tuning.trials if t.number == number)
-    choices, settings = trial_settings(trial.job.manifest.get("config") or {}, trial.params)
+    fixed = {k: trial.job.overrides[k] for k in tuning.fixed if k in trial.job.overrides}
+    choices, settings = trial_settings(trial.job.manifest.get("config") or {}, {**fixed, **trial.params})
     choices.update({g: trial.job.choices[g] for g in ("param", "generator") if g in trial.job.choices})
     scores = ", ".join(f"{o} = {v:.4g}" for o, v in zip(tuning.objectives, trial.values))
     return write_recipe(sweep_dir, name, choices, settings,

@@ -30,6 +30,16 @@ def check_space(arguments: list[str]) -> None:
                                   f"{text.split('=', 1)[1]} {why}; use {HOW}")
 
 
+def last_per_key(arguments: list[str]) -> list[str]:
+    """The entries with one per key, the last one given: the command line's `steps=range(4, 8, 4)` replaces the
+    experiment's `steps: 64` (the plugin would keep both, and its fixed value would win over the sweep)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    keys = [o.key_or_group for o in OverridesParser.create().parse_overrides(list(arguments))]
+    last = {key: i for i, key in enumerate(keys)}
+    return [text for i, (key, text) in enumerate(zip(keys, arguments)) if last[key] == i]
+
+
 def _empty(override) -> str | None:
     """Why this sweep holds nothing to search (None: it holds something). Optuna reads range(start, stop, step)
     with stop included (an int distribution from start to stop), so range(4, 4) is a single value, not a search."""

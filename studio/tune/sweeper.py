@@ -1,13 +1,16 @@
 """Hydra's Optuna sweeper (hydra-optuna-sweeper), made resumable and checked before it writes anything.
 
 ResumableSweep (Hydra's plugin class is hydra_plugins/studio_tune/resumable_optuna_sweeper.py; see
-conf/experiment/tune_regularizer.yaml) changes four things of the plugin's sweep:
+conf/experiment/tune_regularizer.yaml) changes these things of the plugin's sweep:
 - n_trials counts the study's finished trials, those of an earlier, stopped run included: a rerun with the
   same hydra.sweep.dir runs only what is missing (the plugin would run n_trials more);
 - a trial left RUNNING by a killed run is run again with its own parameters in its own job dir, and the
   job skips itself if its manifest was already complete (studio/sweep.py), so no finished work is repeated;
 - the job dir of a trial is its trial number, so job dirs and the study's trials never collide across reruns;
-- the search space and tune.objectives are checked first: a bad one is one line, exit 2, and no sweep dir.
+- the search space, tune.objectives and tune.first_trial are checked first: a bad one is one line, exit 2,
+  and no sweep dir;
+- a new study's trial 0 is the one tune.first_trial names (studio/tune/first_trial.py): the sampler's, or
+  with `config` the composed config's own values (the recipe the search starts from is in the study).
 A failed trial (a job that raised, or a non-finite score) is told to Optuna as failed and the search goes on.
 One process per sweep dir: a second one is refused while the first holds `optuna.lock`.
 """
@@ -26,8 +29,9 @@ from optuna.trial import TrialState
 
 from studio.errors import StudioError
 from studio.sweep import USER_ERROR_EXIT
+from studio.tune.first_trial import first_trial
 from studio.tune.objectives import check_objectives
-from studio.tune.space import check_space
+from studio.tune.space import check_space, last_per_key
 
 FINISHED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED)
 log = logging.getLogger(__name__)
@@ -42,9 +46,8 @@ class ResumableSweep(OptunaSweeperImpl):
         directions = self._get_directions()
         _checked(lambda: check_space(space), self.config)
         _checked(lambda: check_objectives(self.config.get("tune"), directions), self.config)
-        distributions, fixed = create_params_from_overrides(space)
-        for name in fixed:
-            distributions.pop(name, None)
+        start = _checked(lambda: first_trial(self.config), self.config)
+        distributions, fixed = create_params_from_overrides(last_per_key(space))
         sweep_dir = Path(str(self.sweep_dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)  # SQLite makes the file, not its folder
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")  # what the basic sweeper writes: the report reads it
@@ -56,6 +59,10 @@ class ResumableSweep(OptunaSweeperImpl):
         with lock:
             study = optuna.create_study(study_name=self.study_name, storage=self.storage, sampler=self.sampler,
                                         directions=directions, load_if_exists=True)
+            first = start(self.config, distributions) if not study.trials else {}  # a resumed study has its own
+            if first:
+                log.info(f"Trial 0 renders with the config's values: {', '.join(f'{k}={v}' for k, v in first.items())}")
+                study.enqueue_trial(first)
             self._finish_interrupted(study, distributions, fixed)
             done = sum(t.state in FINISHED for t in study.trials)
             if done:
@@ -105,10 +112,11 @@ def _busy(sweep_dir: Path) -> None:
                       "wait for it, or choose another hydra.sweep.dir=...")
 
 
-def _checked(check, config) -> None:
-    """Run a check; a StudioError is one line on stderr and exit 2 (Hydra would print a trace)."""
+def _checked(check, config):
+    """Run a check and return what it returns; a StudioError is one line on stderr and exit 2 (Hydra would
+    print a trace)."""
     try:
-        check()
+        return check()
     except StudioError as e:
         print(f"studio {config.get('command', '')}: error: {e}", file=sys.stderr)
         sys.exit(USER_ERROR_EXIT)

@@ -1,7 +1,7 @@
 """What a new search's first trial renders (`tune.first_trial`), before the sampler proposes anything.
 
     tune:
-      first_trial: sampled   # none: the sampler proposes trial 0 like any other (the default)
+      first_trial: sampled   # the sampler proposes trial 0 like any other (the default)
       first_trial: config    # the composed config's own values of the searched keys
 
 `config` puts the recipe the search starts from into the study (experiment=tune_regularizer: the `l2_tv`

@@ -59,11 +59,30 @@ class SampleGrid(pl.Callback):
                              step=trainer.global_step)
 
 
+# Generator keys whose null means "as before the key existed" (see cache_stem).
+UNSET_KEYS = ("epoch_images",)
+
+
+def epoch_batches(gen_cfg) -> int | None:
+    """Training batches per epoch: generator.epoch_images // batch_size, a fresh random draw of the training
+    split each epoch, so one budget (epochs x images) trains alike on 3,600 or 54,000 images; None (every
+    image, every epoch) when epoch_images is null or absent."""
+    images = gen_cfg.get("epoch_images")
+    if images is None:
+        return None
+    if images < gen_cfg.batch_size:
+        raise StudioError(f"generator.epoch_images={images} is less than one batch (generator.batch_size="
+                          f"{gen_cfg.batch_size}); use at least that, or null for every training image")
+    return images // gen_cfg.batch_size
+
+
 def cache_stem(gen_cfg, data_cfg) -> str:
     """`<generator>-<data>-<hash>`: the cache entry's name, keyed by what changes the trained weights (not the
     render recipe, not the data loader's workers or split)."""
     data_key = {k: v for k, v in data_cfg.items() if k not in ("num_workers", "split")}
-    trained_by = {k: v for k, v in gen_cfg.items() if k != "render"}
+    # a key at its "off" value (UNSET_KEYS) trains what the configs did before it existed: left out, so the
+    # entries cached then stay valid
+    trained_by = {k: v for k, v in gen_cfg.items() if k != "render" and not (k in UNSET_KEYS and v is None)}
     return f"{gen_cfg.name}-{data_cfg.name}-{config_hash(generator=trained_by, data=data_key)}"
 
 
@@ -87,7 +106,8 @@ def trained_generator(gen_cfg, data_cfg, trainer_cfg, dm: ImageDataModule, model
         checkpoint = every_epoch_checkpoint(workdir)
         # RngState: the resumed epochs draw the noise and the shuffles an uninterrupted run would
         shown = progress(trainer_cfg.get("enable_progress_bar", True), f"{gen_cfg.name} training")
-        trainer = pl.Trainer(**runtime, max_epochs=gen_cfg.max_epochs, precision=gen_cfg.precision,
+        trainer = pl.Trainer(**runtime, max_epochs=gen_cfg.max_epochs, limit_train_batches=epoch_batches(gen_cfg),
+                             precision=gen_cfg.precision,
                              logger=logger, default_root_dir=workdir, enable_model_summary=False,
                              log_every_n_steps=10, enable_progress_bar=shown["enable_progress_bar"],
                              callbacks=[StopIfDiverged(f"generator.lr={gen_cfg.lr:g}"), SampleGrid(samples_dir),

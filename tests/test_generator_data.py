@@ -1,0 +1,53 @@
+"""Per-data generator settings (conf/generator_data/<generator>_<data>.yaml): on Fashion-MNIST's 54,000
+training images each generator trains mnist5k's budget (epochs of 3,584 images), and mnist5k's configs and
+cached generators stay as they were."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from generators.registry import cache_stem, epoch_batches
+from studio.errors import StudioError
+from tests.conftest import compose_config
+
+GENERATORS = ["vae", "dcgan", "diffusion"]
+
+
+@pytest.mark.parametrize("generator", GENERATORS)
+def test_fashion_mnist_trains_each_generator_for_mnist5k_steps(generator):
+    digits = compose_config("train-generator", [f"generator={generator}"])
+    fashion = compose_config("train-generator", [f"generator={generator}", "data=fashion_mnist"])
+    assert epoch_batches(digits.generator) is None  # mnist5k: every training image, every epoch
+    # mnist5k's epoch: its 3,600 training images in whole batches
+    assert epoch_batches(fashion.generator) == 3600 // digits.generator.batch_size
+    assert fashion.generator.max_epochs == digits.generator.max_epochs
+
+
+@pytest.mark.parametrize("generator", GENERATORS)
+def test_the_budget_follows_the_generator_a_recipe_picks(generator):
+    recipe = {"vae": "latent_vae", "dcgan": "latent_gan", "diffusion": "guided_diffusion"}[generator]
+    cfg = compose_config("visualize", [f"+recipe={recipe}", "data=fashion_mnist", "objective=class"])
+    assert cfg.generator.name == generator and epoch_batches(cfg.generator) is not None
+
+
+def test_the_command_line_overrides_the_data_budget():
+    cfg = compose_config("train-generator", ["data=fashion_mnist", "generator.epoch_images=null"])
+    assert epoch_batches(cfg.generator) is None
+
+
+@pytest.mark.parametrize("generator", GENERATORS)
+def test_mnist5k_generators_keep_their_cache_entries(generator):
+    """epoch_images: null trains what the configs did before the key existed, so it leaves the cache key
+    alone (no retraining of generators cached by earlier releases)."""
+    cfg = compose_config("train-generator", [f"generator={generator}"])
+    without = OmegaConf.create({k: v for k, v in cfg.generator.items() if k != "epoch_images"})
+    assert cache_stem(cfg.generator, cfg.data) == cache_stem(without, cfg.data)
+    capped = OmegaConf.merge(cfg.generator, {"epoch_images": 3584})
+    assert cache_stem(capped, cfg.data) != cache_stem(cfg.generator, cfg.data)
+
+
+def test_an_epoch_smaller_than_a_batch_is_refused_in_one_line():
+    cfg = compose_config("train-generator", ["generator.epoch_images=10"])
+    with pytest.raises(StudioError, match="less than one batch"):
+        epoch_batches(cfg.generator)

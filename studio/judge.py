@@ -82,6 +82,7 @@ class Judge:
             view.pool = view.embed(pool_images)
             view.reference_self = kernel_self_mean(view.reference)
             view.radii = knn_radii(view.reference, k)
+        self._baselines: dict = {}  # (classes, n) -> the class-matched real sets' numbers (_real_baselines)
 
     @classmethod
     def for_data(cls, model: nn.Module, dm, **options) -> "Judge":
@@ -135,20 +136,16 @@ class Judge:
         (smallest), precision_real and recall_real (the same for the class-matched real sets)."""
         if len(images) < 3:
             raise StudioError(f"realism needs at least 3 images to fit a covariance; got {len(images)}")
-        rng = np.random.default_rng(self.seed)
-        draws = [self.class_matched_rows(classes, rng, len(images)) for _ in range(self.baselines)]
+        fd_reals, kid_reals, real_pr = self._real_baselines(classes, len(images))
         out: dict = {}
-        real_pr = np.zeros((len(self.views), len(draws), 2))
         for i, view in enumerate(self.views):
             x, v = view.embed(images), view.name
             fd = frechet_distance(x, view.reference)
-            fd_real = float(np.mean([frechet_distance(view.pool[rows], view.reference) for rows in draws]))
-            kid_real = float(np.mean([kid(view.pool[rows], view.reference, view.reference_self) for rows in draws]))
+            fd_real, kid_real = fd_reals[i], kid_reals[i]
             out.update({f"realism_ratio/{v}": fd / fd_real, f"frechet/{v}": fd, f"frechet_real/{v}": fd_real,
                         f"kid/{v}": kid(x, view.reference, view.reference_self), f"kid_real/{v}": kid_real})
             if len(images) > self.k:  # k neighbours among the images
                 out[f"precision/{v}"], out[f"recall/{v}"] = precision_recall(x, view.reference, self.k, view.radii)
-                real_pr[i] = [precision_recall(view.pool[rows], view.reference, self.k, view.radii) for rows in draws]
         names = [view.name for view in self.views]
         out["realism_ratio"] = max(out[f"realism_ratio/{v}"] for v in names)
         if len(images) > self.k:
@@ -157,6 +154,28 @@ class Judge:
                        precision_real=float(real_pr[:, :, 0].min(0).mean()),
                        recall_real=float(real_pr[:, :, 1].min(0).mean()))
         return out
+
+    def _real_baselines(self, classes: Sequence[int] | None, n: int) -> tuple[list, list, np.ndarray]:
+        """Per view, the mean FD and KID of `baselines` class-matched real sets of n images, and their
+        (precision, recall) (views x sets x 2). The draws depend only on the seed, the classes and n, so
+        the numbers are computed once per (classes, n) and reused: scoring several sets of the same
+        classes (calibration sets, samples beside noise) costs one set of baselines, not one each."""
+        key = (None if classes is None else tuple(int(c) for c in classes), n)
+        cache = self._baselines
+        if key not in cache:
+            rng = np.random.default_rng(self.seed)
+            draws = [self.class_matched_rows(classes, rng, n) for _ in range(self.baselines)]
+            real_pr = np.zeros((len(self.views), len(draws), 2))
+            fd_reals, kid_reals = [], []
+            for i, view in enumerate(self.views):
+                fd_reals.append(float(np.mean([frechet_distance(view.pool[rows], view.reference) for rows in draws])))
+                kid_reals.append(float(np.mean([kid(view.pool[rows], view.reference, view.reference_self)
+                                                for rows in draws])))
+                if n > self.k:
+                    real_pr[i] = [precision_recall(view.pool[rows], view.reference, self.k, view.radii)
+                                  for rows in draws]
+            cache[key] = (fd_reals, kid_reals, real_pr)
+        return cache[key]
 
     def diversity(self, images: torch.Tensor, groups: Sequence) -> float:
         """Mean pairwise embedding distance within each group (e.g. the seeds of one target), averaged."""

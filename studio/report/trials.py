@@ -56,7 +56,7 @@ def find_tuning(sweep_dir: Path, jobs: list[Job]) -> Tuning | None:
         return None
     direction = OmegaConf.to_container(cfg.hydra.sweeper, resolve=False)["direction"]
     directions = [str(d) for d in (direction if isinstance(direction, list) else [direction])]
-    searched = _searched(cfg)
+    searched, fixed = _sweeper_keys(cfg)
     trials = [Trial(int(job.name), job, {k: job.overrides.get(k, "") for k in searched},
                     _as_list(objective_values(tune, (job.manifest.get("metrics") or {}))) if job.status == "complete"
                     else None) for job in jobs if job.name.isdigit()]
@@ -68,7 +68,7 @@ def find_tuning(sweep_dir: Path, jobs: list[Job]) -> Tuning | None:
     names = {f"tuned_{study}": best[0].number} if len(best) == 1 else \
         {f"tuned_{study}_trial{t.number}": t.number for t in best}
     return Tuning(study, directions, [_formula(o) for o in objective_terms(tune)], searched, trials, best, names,
-                  _fixed(cfg))
+                  fixed)
 
 
 def _as_list(value) -> list[float] | None:
@@ -85,24 +85,18 @@ def _formula(terms: dict) -> str:
     return text[2:] if text.startswith("+ ") else text
 
 
-def _searched(cfg) -> list[str]:
-    """The keys the sweeper searched: sweeps in hydra.sweeper.params and on the command line."""
+def _sweeper_keys(cfg) -> tuple[list[str], list[str]]:
+    """(searched, fixed): the keys the sweeper searched (sweeps in hydra.sweeper.params and on the command line),
+    and those hydra.sweeper.params holds at one value and nothing searched (e.g. `steps: 64`): a recipe must set
+    them too, or it would render with the config's own value."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     params = OmegaConf.to_container(cfg.hydra.sweeper.get("params") or {}, resolve=False)
-    given = [f"{k}={v}" for k, v in params.items()] + [str(o) for o in cfg.hydra.overrides.task]
-    keys = [o.key_or_group for o in OverridesParser.create().parse_overrides(given) if o.is_sweep_override()]
-    return list(dict.fromkeys(keys))
-
-
-def _fixed(cfg) -> list[str]:
-    """The keys hydra.sweeper.params gives one value (no sweep): the search holds them fixed (e.g. `steps: 64`),
-    so a recipe must set them too, or it would render with the config's own value."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    params = OmegaConf.to_container(cfg.hydra.sweeper.get("params") or {}, resolve=False)
-    given = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
-    return [o.key_or_group for o in given if not o.is_sweep_override()]
+    parser = OverridesParser.create()
+    given = parser.parse_overrides([f"{k}={v}" for k, v in params.items()])
+    task = parser.parse_overrides([str(o) for o in cfg.hydra.overrides.task])
+    searched = list(dict.fromkeys(o.key_or_group for o in given + task if o.is_sweep_override()))
+    return searched, [o.key_or_group for o in given if not o.is_sweep_override() and o.key_or_group not in searched]
 
 
 def pareto_front(trials: list[Trial], directions: list[str]) -> list[Trial]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -28,10 +29,12 @@ import torch
 from torch import nn
 
 from studio.errors import StudioError
+from studio.files import atomic_path
 from studio.modes import eval_mode, forward_batches
-from studio.realism import FeatureView, frechet_distance, kernel_self_mean, kid, knn_radii, precision_recall
+from studio.realism import (FeatureView, conv_statistics, frechet_distance, kernel_self_mean, kid, knn_radii,
+                            precision_recall)
 
-__all__ = ["Judge", "Recognition", "frechet_distance", "generator_quality", "hidden_features"]
+__all__ = ["Judge", "Recognition", "frechet_distance", "generator_quality", "hidden_features", "real_statistics"]
 
 
 @torch.no_grad()
@@ -46,6 +49,26 @@ def hidden_features(model: nn.Module, images: torch.Tensor, batch_size: int = 50
     forward_batches(model, images, [(last[-1], lambda _m, inputs, _o: chunks.append(inputs[0].detach().float().cpu()))],
                     batch_size)
     return torch.cat(chunks)
+
+
+def real_statistics(networks: dict[str, nn.Module], train_images: torch.Tensor,
+                    pool_images: torch.Tensor) -> dict[str, np.ndarray]:
+    """What a Judge computes from the real images (most of the cost of building one: ~10 CPU-s on
+    mnist5k's 5,000 images), by name: hidden.train and hidden.pool (the judge's last hidden layer; the
+    first network is the judge), <view>.train.<i> and <view>.pool.<i> (each view's conv_statistics, per
+    convolution). Kept float32: the statistics are float32 sums widened to float64, so nothing is lost."""
+    judge = next(iter(networks.values()))
+    out = {f"hidden.{split}": hidden_features(judge, images).numpy()
+           for split, images in (("train", train_images), ("pool", pool_images))}
+    for name, net in networks.items():
+        for split, images in (("train", train_images), ("pool", pool_images)):
+            out.update({f"{name}.{split}.{i}": b.astype(np.float32) for i, b in enumerate(conv_statistics(net, images))})
+    return out
+
+
+def _blocks(statistics: dict[str, np.ndarray], prefix: str) -> list[np.ndarray]:
+    count = sum(1 for key in statistics if key.rsplit(".", 1)[0] == prefix)
+    return [statistics[f"{prefix}.{i}"].astype(np.float64) for i in range(count)]
 
 
 @dataclass
@@ -67,30 +90,46 @@ class Judge:
 
     def __init__(self, model: nn.Module, train_images: torch.Tensor, pool_images: torch.Tensor,
                  pool_labels: torch.Tensor, dims: int | None = None, baselines: int = 16, seed: int = 0,
-                 eyes: dict[str, nn.Module] | None = None, k: int = 3):
+                 eyes: dict[str, nn.Module] | None = None, k: int = 3,
+                 statistics: dict[str, np.ndarray] | None = None):
+        """statistics: real_statistics(...) of these networks and images, when already known (a cache)."""
         from sklearn.decomposition import PCA
 
         self.model, self.baselines, self.seed, self.k = model, baselines, seed, k
-        features = hidden_features(model, train_images).numpy()
+        networks = {"judge": model, **(eyes or {})}
+        if statistics is None:
+            statistics = real_statistics(networks, train_images, pool_images)
+        features = statistics["hidden.train"]
         self.pca = PCA(n_components=min(10, features.shape[1], len(features)), random_state=seed).fit(features)
         self.reference = self.pca.transform(features)
-        self.pool = self.embed(pool_images)
+        self.pool = self.pca.transform(statistics["hidden.pool"])
         self.pool_labels = pool_labels.cpu().numpy()
-        self.views = [FeatureView(name, net, train_images, dims, seed)
-                      for name, net in {"judge": model, **(eyes or {})}.items()]
+        self.views = [FeatureView(name, net, None, dims, seed, blocks=_blocks(statistics, f"{name}.train"))
+                      for name, net in networks.items()]
         for view in self.views:  # what every score of a view reuses
-            view.pool = view.embed(pool_images)
+            view.pool = view.embed_statistics(_blocks(statistics, f"{view.name}.pool"))
             view.reference_self = kernel_self_mean(view.reference)
             view.radii = knn_radii(view.reference, k)
         self._baselines: dict = {}  # (classes, n) -> the class-matched real sets' numbers (_real_baselines)
 
     @classmethod
-    def for_data(cls, model: nn.Module, dm, **options) -> "Judge":
+    def for_data(cls, model: nn.Module, dm, cache: str | Path | None = None, **options) -> "Judge":
         """The judge on a data module: embeddings fitted on the training split, baselines drawn from
-        the validation and test splits (real images the visualizations never saw either)."""
+        the validation and test splits (real images the visualizations never saw either). cache: an .npz
+        file for the real images' statistics (read if it exists, written if not); its name must change
+        with the networks and the data (studio/commands/shared.py keys it by their bytes)."""
         train_images, _ = dm.split("train")
         pool = [dm.split(name) for name in ("val", "test")]
-        return cls(model, train_images, torch.cat([p[0] for p in pool]), torch.cat([p[1] for p in pool]), **options)
+        pool_images, pool_labels = torch.cat([p[0] for p in pool]), torch.cat([p[1] for p in pool])
+        statistics = None
+        if cache is not None and Path(cache).exists():
+            with np.load(cache, allow_pickle=False) as stored:
+                statistics = dict(stored)
+        elif cache is not None:
+            statistics = real_statistics({"judge": model, **(options.get("eyes") or {})}, train_images, pool_images)
+            with atomic_path(cache) as tmp, open(tmp, "wb") as f:
+                np.savez(f, **statistics)
+        return cls(model, train_images, pool_images, pool_labels, statistics=statistics, **options)
 
     def embed(self, images: torch.Tensor) -> np.ndarray:
         """N×10 judge embedding for diversity (PCA of the last hidden layer, fitted on real images)."""

@@ -101,12 +101,13 @@ def conv_statistics(model: nn.Module, images: torch.Tensor, batch_size: int = 50
 class FeatureView:
     """One network's embedding for realism (module docstring), fitted on real `train_images`."""
 
-    def __init__(self, name: str, model: nn.Module, train_images: torch.Tensor, dims: int | None = None,
-                 seed: int = 0):
+    def __init__(self, name: str, model: nn.Module, train_images: torch.Tensor | None, dims: int | None = None,
+                 seed: int = 0, blocks: list[np.ndarray] | None = None):
+        """blocks: conv_statistics(model, train_images) when already known (the judge's cache of them)."""
         from sklearn.decomposition import PCA
 
         self.name, self.model = name, model
-        blocks = conv_statistics(model, train_images)
+        blocks = conv_statistics(model, train_images) if blocks is None else blocks
         self.block_scale = [float(np.sqrt(((b - b.mean(0)) ** 2).sum(1).mean())) + 1e-12 for b in blocks]
         features = self._weighted(blocks)
         self.center = features.mean(0)
@@ -123,7 +124,11 @@ class FeatureView:
         return np.concatenate([b / s for b, s in zip(blocks, self.block_scale)], 1)
 
     def embed(self, images: torch.Tensor) -> np.ndarray:
-        return self._project(self._weighted(conv_statistics(self.model, images))) / self.scale
+        return self.embed_statistics(conv_statistics(self.model, images))
+
+    def embed_statistics(self, blocks: list[np.ndarray]) -> np.ndarray:
+        """The embedding of images whose conv_statistics are `blocks`."""
+        return self._project(self._weighted(blocks)) / self.scale
 
 
 CALIBRATION_BLURS = (0.5, 0.7, 1.0, 1.5)

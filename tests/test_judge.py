@@ -4,6 +4,8 @@ steeply more, uniform noise the most, in EVERY view; KID, precision and recall a
 measured ones with room for another trained judge or eye (measured: held-out real sets 0.84-1.64, σ 0.5 px
 2.6-3.1, σ 0.7 px 7.4-9.3, σ 1.0 px 18-22, noise 77-270)."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -137,3 +139,31 @@ def test_knn_radii_in_blocks_match_the_whole_distance_matrix():
     whole = torch.cdist(torch.as_tensor(x), torch.as_tensor(x)).kthvalue(4, dim=1).values.numpy()
     assert np.array_equal(knn_radii(x, 3, chunk=64), whole)
     assert np.array_equal(knn_radii(x, 3), whole)
+
+
+def test_cached_real_statistics_score_exactly_as_computed_ones(judged, judge, eye, datamodule, tmp_path):
+    from studio.judge import Judge
+
+    cache = tmp_path / "statistics.npz"
+    written = Judge.for_data(judge.model, datamodule, eyes={"eye": eye.model}, cache=cache)
+    assert cache.exists()
+    read = Judge.for_data(judge.model, datamodule, eyes={"eye": eye.model}, cache=cache)
+    images, classes = calibration_sets(*datamodule.split("test"))["blur0.7"]
+    expected = judged.score(images, classes, classes)[1]
+    assert written.score(images, classes, classes)[1] == expected
+    assert read.score(images, classes, classes)[1] == expected
+
+
+def test_the_statistics_cache_follows_the_judge_and_eye_weights_and_the_data(tmp_path):
+    from studio.commands.shared import _statistics_cache
+
+    cfg = compose_config("visualize")
+    judge, eye, other = (tmp_path / name for name in ("judge.pt", "eye.pt", "other.pt"))
+    judge.write_bytes(b"judge weights")
+    eye.write_bytes(b"eye weights")
+    other.write_bytes(b"retrained judge weights")
+    first = _statistics_cache(cfg, judge, eye)
+    assert first == _statistics_cache(cfg, judge, eye) and first.parent == Path(cfg.paths.models)
+    assert _statistics_cache(cfg, other, eye) != first
+    assert _statistics_cache(cfg, judge, other) != first
+    assert _statistics_cache(compose_config("visualize", ["data=mnist5k_marked"]), judge, eye) != first

@@ -22,7 +22,7 @@ def run(cfg, tracker) -> Result:
     tracker.log({k: v for k, v in metrics.items() if k.endswith("_acc")})
     generator = generator_for(cfg, dm, tracker, samples_dir=run_dir / "generator")
     dissected, unit_rows = dissect.demo_step(cfg, tracker, run_dir / "dissect")
-    steps = [visualize.demo_visualizations(cfg, tracker, run_dir, model.model, judge_for(cfg, dm, tracker, judge.model),
+    steps = [visualize.demo_visualizations(cfg, tracker, run_dir, model.model, judge_for(cfg, dm, tracker, judge),
                                            generator.module, dm),
              probe.demo_step(cfg, tracker, run_dir / "probe"),
              embed.demo_step(cfg, tracker, run_dir / "embed"),

@@ -3,6 +3,7 @@ report of where it came from."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,24 +43,33 @@ def train_one(cfg, model_cfg, dm, tracker: Tracker, role: str) -> Trained:
 _JUDGES: dict = {}
 
 
-def judge_for(cfg, dm, tracker: Tracker, judge_model=None):
-    """The Judge of cfg.judge (trained or cached, or the network given) with cfg.eye (trained or cached)
-    as its second realism view (studio/judge.py)."""
+def judge_for(cfg, dm, tracker: Tracker, judge: Trained | None = None):
+    """The Judge of cfg.judge (trained or cached, or the one given) with cfg.eye (trained or cached)
+    as its second realism view (studio/judge.py). The real images' statistics, most of the cost of
+    building it, are cached beside the models (_statistics_cache)."""
     from omegaconf import OmegaConf
 
     from studio.judge import Judge
 
-    given = judge_model is not None
-    judge = None if given else train_one(cfg, cfg.judge, dm, tracker, "judge")
+    judge = judge or train_one(cfg, cfg.judge, dm, tracker, "judge")
     eye = train_one(cfg, cfg.eye, dm, tracker, "eye")
-    key = None if given else tuple((str(t.path), t.path.stat().st_mtime_ns) for t in (judge, eye)) + (
+    key = tuple((str(t.path), t.path.stat().st_mtime_ns) for t in (judge, eye)) + (
         OmegaConf.to_yaml(cfg.data, resolve=True),)
-    if key is not None and key in _JUDGES:
-        return _JUDGES[key]
-    built = Judge.for_data(judge_model if given else judge.model, dm, eyes={"eye": eye.model})
-    if key is not None:
-        _JUDGES[key] = built
-    return built
+    if key not in _JUDGES:
+        _JUDGES[key] = Judge.for_data(judge.model, dm, eyes={"eye": eye.model},
+                                      cache=_statistics_cache(cfg, judge.path, eye.path))
+    return _JUDGES[key]
+
+
+def _statistics_cache(cfg, judge_path: Path, eye_path: Path) -> Path:
+    """Where the judge's real-image statistics for these weights and this data live: keyed by the bytes
+    of both checkpoints (a retrained judge or eye gets a new file) and the data config."""
+    from omegaconf import OmegaConf
+
+    digest = hashlib.sha256(OmegaConf.to_yaml(cfg.data, resolve=True).encode())
+    for path in (judge_path, eye_path):
+        digest.update(path.read_bytes())
+    return Path(cfg.paths.models) / f"judge_statistics-{cfg.data.name}-{digest.hexdigest()[:12]}.npz"
 
 
 def generator_for(cfg, dm, tracker: Tracker, samples_dir: Path | None = None):

@@ -206,10 +206,12 @@ def diffusion(outputs, datamodule):
 @pytest.fixture(scope="session")
 def judged(judge, eye, datamodule):
     """The judge with its real-image embeddings and the eye as its second realism view (studio.judge.Judge),
-    as the commands build it."""
+    as the commands build it, from the same cache of its real-image statistics."""
+    from studio.commands.shared import _statistics_cache
     from studio.judge import Judge
 
-    return Judge.for_data(judge.model, datamodule, eyes={"eye": eye.model})
+    cache = _statistics_cache(compose_config("visualize"), judge.path, eye.path)
+    return Judge.for_data(judge.model, datamodule, eyes={"eye": eye.model}, cache=cache)
 
 
 def read_manifest(run_dir: Path) -> dict:

@@ -131,8 +131,8 @@ def test_bad_checkpoints_fail_in_one_line(outputs, tmp_path):
 
 
 def test_user_checkpoint_loads(small_cnn, outputs, tmp_path):
-    result = run_studio("train", "model=checkpoint", f"model.path={small_cnn.path}",
-                        f"hydra.run.dir={tmp_path}", *QUIET, outputs=outputs)
+    result = run_studio_forked("train", "model=checkpoint", f"model.path={small_cnn.path}",
+                               f"hydra.run.dir={tmp_path}", *QUIET, "logger=none", outputs=outputs)
     assert result.returncode == 0, result.stderr
     assert read_manifest(tmp_path)["metrics"]["test_acc"] == pytest.approx(small_cnn.test_acc)
 

@@ -300,6 +300,13 @@ def _problem(model: nn.Module, objective: Objective, regularizers: Sequence, see
                     [labels[b // n_seeds] for b in range(batch)])
 
 
+def _score(problem: _Problem, model, images: torch.Tensor, amp) -> torch.Tensor:
+    """(B,) objective values of untransformed images, without the loop's hooks (e.g. of candidate starts)."""
+    if not problem.needs_model:
+        return problem.objective({IMAGE: images, INPUT: images}).float()
+    return _evaluate(problem.objective, model, problem.modules, images, amp, torch.contiguous_format)[0]
+
+
 @dataclass
 class _Loop:
     """One optimization's state: the image, how the model runs, and what has been recorded so far."""
@@ -331,6 +338,7 @@ def _start(model: nn.Module, problem: _Problem, image, transforms: Sequence, opt
     Returns (loop, start images, their objective); `relaid` gets the weights laid out channels-last, for
     the caller to restore whatever happens next."""
     amp = autocast(device, options.precision)
+    image.prepare(lambda x: _score(problem, model, x, amp))  # e.g. param=guided picks its start by the objective
     start_images = image().detach().clone()
     acts, shapes, calls, layout = {}, {}, {}, torch.contiguous_format
     if problem.needs_model:
@@ -364,6 +372,7 @@ def _step(loop: _Loop, problem: _Problem, model: nn.Module, step: int, needs_gra
             acts = loop.capture.run(model, x.contiguous(memory_format=loop.layout))
     acts[IMAGE], acts[INPUT] = images, x
     values = problem.objective(acts).float()
+    loop.image.observe(values.detach())  # e.g. param=guided stops guiding an image whose objective is high enough
     totals = values if problem.penalty is None else values - problem.penalty(acts).float()
     own = loop.image.penalty()  # e.g. a latent prior: a term of the parameterization itself
     if own is not None:

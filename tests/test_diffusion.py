@@ -196,7 +196,8 @@ def test_best_of_n_start_raises_the_preview_target_probability_per_seed(small_cn
 
 
 def test_an_image_at_guidance_stop_is_not_guided(small_cnn, diffusion):
-    """guidance_stop: an image the objective already scores at the stop is left to the plain sampler."""
+    """guidance_stop: an image the model already gives its target class that probability is left to the plain
+    sampler."""
     from studio.optvis import class_, render
     from studio.optvis.params import guided
 
@@ -208,8 +209,8 @@ def test_an_image_at_guidance_stop_is_not_guided(small_cnn, diffusion):
         return render(model, class_([7], log_softmax=True), param=spec, steps=12, lr=1.0, optimizer="sgd",
                       seeds=[0, 1], progress=False).images
 
-    # log-softmax <= 0, so a stop of -1e9 is met at every step: no guidance at all
-    torch.testing.assert_close(rendered(-1e9), unguided, atol=1e-4, rtol=0)
+    # every target probability is >= 1e-30, so the stop is met at every step: no guidance at all
+    torch.testing.assert_close(rendered(1e-30), unguided, atol=1e-4, rtol=0)
     assert float((rendered(None) - unguided).abs().mean()) > 0.02  # guided every step: another image
 
 
@@ -243,8 +244,9 @@ def test_guided_bad_inputs_are_one_line(vae, diffusion, outputs, tmp_path):
         guided(diffusion.module, 10, start_candidates=0)
     with pytest.raises(StudioError, match=r"param.preview_steps=2000 is not a number of steps of a 1000-step schedule"):
         guided(diffusion.module, 10, preview_steps=2000)
-    with pytest.raises(StudioError, match=r"param.guidance_stop=high must be a number .* or null \(always guide\)"):
-        guided(diffusion.module, 10, guidance_stop="high")
+    for stop in ("high", 1.5, 0):
+        with pytest.raises(StudioError, match=rf"param.guidance_stop={stop} must be a probability in \(0, 1\] .* null"):
+            guided(diffusion.module, 10, guidance_stop=stop)
     bad = run_studio_forked("visualize", "param=guided", "generator=diffusion", "param.guidance_scale=-1",
                             f"hydra.run.dir={tmp_path / 'run'}", "logger=none", outputs=outputs)
     assert_one_line_error(bad, "param.guidance_scale=-1", "must be positive")

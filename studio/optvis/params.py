@@ -45,13 +45,15 @@ class Param:
     def constrain(self) -> None:
         """Project the tensors back into the valid range after an optimizer step (default: nothing)."""
 
-    def prepare(self, score: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    def prepare(self, score: Callable[[torch.Tensor], torch.Tensor]) -> bool:
         """Before the first step: the objective as `score` (images B×C×H×W -> (B,) values, no gradient), for a
-        parameterization that picks its start by it (default: it does not)."""
+        parameterization that picks its start by it. Returns whether the start changed (default: it does not)."""
+        return False
 
-    def observe(self, values: torch.Tensor) -> None:
-        """Each step, before the optimizer's: the objective's (B,) values of the images self() just made, for a
-        parameterization whose next move depends on them (default: none does)."""
+    def observe(self, target_prob: torch.Tensor | None) -> None:
+        """Each step, before the optimizer's: the model's (B,) probability of each element's target class on the
+        images self() just made (after the transforms; None unless the objective is a class objective), for a
+        parameterization whose next move depends on it (default: none does)."""
 
     def __iter__(self):
         return iter((self.params, self))
@@ -210,8 +212,9 @@ class GuidedParam(Param):
     Each render step, the optimizer's move of x_t (with optimizer=sgd: that gradient) is rescaled per image
     to a root-mean-square step of guidance_scale · √(1 - ᾱ_t), in proportion to the noise still in x_t (none
     at the clean end); the denoiser's estimate of the guided x_t then takes it to the next noise level
-    (DDIM, η = 0). An image whose x̂0 the objective already scores at guidance_stop or more is not moved at
-    that step (only as much guidance as it needs; null: every step moves every image). Guidance stops once t
+    (DDIM, η = 0). Under a class objective, an image whose x̂0 the model already gives its target class a
+    probability of guidance_stop or more is not moved at that step (only as much guidance as it needs; null, or
+    another objective: every step moves every image). Guidance stops once t
     falls below guidance_until · T (the schedule's T timesteps): the last steps only denoise, so the objective
     sets the digit's shape while it is still coarse and the denoiser, not the classifier, draws the fine
     strokes (guidance in a limited interval, Kynkäänniemi et al. 2024). Measured more natural renders at the
@@ -222,14 +225,14 @@ class GuidedParam(Param):
     can_load = False
 
     def __init__(self, seeds, channels, height, width, device, generator, sampler_steps=50, guidance_scale=0.02,
-                 guidance_until=0.5, start_candidates=16, preview_steps=10, guidance_stop=-0.01):
+                 guidance_until=0.5, start_candidates=24, preview_steps=10, guidance_stop=0.99):
         self.generator = generator.to(device).eval().requires_grad_(False)
         self.levels = generator.path_levels(int(sampler_steps))
         self.preview_levels = generator.path_levels(int(preview_steps))
         self.scale, self.stop = float(guidance_scale), None if guidance_stop is None else float(guidance_stop)
         self.last_guided_t = float(guidance_until) * (len(generator.alphas_bar) - 1)
         self.done = 0  # sampler steps taken
-        self.values = None  # the objective of the images last shown (observe)
+        self.target_prob = None  # of the images last shown (observe; class objectives only)
         self.candidates = _noise_draws(seeds, (channels, height, width), int(start_candidates))
         self.x = self.candidates[0].to(device).requires_grad_(True)
         self.before = self.x.detach().clone()  # x_t before the optimizer's move
@@ -248,11 +251,13 @@ class GuidedParam(Param):
     @torch.no_grad()
     def prepare(self, score):
         """Start each element from its best-previewed candidate."""
-        if len(self.candidates) > 1:
-            values = torch.stack([score(self.preview(noise.to(self.x.device))) for noise in self.candidates])
-            best = values.argmax(0).cpu()  # N × B -> B
-            self.x.copy_(torch.stack(self.candidates)[best, torch.arange(len(best))].to(self.x.device))
-            self.before = self.x.detach().clone()
+        if len(self.candidates) == 1:
+            return False
+        values = torch.stack([score(self.preview(noise.to(self.x.device))) for noise in self.candidates])
+        best = values.argmax(0).cpu()  # N × B -> B
+        self.x.copy_(torch.stack(self.candidates)[best, torch.arange(len(best))].to(self.x.device))
+        self.before = self.x.detach().clone()
+        return True
 
     def __call__(self):
         if self.done == len(self.levels):  # the sample (x_0 itself); the optimizer's moves are undone
@@ -260,8 +265,8 @@ class GuidedParam(Param):
         t, a, _ = self.levels[self.done]
         return (self.generator.clean_estimate(self.x, t, a) + 1) / 2
 
-    def observe(self, values):
-        self.values = values.detach()
+    def observe(self, target_prob):
+        self.target_prob = target_prob
 
     def load(self, images):
         raise StudioError("param=guided cannot edit its images in pixel space; use penalty regularizers "
@@ -275,8 +280,8 @@ class GuidedParam(Param):
             shape = (-1, *[1] * (move.dim() - 1))
             rms = move.flatten(1).pow(2).mean(1).sqrt().clamp_min(1e-12).view(shape)
             scale = torch.full((len(move),), self.scale if t >= self.last_guided_t else 0.0, device=move.device)
-            if self.stop is not None and self.values is not None:  # at the stop already: not moved
-                scale = torch.where(self.values.to(move.device) >= self.stop, 0.0, scale)
+            if self.stop is not None and self.target_prob is not None:  # recognized already: not moved
+                scale = torch.where(self.target_prob.to(move.device) >= self.stop, 0.0, scale)
             guided = self.before + scale.view(shape) * (1 - a).sqrt() * move / rms
             self.before = self.generator.ddim_step(guided, self.generator.clean_estimate(guided, t, a), a, a_next)
             self.done += 1
@@ -350,7 +355,7 @@ def _generator_shape(generator, size, channels) -> tuple[tuple[int, int], int]:
     return size, channels
 
 
-def check_guided(guidance_scale=0.02, guidance_until=0.5, start_candidates=16, preview_steps=10, guidance_stop=-0.01,
+def check_guided(guidance_scale=0.02, guidance_until=0.5, start_candidates=24, preview_steps=10, guidance_stop=0.99,
                  **_) -> None:  # guided()'s defaults
     """The guided options that can be checked before the diffusion model exists."""
     if not guidance_scale > 0:
@@ -362,13 +367,15 @@ def check_guided(guidance_scale=0.02, guidance_until=0.5, start_candidates=16, p
                               "seed's own"), ("preview_steps", preview_steps, "DDIM steps of their preview")):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise StudioError(f"param.{key}={value} must be a whole number >= 1 ({what})")
-    if guidance_stop is not None and (isinstance(guidance_stop, bool) or not isinstance(guidance_stop, (int, float))):
-        raise StudioError(f"param.guidance_stop={guidance_stop} must be a number (the objective's value at which an "
-                          "image is no longer guided; -0.01 for the class log-softmax) or null (always guide)")
+    if guidance_stop is not None and (isinstance(guidance_stop, bool) or not isinstance(guidance_stop, (int, float))
+                                      or not 0 < guidance_stop <= 1):
+        raise StudioError(f"param.guidance_stop={guidance_stop} must be a probability in (0, 1] (the target "
+                          "probability at which a class render is no longer guided; 0.99 is the measured default) "
+                          "or null (always guide)")
 
 
 def guided(generator, sampler_steps: int = 50, guidance_scale: float = 0.02, guidance_until: float = 0.5,
-           start_candidates: int = 16, preview_steps: int = 10, guidance_stop: float | None = -0.01, size=None,
+           start_candidates: int = 24, preview_steps: int = 10, guidance_stop: float | None = 0.99, size=None,
            channels: int | None = None) -> ParamSpec:
     """A diffusion model's samples, guided by the objective through its clean-image estimate; see GuidedParam.
     Render with steps=sampler_steps (more render steps change nothing; fewer stop at a blurry estimate) and

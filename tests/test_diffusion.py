@@ -158,12 +158,60 @@ def test_guidance_stops_below_guidance_until(small_cnn, diffusion):
     unguided = torch.stack([_ddim(module, s, 12) for s in (0, 1)])
 
     def distance_to_unguided(until):
-        rendering = render(model, class_([7], log_softmax=True), param=guided(module, 12, 0.05, until),
+        spec = guided(module, 12, 0.05, until, start_candidates=1, guidance_stop=None)  # the plain start, always guided
+        rendering = render(model, class_([7], log_softmax=True), param=spec,
                            steps=12, lr=1.0, optimizer="sgd", seeds=[0, 1], progress=False)
         return float((rendering.images - unguided).abs().mean())
 
     # guided only at the first (noisiest) step: the render stays near the unguided sample of the same noise
     assert distance_to_unguided(0.95) < 0.5 * distance_to_unguided(0.0)
+
+
+def _preview_prob(model, built, classes) -> torch.Tensor:
+    """Target probability of the classifier on the unguided previews of a built guided param's starting noise."""
+    with torch.no_grad():
+        return F.softmax(model(built.preview(built.x.detach())), 1)[range(len(classes)), classes]
+
+
+def test_best_of_n_start_raises_the_preview_target_probability_per_seed(small_cnn, diffusion):
+    from studio.optvis import class_
+    from studio.optvis.params import guided
+
+    model, module = small_cnn.model, diffusion.module
+    classes, seeds = [c for c in (1, 4, 8) for _ in range(2)], [5, 6] * 3
+    log_p = class_([1, 4, 8], log_softmax=True)
+
+    def start(n):
+        built = guided(module, 10, start_candidates=n).build(seeds)
+        built.prepare(lambda x: log_p({"logits": model(x)}))
+        return built
+
+    plain, best = start(1), start(8)
+    assert torch.equal(plain.x[:2], torch.stack([torch.randn(1, 28, 28, generator=torch.Generator().manual_seed(s))
+                                                 for s in (5, 6)]))  # one candidate: the seed's own noise
+    p_plain, p_best = _preview_prob(model, plain, classes), _preview_prob(model, best, classes)
+    assert (p_best >= p_plain - 1e-6).all() and p_best.mean() > p_plain.mean() + 0.2, (p_plain, p_best)
+    assert not torch.equal(best.x[0], best.x[1])  # the seeds of one class keep different starts
+    assert torch.equal(start(8).x, best.x)  # deterministic
+
+
+def test_an_image_at_guidance_stop_is_not_guided(small_cnn, diffusion):
+    """guidance_stop: an image the model already gives its target class that probability is left to the plain
+    sampler."""
+    from studio.optvis import class_, render
+    from studio.optvis.params import guided
+
+    model, module = small_cnn.model, diffusion.module
+    unguided = torch.stack([_ddim(module, s, 12) for s in (0, 1)])
+
+    def rendered(stop):
+        spec = guided(module, 12, 0.05, 0.0, start_candidates=1, guidance_stop=stop)
+        return render(model, class_([7], log_softmax=True), param=spec, steps=12, lr=1.0, optimizer="sgd",
+                      seeds=[0, 1], progress=False).images
+
+    # every target probability is >= 1e-30, so the stop is met at every step: no guidance at all
+    torch.testing.assert_close(rendered(1e-30), unguided, atol=1e-4, rtol=0)
+    assert float((rendered(None) - unguided).abs().mean()) > 0.02  # guided every step: another image
 
 
 def test_min_snr_weighting_downweights_the_nearly_clean_timesteps():
@@ -192,10 +240,20 @@ def test_guided_bad_inputs_are_one_line(vae, diffusion, outputs, tmp_path):
         guided(diffusion.module, 10, guidance_until=1.0)
     with pytest.raises(StudioError, match=r"sampler_steps=2000 .* 1000-step schedule"):
         guided(diffusion.module, 2000)
+    with pytest.raises(StudioError, match=r"param.start_candidates=0 must be a whole number >= 1 \(starting noises"):
+        guided(diffusion.module, 10, start_candidates=0)
+    with pytest.raises(StudioError, match=r"param.preview_steps=2000 is not a number of steps of a 1000-step schedule"):
+        guided(diffusion.module, 10, preview_steps=2000)
+    for stop in ("high", 1.5, 0):
+        with pytest.raises(StudioError, match=rf"param.guidance_stop={stop} must be a probability in \(0, 1\] .* null"):
+            guided(diffusion.module, 10, guidance_stop=stop)
     bad = run_studio_forked("visualize", "param=guided", "generator=diffusion", "param.guidance_scale=-1",
                             f"hydra.run.dir={tmp_path / 'run'}", "logger=none", outputs=outputs)
     assert_one_line_error(bad, "param.guidance_scale=-1", "must be positive")
     assert not (tmp_path / "run" / "manifest.json").exists()
+    bad = run_studio_forked("visualize", "param=guided", "generator=diffusion", "param.start_candidates=0",
+                            f"hydra.run.dir={tmp_path / 'run2'}", "logger=none", outputs=outputs)
+    assert_one_line_error(bad, "param.start_candidates=0", "must be a whole number >= 1")
 
 
 def test_cli_guided_class_renders_are_judged(diffusion, judge, outputs, tmp_path):

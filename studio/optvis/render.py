@@ -51,7 +51,7 @@ class Rendering:
     history: dict[str, torch.Tensor]  # "objective", "total" (objective minus penalties): steps × B
     snapshots: dict[int, torch.Tensor] = field(default_factory=dict)  # step -> B×C×H×W
     failed: dict[int, str] = field(default_factory=dict)  # element -> why it stopped
-    seconds: float = 0.0
+    seconds: float = 0.0  # the start (probe, a param's choice of start) and the optimization
 
     @property
     def activation_gain(self) -> torch.Tensor:
@@ -300,6 +300,23 @@ def _problem(model: nn.Module, objective: Objective, regularizers: Sequence, see
                     [labels[b // n_seeds] for b in range(batch)])
 
 
+def _score(problem: _Problem, model, images: torch.Tensor, amp) -> torch.Tensor:
+    """(B,) objective values of untransformed images, without the loop's hooks (e.g. of candidate starts)."""
+    if not problem.needs_model:
+        return problem.objective({IMAGE: images, INPUT: images}).float()
+    return _evaluate(problem.objective, model, problem.modules, images, amp, torch.contiguous_format)[0]
+
+
+def _target_prob(problem: _Problem, logits: torch.Tensor | None) -> torch.Tensor | None:
+    """(B,) softmax probability of each element's target class, for class objectives (else None)."""
+    classes = problem.objective.classes
+    if classes is None or logits is None:
+        return None
+    batch = problem.batch
+    targets = torch.tensor(classes, device=logits.device).repeat_interleave(batch // len(classes))
+    return logits.detach().float().softmax(1)[torch.arange(batch, device=logits.device), targets]
+
+
 @dataclass
 class _Loop:
     """One optimization's state: the image, how the model runs, and what has been recorded so far."""
@@ -340,6 +357,9 @@ def _start(model: nn.Module, problem: _Problem, image, transforms: Sequence, opt
     problem.total.check(shapes)
     acts[IMAGE] = acts[INPUT] = start_images
     start = problem.objective(acts).float()
+    if image.prepare(lambda x: _score(problem, model, x, amp)):  # e.g. param=guided picked its start by the objective
+        start_images = image().detach().clone()
+        start = _score(problem, model, start_images, amp)
     optimizer = _optimizer(options.optimizer, image.params, options.lr, options.optimizer_options)
     stop = options.stop_early and LOGITS not in problem.total.model_layers
     capture = _Capture(problem.modules, {n: max(c, 1) for n, c in calls.items()} if stop and problem.modules else None)
@@ -364,6 +384,7 @@ def _step(loop: _Loop, problem: _Problem, model: nn.Module, step: int, needs_gra
             acts = loop.capture.run(model, x.contiguous(memory_format=loop.layout))
     acts[IMAGE], acts[INPUT] = images, x
     values = problem.objective(acts).float()
+    loop.image.observe(_target_prob(problem, acts.get(LOGITS)))  # e.g. param=guided stops guiding a recognized image
     totals = values if problem.penalty is None else values - problem.penalty(acts).float()
     own = loop.image.penalty()  # e.g. a latent prior: a term of the parameterization itself
     if own is not None:
@@ -426,12 +447,8 @@ def _finish(problem: _Problem, model: nn.Module, loop: _Loop, start_images: torc
     objective = problem.objective
     values, logits = _evaluate(objective, model, problem.modules, final, nullcontext(), loop.layout) \
         if problem.needs_model else (objective({IMAGE: final, INPUT: final}).float(), None)
-    batch = problem.batch
-    target_prob = None
-    if objective.classes is not None and logits is not None:
-        classes = torch.tensor(objective.classes, device=logits.device).repeat_interleave(
-            batch // len(objective.classes))
-        target_prob = logits.float().softmax(1)[torch.arange(batch, device=logits.device), classes].cpu()
+    target_prob = _target_prob(problem, logits)
+    target_prob = None if target_prob is None else target_prob.cpu()
     history = {k: v.cpu() for k, v in loop.history.items()}
     failed = {}
     for b in torch.nonzero(~loop.alive).flatten().tolist():
@@ -461,8 +478,9 @@ def render(model: nn.Module, objective: Objective, param: ParamSpec | None = Non
     relaid: list = []
     try:
         with eval_mode(model, freeze=True):
+            began = time.perf_counter()  # the start counts: param=guided previews its candidate starts there
             loop, start_images, start = _start(model, problem, image, transforms, options, device, relaid)
-            seconds = _optimize(loop, problem, model, options, device)
+            seconds = time.perf_counter() - began + _optimize(loop, problem, model, options, device)
             return _finish(problem, model, loop, start_images, start, seconds)
     finally:
         _restore(relaid)  # the caller's weights keep their layout

@@ -78,6 +78,24 @@ class Recognition:
     predicted: torch.Tensor  # (N,) the judge's top class
 
 
+def _read_npz(path: str | Path | None) -> dict[str, np.ndarray] | None:
+    if path is None or not Path(path).exists():
+        return None
+    with np.load(path, allow_pickle=False) as stored:
+        return dict(stored)
+
+
+def _write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def _reference_cache(cache: str | Path, options: dict) -> Path:
+    """Beside the statistics cache: the reference terms of a judge with these dims, seed and k."""
+    dims, seed, k = options.get("dims"), options.get("seed", 0), options.get("k", 3)
+    return Path(cache).with_name(f"{Path(cache).stem}.reference-d{dims}-s{seed}-k{k}.npz")
+
+
 class Judge:
     """An independent classifier plus real images: scores recognition, realism and diversity.
 
@@ -91,8 +109,10 @@ class Judge:
     def __init__(self, model: nn.Module, train_images: torch.Tensor, pool_images: torch.Tensor,
                  pool_labels: torch.Tensor, dims: int | None = None, baselines: int = 16, seed: int = 0,
                  eyes: dict[str, nn.Module] | None = None, k: int = 3,
-                 statistics: dict[str, np.ndarray] | None = None):
-        """statistics: real_statistics(...) of these networks and images, when already known (a cache)."""
+                 statistics: dict[str, np.ndarray] | None = None, reference: dict[str, np.ndarray] | None = None):
+        """statistics: real_statistics(...) of these networks and images, when already known (a cache);
+        reference: reference_terms() of a judge built from the same statistics, dims, seed and k (a cache of
+        the O(N²) terms: 54,000 training images take minutes of one core)."""
         from sklearn.decomposition import PCA
 
         self.model, self.baselines, self.seed, self.k = model, baselines, seed, k
@@ -106,10 +126,13 @@ class Judge:
         self.pool_labels = pool_labels.cpu().numpy()
         self.views = [FeatureView(name, net, None, dims, seed, blocks=_blocks(statistics, f"{name}.train"))
                       for name, net in networks.items()]
+        reference = reference or {}
         for view in self.views:  # what every score of a view reuses
             view.pool = view.embed_statistics(_blocks(statistics, f"{view.name}.pool"))
-            view.reference_self = kernel_self_mean(view.reference)
-            view.radii = knn_radii(view.reference, k)
+            stored = reference.get(f"{view.name}.reference_self")
+            view.reference_self = kernel_self_mean(view.reference) if stored is None else float(stored)
+            stored = reference.get(f"{view.name}.radii")
+            view.radii = knn_radii(view.reference, k) if stored is None else stored
         self._baselines: dict = {}  # (classes, n) -> the class-matched real sets' numbers (_real_baselines)
 
     @classmethod
@@ -117,19 +140,28 @@ class Judge:
         """The judge on a data module: embeddings fitted on the training split, baselines drawn from
         the validation and test splits (real images the visualizations never saw either). cache: an .npz
         file for the real images' statistics (read if it exists, written if not); its name must change
-        with the networks and the data (studio/commands/shared.py keys it by their bytes)."""
+        with the networks and the data (studio/commands/shared.py keys it by their bytes). Beside it, the
+        reference terms (reference_terms(), per dims, seed and k) are cached the same way."""
         train_images, _ = dm.split("train")
         pool = [dm.split(name) for name in ("val", "test")]
         pool_images, pool_labels = torch.cat([p[0] for p in pool]), torch.cat([p[1] for p in pool])
-        statistics = None
-        if cache is not None and Path(cache).exists():
-            with np.load(cache, allow_pickle=False) as stored:
-                statistics = dict(stored)
-        elif cache is not None:
+        statistics = _read_npz(cache)
+        if cache is not None and statistics is None:
             statistics = real_statistics({"judge": model, **(options.get("eyes") or {})}, train_images, pool_images)
-            with atomic_path(cache) as tmp, open(tmp, "wb") as f:
-                np.savez(f, **statistics)
-        return cls(model, train_images, pool_images, pool_labels, statistics=statistics, **options)
+            _write_npz(cache, statistics)
+        terms = None if cache is None else _reference_cache(cache, options)
+        reference = _read_npz(terms)
+        judge = cls(model, train_images, pool_images, pool_labels, statistics=statistics, reference=reference,
+                    **options)
+        if terms is not None and reference is None:
+            _write_npz(terms, judge.reference_terms())
+        return judge
+
+    def reference_terms(self) -> dict[str, np.ndarray]:
+        """Each view's O(N²) terms over the real training images (KID's self term, the k-NN radii of
+        precision and recall): what `reference=` takes back."""
+        terms = {f"{v.name}.reference_self": np.asarray(v.reference_self) for v in self.views}
+        return terms | {f"{v.name}.radii": v.radii for v in self.views}
 
     def embed(self, images: torch.Tensor) -> np.ndarray:
         """N×10 judge embedding for diversity (PCA of the last hidden layer, fitted on real images)."""

@@ -146,12 +146,14 @@ def test_cached_real_statistics_score_exactly_as_computed_ones(judged, judge, ey
 
     cache = tmp_path / "statistics.npz"
     written = Judge.for_data(judge.model, datamodule, eyes={"eye": eye.model}, cache=cache)
-    assert cache.exists()
+    assert cache.exists() and (tmp_path / "statistics.reference-dNone-s0-k3.npz").exists()
     read = Judge.for_data(judge.model, datamodule, eyes={"eye": eye.model}, cache=cache)
     images, classes = calibration_sets(*datamodule.split("test"))["blur0.7"]
     expected = judged.score(images, classes, classes)[1]
     assert written.score(images, classes, classes)[1] == expected
     assert read.score(images, classes, classes)[1] == expected
+    for fresh, stored in zip(written.views, read.views):  # the O(N²) terms came back from the file, bit for bit
+        assert fresh.reference_self == stored.reference_self and np.array_equal(fresh.radii, stored.radii)
 
 
 def test_the_statistics_cache_follows_the_judge_and_eye_weights_and_the_data(tmp_path):

@@ -51,6 +51,11 @@ def hidden_features(model: nn.Module, images: torch.Tensor, batch_size: int = 50
     return torch.cat(chunks)
 
 
+# Part of every statistics cache file's key (studio/commands/shared.py): raise it when what real_statistics
+# or reference_terms compute changes, so caches written by an older studio are not read as current.
+STATISTICS_VERSION = 1
+
+
 def real_statistics(networks: dict[str, nn.Module], train_images: torch.Tensor,
                     pool_images: torch.Tensor) -> dict[str, np.ndarray]:
     """What a Judge computes from the real images (most of the cost of building one: ~10 CPU-s on

@@ -156,7 +156,7 @@ def test_cached_real_statistics_score_exactly_as_computed_ones(judged, judge, ey
         assert fresh.reference_self == stored.reference_self and np.array_equal(fresh.radii, stored.radii)
 
 
-def test_the_statistics_cache_follows_the_judge_and_eye_weights_and_the_data(tmp_path):
+def test_the_statistics_cache_follows_the_judge_and_eye_weights_the_data_and_the_version(tmp_path, monkeypatch):
     from studio.commands.shared import _statistics_cache
 
     cfg = compose_config("visualize")
@@ -169,3 +169,5 @@ def test_the_statistics_cache_follows_the_judge_and_eye_weights_and_the_data(tmp
     assert _statistics_cache(cfg, other, eye) != first
     assert _statistics_cache(cfg, judge, other) != first
     assert _statistics_cache(compose_config("visualize", ["data=mnist5k_marked"]), judge, eye) != first
+    monkeypatch.setattr("studio.judge.STATISTICS_VERSION", 2)  # what the statistics are changed: new files
+    assert _statistics_cache(cfg, judge, eye) != first

@@ -63,10 +63,13 @@ def judge_for(cfg, dm, tracker: Tracker, judge: Trained | None = None):
 
 def _statistics_cache(cfg, judge_path: Path, eye_path: Path) -> Path:
     """Where the judge's real-image statistics for these weights and this data live: keyed by the bytes
-    of both checkpoints (a retrained judge or eye gets a new file) and the data config."""
+    of both checkpoints (a retrained judge or eye gets a new file), the data config and the statistics'
+    version (studio/judge.py)."""
     from omegaconf import OmegaConf
 
-    digest = hashlib.sha256(OmegaConf.to_yaml(cfg.data, resolve=True).encode())
+    from studio.judge import STATISTICS_VERSION
+
+    digest = hashlib.sha256(f"{STATISTICS_VERSION}\n{OmegaConf.to_yaml(cfg.data, resolve=True)}".encode())
     for path in (judge_path, eye_path):
         digest.update(path.read_bytes())
     return Path(cfg.paths.models) / f"judge_statistics-{cfg.data.name}-{digest.hexdigest()[:12]}.npz"

@@ -300,11 +300,13 @@ def _problem(model: nn.Module, objective: Objective, regularizers: Sequence, see
                     [labels[b // n_seeds] for b in range(batch)])
 
 
-def _score(problem: _Problem, model, images: torch.Tensor, amp) -> torch.Tensor:
-    """(B,) objective values of untransformed images, without the loop's hooks (e.g. of candidate starts)."""
+def _score(problem: _Problem, model, images: torch.Tensor, amp,
+           layout=torch.contiguous_format) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """((B,) objective values, logits or None) of untransformed images, without the loop's hooks (candidate
+    starts, the final images)."""
     if not problem.needs_model:
-        return problem.objective({IMAGE: images, INPUT: images}).float()
-    return _evaluate(problem.objective, model, problem.modules, images, amp, torch.contiguous_format)[0]
+        return problem.objective({IMAGE: images, INPUT: images}).float(), None
+    return _evaluate(problem.objective, model, problem.modules, images, amp, layout)
 
 
 def _target_prob(problem: _Problem, logits: torch.Tensor | None) -> torch.Tensor | None:
@@ -357,9 +359,9 @@ def _start(model: nn.Module, problem: _Problem, image, transforms: Sequence, opt
     problem.total.check(shapes)
     acts[IMAGE] = acts[INPUT] = start_images
     start = problem.objective(acts).float()
-    if image.prepare(lambda x: _score(problem, model, x, amp)):  # e.g. param=guided picked its start by the objective
+    if image.prepare(lambda x: _score(problem, model, x, amp)[0]):  # e.g. param=guided picked its start by the objective
         start_images = image().detach().clone()
-        start = _score(problem, model, start_images, amp)
+        start = _score(problem, model, start_images, amp)[0]
     optimizer = _optimizer(options.optimizer, image.params, options.lr, options.optimizer_options)
     stop = options.stop_early and LOGITS not in problem.total.model_layers
     capture = _Capture(problem.modules, {n: max(c, 1) for n, c in calls.items()} if stop and problem.modules else None)
@@ -444,9 +446,7 @@ def _finish(problem: _Problem, model: nn.Module, loop: _Loop, start_images: torc
     """The Rendering: final images and their metrics on the model itself, in full precision (whatever ran
     the optimization), and which elements stopped where."""
     final = loop.image().detach()
-    objective = problem.objective
-    values, logits = _evaluate(objective, model, problem.modules, final, nullcontext(), loop.layout) \
-        if problem.needs_model else (objective({IMAGE: final, INPUT: final}).float(), None)
+    values, logits = _score(problem, model, final, nullcontext(), loop.layout)
     target_prob = _target_prob(problem, logits)
     target_prob = None if target_prob is None else target_prob.cpu()
     history = {k: v.cpu() for k, v in loop.history.items()}

@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,11 @@ def real_statistics(networks: dict[str, nn.Module], train_images: torch.Tensor,
     return out
 
 
+def _networks(judge: nn.Module, eyes: dict[str, nn.Module] | None) -> dict[str, nn.Module]:
+    """The realism views by name, the judge first: the names real_statistics' keys and the views share."""
+    return {"judge": judge, **(eyes or {})}
+
+
 def _blocks(statistics: dict[str, np.ndarray], prefix: str) -> list[np.ndarray]:
     count = sum(1 for key in statistics if key.rsplit(".", 1)[0] == prefix)
     return [statistics[f"{prefix}.{i}"].astype(np.float64) for i in range(count)]
@@ -96,8 +102,10 @@ def _write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def _reference_cache(cache: str | Path, options: dict) -> Path:
-    """Beside the statistics cache: the reference terms of a judge with these dims, seed and k."""
-    dims, seed, k = options.get("dims"), options.get("seed", 0), options.get("k", 3)
+    """Beside the statistics cache: the reference terms of a judge with these dims, seed and k (Judge's own
+    defaults where options leave them out, so the name cannot drift from what the judge computes)."""
+    defaults = inspect.signature(Judge.__init__).parameters
+    dims, seed, k = (options.get(name, defaults[name].default) for name in ("dims", "seed", "k"))
     return Path(cache).with_name(f"{Path(cache).stem}.reference-d{dims}-s{seed}-k{k}.npz")
 
 
@@ -121,7 +129,7 @@ class Judge:
         from sklearn.decomposition import PCA
 
         self.model, self.baselines, self.seed, self.k = model, baselines, seed, k
-        networks = {"judge": model, **(eyes or {})}
+        networks = _networks(model, eyes)
         if statistics is None:
             statistics = real_statistics(networks, train_images, pool_images)
         features = statistics["hidden.train"]
@@ -152,7 +160,7 @@ class Judge:
         pool_images, pool_labels = torch.cat([p[0] for p in pool]), torch.cat([p[1] for p in pool])
         statistics = _read_npz(cache)
         if cache is not None and statistics is None:
-            statistics = real_statistics({"judge": model, **(options.get("eyes") or {})}, train_images, pool_images)
+            statistics = real_statistics(_networks(model, options.get("eyes")), train_images, pool_images)
             _write_npz(cache, statistics)
         terms = None if cache is None else _reference_cache(cache, options)
         reference = _read_npz(terms)

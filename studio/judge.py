@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import inspect
 from collections import defaultdict
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -101,6 +102,14 @@ def _write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
         np.savez(f, **arrays)
 
 
+def _locked(path: str | Path | None):
+    """A file lock beside a cache file (nothing without one): processes that need the same statistics at
+    once (the jobs of a parallel sweep) compute them once; the others wait and read the file."""
+    from filelock import FileLock
+
+    return nullcontext() if path is None else FileLock(f"{path}.lock")
+
+
 def _reference_cache(cache: str | Path, options: dict) -> Path:
     """Beside the statistics cache: the reference terms of a judge with these dims, seed and k (Judge's own
     defaults where options leave them out, so the name cannot drift from what the judge computes)."""
@@ -158,16 +167,18 @@ class Judge:
         train_images, _ = dm.split("train")
         pool = [dm.split(name) for name in ("val", "test")]
         pool_images, pool_labels = torch.cat([p[0] for p in pool]), torch.cat([p[1] for p in pool])
-        statistics = _read_npz(cache)
-        if cache is not None and statistics is None:
-            statistics = real_statistics(_networks(model, options.get("eyes")), train_images, pool_images)
-            _write_npz(cache, statistics)
+        with _locked(cache):
+            statistics = _read_npz(cache)
+            if cache is not None and statistics is None:
+                statistics = real_statistics(_networks(model, options.get("eyes")), train_images, pool_images)
+                _write_npz(cache, statistics)
         terms = None if cache is None else _reference_cache(cache, options)
-        reference = _read_npz(terms)
-        judge = cls(model, train_images, pool_images, pool_labels, statistics=statistics, reference=reference,
-                    **options)
-        if terms is not None and reference is None:
-            _write_npz(terms, judge.reference_terms())
+        with _locked(terms):
+            reference = _read_npz(terms)
+            judge = cls(model, train_images, pool_images, pool_labels, statistics=statistics, reference=reference,
+                        **options)
+            if terms is not None and reference is None:
+                _write_npz(terms, judge.reference_terms())
         return judge
 
     def reference_terms(self) -> dict[str, np.ndarray]:

@@ -156,6 +156,43 @@ def test_cached_real_statistics_score_exactly_as_computed_ones(judged, judge, ey
         assert fresh.reference_self == stored.reference_self and np.array_equal(fresh.radii, stored.radii)
 
 
+def test_two_processes_needing_the_same_statistics_compute_them_once(judged, judge, eye, datamodule, tmp_path):
+    """The jobs of a parallel sweep start together on a new cache: one computes, the others wait and read."""
+    import json
+    import os
+
+    import studio.judge
+    from studio.judge import Judge
+
+    cache, computed = tmp_path / "statistics.npz", tmp_path / "computed"
+    images, classes = calibration_sets(*datamodule.split("test"))["blur0.7"]
+    children = []
+    for name in "ab":
+        pid = os.fork()
+        if pid == 0:  # a child: builds the judge, writes its score, never returns into pytest
+            code = 1
+            try:
+                torch.set_num_threads(1)  # OpenMP's thread pool does not survive a fork
+                compute = studio.judge.real_statistics
+
+                def counted(*args, **kwargs):
+                    with open(computed, "a") as f:
+                        f.write(f"{name}\n")
+                    return compute(*args, **kwargs)
+
+                studio.judge.real_statistics = counted
+                built = Judge.for_data(judge.model, datamodule, eyes={"eye": eye.model}, cache=cache)
+                (tmp_path / f"{name}.json").write_text(json.dumps(built.score(images, classes, classes)[1]))
+                code = 0
+            finally:
+                os._exit(code)
+        children.append(pid)
+    assert [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children] == [0, 0]
+    assert len(computed.read_text().split()) == 1  # one of them computed the statistics
+    expected = json.loads(json.dumps(judged.score(images, classes, classes)[1]))
+    assert all(json.loads((tmp_path / f"{name}.json").read_text()) == expected for name in "ab")
+
+
 def test_the_statistics_cache_follows_the_judge_and_eye_weights_the_data_and_the_version(tmp_path, monkeypatch):
     from studio.commands.shared import _statistics_cache
 

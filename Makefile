@@ -12,7 +12,7 @@ demo: $(STAMP)
 
 # -n auto: one pytest-xdist worker per core; --cov: line coverage of studio/ and generators/, CLI subprocesses included
 test: $(STAMP) system-deps
-	$(VENV)/bin/pytest -n auto --dist loadgroup --cov --cov-report=term-missing:skip-covered --cov-fail-under=90
+	$(VENV)/bin/pytest -n auto --dist loadscope --no-loadscope-reorder --cov --cov-report=term-missing:skip-covered --cov-fail-under=90
 
 setup: $(STAMP)
 

@@ -29,18 +29,6 @@ def pytest_configure(config):
         torch.set_num_threads(threads)
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the xdist_group marks
-def pytest_collection_modifyitems(items):
-    """The tests of a module that share a module-scoped fixture (a sweep, a training) run on one xdist
-    worker (`--dist loadgroup`, Makefile): a module fixture is built once per worker that runs one of its
-    tests, so under a per-test scheduler two workers built the same sweep (the submitit sweep: ~60 s twice)."""
-    for item in items:
-        definitions = getattr(item, "_fixtureinfo", None)
-        if definitions and any(defs and defs[-1].scope == "module"
-                               for defs in definitions.name2fixturedefs.values()):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-
-
 @pytest.fixture(scope="session")
 def outputs(tmp_path_factory) -> Path:
     """The session's outputs/ (models cache, W&B, runs), one for all xdist workers: the cache's file lock

@@ -140,10 +140,11 @@ def test_killed_classifier_training_resumes_from_its_last_epoch(uninterrupted, t
     assert all(torch.equal(resumed[k], expected[k]) for k in expected)
 
 
-def test_killed_generator_training_resumes_from_its_last_epoch(judge, eye, tmp_path):
+def test_killed_generator_training_resumes_from_its_last_epoch(judge, eye, judged, tmp_path):
     outputs, models = tmp_path / "out", tmp_path / "out" / "models"
     models.mkdir(parents=True)
-    for path in (judge.path, judge.path.with_suffix(".json"), eye.path, eye.path.with_suffix(".json")):
+    statistics = judge.path.parent.glob("judge_statistics-*.npz")  # written by `judged`: not computed again here
+    for path in (judge.path, judge.path.with_suffix(".json"), eye.path, eye.path.with_suffix(".json"), *statistics):
         shutil.copy(path, models / path.name)  # only the generator is left to train
     args = ["train-generator", "generator.max_epochs=2", "generator.seed=7", "samples=200", *QUIET_LOCAL]
     process = start_studio(*args, f"hydra.run.dir={tmp_path / 'killed'}", outputs=outputs,

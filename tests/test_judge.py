@@ -141,23 +141,11 @@ def test_knn_radii_in_blocks_match_the_whole_distance_matrix():
     assert np.array_equal(knn_radii(x, 3), whole)
 
 
-def test_cached_real_statistics_score_exactly_as_computed_ones(judged, judge, eye, datamodule, tmp_path):
-    from studio.judge import Judge
-
-    cache = tmp_path / "statistics.npz"
-    written = Judge.for_data(judge.model, datamodule, eyes={"eye": eye.model}, cache=cache)
-    assert cache.exists() and (tmp_path / "statistics.reference-dNone-s0-k3.npz").exists()
-    read = Judge.for_data(judge.model, datamodule, eyes={"eye": eye.model}, cache=cache)
-    images, classes = calibration_sets(*datamodule.split("test"))["blur0.7"]
-    expected = judged.score(images, classes, classes)[1]
-    assert written.score(images, classes, classes)[1] == expected
-    assert read.score(images, classes, classes)[1] == expected
-    for fresh, stored in zip(written.views, read.views):  # the O(N²) terms came back from the file, bit for bit
-        assert fresh.reference_self == stored.reference_self and np.array_equal(fresh.radii, stored.radii)
-
-
-def test_two_processes_needing_the_same_statistics_compute_them_once(judged, judge, eye, datamodule, tmp_path):
-    """The jobs of a parallel sweep start together on a new cache: one computes, the others wait and read."""
+def test_the_statistics_cache_is_computed_once_and_reads_back_exactly(judged, judge, eye, datamodule, tmp_path):
+    """Two processes (the jobs of a parallel sweep) start together on a new cache: one computes the
+    statistics and writes them, the other waits and reads the file; both score exactly as the judge
+    does, and the O(N²) reference terms come back from the file bit for bit."""
+    import hashlib
     import json
     import os
 
@@ -169,7 +157,7 @@ def test_two_processes_needing_the_same_statistics_compute_them_once(judged, jud
     children = []
     for name in "ab":
         pid = os.fork()
-        if pid == 0:  # a child: builds the judge, writes its score, never returns into pytest
+        if pid == 0:  # a child: builds the judge, writes what it holds, never returns into pytest
             code = 1
             try:
                 torch.set_num_threads(1)  # OpenMP's thread pool does not survive a fork
@@ -182,15 +170,20 @@ def test_two_processes_needing_the_same_statistics_compute_them_once(judged, jud
 
                 studio.judge.real_statistics = counted
                 built = Judge.for_data(judge.model, datamodule, eyes={"eye": eye.model}, cache=cache)
-                (tmp_path / f"{name}.json").write_text(json.dumps(built.score(images, classes, classes)[1]))
+                terms = [(view.reference_self, hashlib.sha256(view.radii.tobytes()).hexdigest()) for view in built.views]
+                (tmp_path / f"{name}.json").write_text(json.dumps(
+                    {"score": built.score(images, classes, classes)[1], "terms": terms}))
                 code = 0
             finally:
                 os._exit(code)
         children.append(pid)
     assert [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children] == [0, 0]
-    assert len(computed.read_text().split()) == 1  # one of them computed the statistics
+    assert len(computed.read_text().split()) == 1  # one of them computed the statistics, the other read them
+    assert cache.exists() and (tmp_path / "statistics.reference-dNone-s0-k3.npz").exists()
+    built = {name: json.loads((tmp_path / f"{name}.json").read_text()) for name in "ab"}
+    assert built["a"]["terms"] == built["b"]["terms"]  # computed in one process, read from the file in the other
     expected = json.loads(json.dumps(judged.score(images, classes, classes)[1]))
-    assert all(json.loads((tmp_path / f"{name}.json").read_text()) == expected for name in "ab")
+    assert built["a"]["score"] == expected and built["b"]["score"] == expected
 
 
 def test_the_statistics_cache_follows_the_judge_and_eye_weights_the_data_and_the_version(tmp_path, monkeypatch):

@@ -5,7 +5,7 @@ objective.classes=all seeds=4` for each recipe and seed set, and scores them as 
 judge and eye; log-softmax class objective, sgd, lr 1, 50 steps). Nothing trains: the models come from the
 cache ($STUDIO_OUTPUTS/models). A recipe is key=value options of conf/param/guided.yaml joined by commas.
 
-    python bench/guided_recipes.py                     # the shipped recipe vs the plain start, always guided
+    python bench/guided_recipes.py                     # the shipped recipe vs the previous one
     python bench/guided_recipes.py --recipes default start_candidates=32 guidance_stop=-0.001 --seeds 0 4 8
 """
 
@@ -35,7 +35,8 @@ def parse(recipe: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipes", nargs="+", default=["default", "start_candidates=1,guidance_stop=none"],
+    previous = "start_candidates=1,guidance_stop=none,guidance_until=0.5"  # the recipe before the start and the stop
+    parser.add_argument("--recipes", nargs="+", default=["default", previous],
                         help="options of conf/param/guided.yaml, key=value joined by commas; default: the shipped")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 4, 8], help="first seed of each 10 x 4 set")
     args = parser.parse_args()

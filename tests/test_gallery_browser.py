@@ -29,7 +29,9 @@ def gallery(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def browser():
+def browser(tmp_path_factory):
+    import os
+
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
@@ -39,7 +41,9 @@ def browser():
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     # an explicit driver path: Selenium Manager would otherwise try to download one
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    # TMPDIR: Chromium's own temp dirs (its profile's singleton socket) go under pytest's tmp, not /tmp
+    env = {**os.environ, "TMPDIR": str(tmp_path_factory.mktemp("chromium"))}
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER, env=env), options=options)
     yield driver
     driver.quit()
 

@@ -59,16 +59,16 @@ class Param:
         return iter((self.params, self))
 
 
-def _noise(seeds: Sequence[int], shape: tuple[int, ...], sd: float) -> torch.Tensor:
-    """One N(0, sd²) tensor of `shape` per seed, drawn on the CPU (same numbers on every device)."""
-    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) * sd for s in seeds])
-
-
 def _noise_draws(seeds: Sequence[int], shape: tuple[int, ...], n: int) -> list[torch.Tensor]:
-    """The first n N(0, 1) draws of `shape` from each seed's generator (draw 0 is _noise's), each stacked over
-    the seeds."""
+    """The first n N(0, 1) draws of `shape` from each seed's generator, each stacked over the seeds, drawn on
+    the CPU (same numbers on every device)."""
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
     return [torch.stack([torch.randn(shape, generator=g) for g in gens]) for _ in range(n)]
+
+
+def _noise(seeds: Sequence[int], shape: tuple[int, ...], sd: float) -> torch.Tensor:
+    """One N(0, sd²) tensor of `shape` per seed: each seed's first draw."""
+    return _noise_draws(seeds, shape, 1)[0] * sd
 
 
 def decorrelate(x: torch.Tensor) -> torch.Tensor:

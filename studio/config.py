@@ -9,9 +9,21 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from studio.commands import COMMANDS
 from studio.errors import StudioError, unknown
 from studio.validate import check_overrides, parse_overrides
+
+def _cpu_precision() -> str:
+    from studio.modes import cpu_training_precision  # torch, imported only when a config asks
+
+    return cpu_training_precision()
+
+
+# ${cpu_precision:} in conf/: the training precision this CPU runs fastest (studio.modes.cpu_training_precision).
+# Resolved where a config is read, so the cache keys hold the precision the weights were trained in.
+OmegaConf.register_new_resolver("cpu_precision", _cpu_precision, replace=True)
 
 CONF_DIR = Path(os.environ.get("STUDIO_CONF_DIR", Path(__file__).resolve().parent.parent / "conf"))
 # Launchers whose configs come with an optional Hydra plugin: name -> (plugin module, pip extra).

@@ -95,7 +95,12 @@ def eye(outputs):
     return _trained("strided_cnn")
 
 
-def run_studio(*args: str, outputs: Path, env: dict | None = None, timeout: int = 600):
+# How long a CLI run may take before the test calls it a hang: generous, for slow CPUs (a guard, not a timing
+# test; the demo alone took 10+ min on a 2-core AVX2 CPU with the suite's other worker busy).
+HANG_SECONDS = 1800
+
+
+def run_studio(*args: str, outputs: Path, env: dict | None = None, timeout: int = HANG_SECONDS):
     """Run the real CLI in a subprocess; returns CompletedProcess with text stdout/stderr."""
     inherited = {k: v for k, v in os.environ.items() if k not in ("STUDIO_DEBUG", "HYDRA_FULL_ERROR")}
     full_env = {**inherited, "STUDIO_OUTPUTS": str(outputs), "WANDB_SILENT": "true", **(env or {})}
@@ -103,7 +108,7 @@ def run_studio(*args: str, outputs: Path, env: dict | None = None, timeout: int 
                           env=full_env, timeout=timeout)
 
 
-def run_studio_forked(*args: str, outputs: Path, env: dict | None = None, timeout: int = 600):
+def run_studio_forked(*args: str, outputs: Path, env: dict | None = None, timeout: int = HANG_SECONDS):
     """The same CLI run as run_studio, in a fork of this test process instead of a new interpreter.
 
     A fork is a separate process with its own exit code, stdout and stderr, and its state dies with it;
@@ -125,7 +130,7 @@ def start_forked(*args: str, outputs: Path, env: dict | None = None):
     return pid, ["studio", *args], out, err, time.monotonic()
 
 
-def finish_forked(started, timeout: int = 600) -> subprocess.CompletedProcess:
+def finish_forked(started, timeout: int = HANG_SECONDS) -> subprocess.CompletedProcess:
     import signal
 
     pid, argv, out, err, start = started

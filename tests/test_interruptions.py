@@ -39,7 +39,7 @@ def start_studio(*args: str, outputs: Path, log: Path, env: dict | None = None) 
                                 stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def kill9_when(process: subprocess.Popen, ready, what: str, timeout: float = 240) -> None:
+def kill9_when(process: subprocess.Popen, ready, what: str, timeout: float = HANG_SECONDS) -> None:
     """SIGKILL the process group as soon as ready() holds; fails if the run ended first."""
     deadline = time.monotonic() + timeout
     try:

@@ -22,7 +22,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from studio.tracking import read_offline_run
-from tests.conftest import assert_one_line_error, run_studio, run_studio_forked
+from tests.conftest import HANG_SECONDS, assert_one_line_error, run_studio, run_studio_forked
 
 RECIPES = ["none", "l2", "tv", "l2_tv"]
 # judge_metrics=false: these tests check how jobs are launched, killed, resumed and reported, never a judge
@@ -104,7 +104,7 @@ def submitit_sweep(small_cnn, judge, outputs, tmp_path_factory):
                                   stderr=subprocess.STDOUT, start_new_session=True)
         try:
             killed = _kill9_the_last_job(sweep_dir, driver)
-            driver.wait(timeout=600)
+            driver.wait(timeout=HANG_SECONDS)
         finally:
             if driver.poll() is None:
                 os.killpg(driver.pid, signal.SIGKILL)

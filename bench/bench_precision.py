@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -51,10 +52,12 @@ def main() -> None:
     models = {"small_cnn": (build_net("small_cnn", 1, 10), small_cnn_step,
                             (torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,)))),
               "diffusion U-Net": (UNet(1, 32), unet_step, (torch.randn(64, 1, 28, 28), torch.randint(0, 1000, (64,))))}
-    print(f"CPU capability {torch.backends.cpu.get_cpu_capability()}, native bf16 "
-          f"{torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()}, "
-          f"{torch.get_num_threads()} threads; ${{cpu_precision:}} -> {cpu_training_precision()}")
-    print("| model | fp32 ms/step | bf16 ms/step | bf16 / fp32 |\n| --- | --- | --- | --- |")
+    capability = torch.backends.cpu.get_cpu_capability()
+    lines = [f"CPU capability {capability}, native bf16 "
+             f"{torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()}, "
+             f"{torch.get_num_threads()} threads; ${{cpu_precision:}} -> {cpu_training_precision()}", "",
+             "| model | fp32 ms/step | bf16 ms/step | bf16 / fp32 |", "| --- | --- | --- | --- |"]
+    print("\n".join(lines))
     for name, (net, loss_fn, inputs) in models.items():
         seconds_per_step(net, loss_fn, inputs, False, 2)  # warm-up: oneDNN primitives, allocator
         seconds_per_step(net, loss_fn, inputs, True, 2)
@@ -63,7 +66,11 @@ def main() -> None:
             for bf16 in (False, True):
                 times[bf16].append(seconds_per_step(net, loss_fn, inputs, bf16, args.steps))
         fp32, bf16 = min(times[False]), min(times[True])
-        print(f"| {name} | {fp32 * 1e3:.1f} | {bf16 * 1e3:.1f} | {bf16 / fp32:.2f} |")
+        lines.append(f"| {name} | {fp32 * 1e3:.1f} | {bf16 * 1e3:.1f} | {bf16 / fp32:.2f} |")
+        print(lines[-1])
+    out = Path(__file__).parent / "results" / f"precision-cpu-{capability.lower()}.md"
+    out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

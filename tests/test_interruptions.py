@@ -23,7 +23,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import QUIET_LOCAL, read_manifest, run_studio, run_studio_forked
+from tests.conftest import HANG_SECONDS, QUIET_LOCAL, read_manifest, run_studio, run_studio_forked
 
 # A classifier no other test trains (its own seed, 2 epochs), so every test here starts it uncached.
 # Two epochs are enough: the kill comes right after the first epoch's checkpoint.

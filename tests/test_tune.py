@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import assert_one_line_error, compose_config, read_manifest, run_studio, run_studio_forked
 from tests.test_interruptions import kill9_when, start_studio
 
-optuna = pytest.importorskip("optuna")  # the `optuna` extra; `make test` installs it (the dev extra)
+import optuna  # noqa: E402 - the `optuna` extra, which the dev extra (make test) installs: missing fails, not skips
 
 TINY = ["experiment=tune_regularizer", "logger=none", "objective.classes=[0,1,2]", "judge_metrics=false",
         "tune.objectives=[activation_gain_mean]", "steps=range(4,8,4)"]

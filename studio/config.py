@@ -15,6 +15,7 @@ from studio.commands import COMMANDS
 from studio.errors import StudioError, unknown
 from studio.validate import check_overrides, parse_overrides
 
+
 def _cpu_precision() -> str:
     from studio.modes import cpu_training_precision  # torch, imported only when a config asks
 

@@ -38,7 +38,7 @@ def eval_mode(model: nn.Module, freeze: bool = False):
 def cpu_training_precision() -> str:
     """Lightning's precision for training on this CPU: bf16 autocast where the CPU computes bf16 natively
     (AVX512-BF16 or AMX), fp32 elsewhere. Measured (bench/bench_precision.py): bf16 trains small_cnn 1.5x
-    faster than fp32 on an AVX-512 CPU at the same accuracy, but 2.5x slower on an AVX2 CPU, which
+    faster than fp32 on an AVX-512 CPU at the same accuracy, but 2.8x slower (the diffusion U-Net 8x) on an AVX2 CPU, which
     emulates it. The trainer and diffusion configs ask for it as ${cpu_precision:}."""
     native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     return "bf16-mixed" if native else "32-true"

@@ -11,12 +11,11 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+import optuna  # the `optuna` extra, which the dev extra (make test) installs: missing fails, not skips
 import pytest
 
 from tests.conftest import assert_one_line_error, compose_config, read_manifest, run_studio, run_studio_forked
 from tests.test_interruptions import kill9_when, start_studio
-
-import optuna  # noqa: E402 - the `optuna` extra, which the dev extra (make test) installs: missing fails, not skips
 
 TINY = ["experiment=tune_regularizer", "logger=none", "objective.classes=[0,1,2]", "judge_metrics=false",
         "tune.objectives=[activation_gain_mean]", "steps=range(4,8,4)"]

@@ -38,17 +38,21 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator | N
 
 
 class ClassifierModule(pl.LightningModule):
-    """Cross-entropy training with shift augmentation, AdamW and a one-cycle schedule."""
+    """Cross-entropy training with shift augmentation, AdamW and a one-cycle schedule, in channels-last layout
+    (weights and batches): oneDNN's convolutions are faster so. A training step in fp32 on a 2-core AVX2 CPU
+    took 0.67x (small_cnn), 0.82x (judge_cnn) and 0.86x (strided_cnn) the contiguous time on one thread,
+    at the same test accuracy (bench/bench_memory_format.py); `fit` hands the model back contiguous."""
 
     def __init__(self, model: Classifier, lr: float, weight_decay: float, max_shift: int):
         super().__init__()
         self.model, self.lr, self.weight_decay, self.max_shift = model, lr, weight_decay, max_shift
+        model.to(memory_format=torch.channels_last)  # in place: the same Parameters, restrided
 
     def _step(self, batch, split: str):
         x, y = batch
         if split == "train":
             x = random_shift(x, self.max_shift)
-        logits = self.model(x)
+        logits = self.model(x.contiguous(memory_format=torch.channels_last))
         loss = F.cross_entropy(logits, y)
         acc = (logits.argmax(1) == y).float().mean()
         # sync_dist: under data-parallel training, early stopping and the best checkpoint go by the mean over
@@ -202,5 +206,6 @@ def fit(model: Classifier, model_cfg, trainer_cfg, dm: ImageDataModule, workdir:
         trainer.fit(module, train_loader, dm.val_dataloader(), ckpt_path=last, weights_only=True)
     best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(best)
+    model.to(memory_format=torch.contiguous_format)  # as every other model: the layout renders and saves expect
     model.eval()
     return resumed_after

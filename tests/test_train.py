@@ -37,6 +37,8 @@ def test_short_training_beats_chance_by_far(tmp_path, datamodule):
     cfg = compose_config("train", [*QUIET_TRAINER, "trainer.max_epochs=1", "model=judge_cnn"])
     trained = trained_classifier(cfg.model, cfg.data, cfg.trainer, datamodule, tmp_path)
     assert not trained.cached and trained.test_acc > 0.8  # chance is 0.1
+    # it trained in channels-last layout (studio.fit) and comes back contiguous, as renders and saves expect
+    assert all(p.is_contiguous() for p in trained.model.parameters())
 
 
 def test_random_shift_moves_each_image_by_whole_pixels():

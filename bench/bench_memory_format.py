@@ -4,7 +4,7 @@ training steps, side by side.
 Times forward + backward + AdamW steps of the three classifiers the studio trains (small_cnn, the judge's
 judge_cnn and the eye's strided_cnn; 28 px digits, batch 64, the precision `${cpu_precision:}` picks here),
 with weights and batch contiguous and in channels-last layout, interleaved so that both see the same
-machine load, and prints the channels-last / contiguous time ratio. studio.fit.ClassifierModule trains in
+machine load, and prints the channels-last / contiguous time ratio. studio.fit.training_layout picks
 channels-last by these numbers.
 
     python bench/bench_memory_format.py                # 20 steps each, best of 3 rounds, torch's threads

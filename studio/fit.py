@@ -20,6 +20,7 @@ from studio.data import ImageDataModule
 from studio.distributed import check_launcher, per_process_batch, worker_errors
 from studio.errors import StudioError
 from studio.models import Classifier
+from studio.modes import eval_mode
 from studio.progress import interactive
 
 
@@ -37,22 +38,37 @@ def random_shift(x: torch.Tensor, max_shift: int, generator: torch.Generator | N
     return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 
 
-class ClassifierModule(pl.LightningModule):
-    """Cross-entropy training with shift augmentation, AdamW and a one-cycle schedule, in channels-last layout
-    (weights and batches): oneDNN's convolutions are faster so. A training step in fp32 on a 2-core AVX2 CPU
-    took 0.67x (small_cnn), 0.82x (judge_cnn) and 0.86x (strided_cnn) the contiguous time on one thread,
-    at the same test accuracy (bench/bench_memory_format.py); `fit` hands the model back contiguous."""
+def training_layout(model: Classifier, images: torch.Tensor) -> torch.memory_format:
+    """Channels-last where `model` runs so, else contiguous; leaves `model`'s weights in that layout (in
+    place: the same Parameters, restrided). oneDNN's convolutions are faster in channels-last: a training
+    step in fp32 on a 2-core AVX2 CPU took 0.67x (small_cnn), 0.82x (judge_cnn) and 0.86x (strided_cnn) the
+    contiguous time on one thread, at the same test accuracy (bench/bench_memory_format.py). A network
+    that reshapes its maps with .view() fails in channels-last: it trains contiguous."""
+    model.to(memory_format=torch.channels_last)
+    try:
+        with torch.no_grad(), eval_mode(model):  # eval: batch norm's running statistics stay untouched
+            model(images.contiguous(memory_format=torch.channels_last))
+        return torch.channels_last
+    except RuntimeError:
+        model.to(memory_format=torch.contiguous_format)
+        return torch.contiguous_format
 
-    def __init__(self, model: Classifier, lr: float, weight_decay: float, max_shift: int):
+
+class ClassifierModule(pl.LightningModule):
+    """Cross-entropy training with shift augmentation, AdamW and a one-cycle schedule; batches in `layout`
+    (training_layout's)."""
+
+    def __init__(self, model: Classifier, lr: float, weight_decay: float, max_shift: int,
+                 layout: torch.memory_format = torch.contiguous_format):
         super().__init__()
         self.model, self.lr, self.weight_decay, self.max_shift = model, lr, weight_decay, max_shift
-        model.to(memory_format=torch.channels_last)  # in place: the same Parameters, restrided
+        self.layout = layout
 
     def _step(self, batch, split: str):
         x, y = batch
         if split == "train":
             x = random_shift(x, self.max_shift)
-        logits = self.model(x.contiguous(memory_format=torch.channels_last))
+        logits = self.model(x.contiguous(memory_format=self.layout))
         loss = F.cross_entropy(logits, y)
         acc = (logits.argmax(1) == y).float().mean()
         # sync_dist: under data-parallel training, early stopping and the best checkpoint go by the mean over
@@ -184,7 +200,9 @@ def fit(model: Classifier, model_cfg, trainer_cfg, dm: ImageDataModule, workdir:
     """Train `model` in place with Lightning (early stopping on val_loss), leaving it with the best weights.
     Resumes from workdir/last.ckpt when an earlier run was stopped; returns the epochs it resumed after (0: none)."""
     pl.seed_everything(model_cfg.seed, workers=True, verbose=False)
-    module = ClassifierModule(model, model_cfg.optim.lr, model_cfg.optim.weight_decay, model_cfg.augment.max_shift)
+    layout = training_layout(model, dm.split("val")[0][:2])
+    module = ClassifierModule(model, model_cfg.optim.lr, model_cfg.optim.weight_decay, model_cfg.augment.max_shift,
+                              layout)
     # a model config's own `trainer` block (vit_tiny: its epochs) replaces those keys of the trainer group
     trainer_kwargs = {**OmegaConf.to_container(trainer_cfg, resolve=True), **dict(model_cfg.get("trainer") or {})}
     patience = trainer_kwargs.pop("early_stopping_patience")
@@ -206,6 +224,6 @@ def fit(model: Classifier, model_cfg, trainer_cfg, dm: ImageDataModule, workdir:
         trainer.fit(module, train_loader, dm.val_dataloader(), ckpt_path=last, weights_only=True)
     best = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(best)
-    model.to(memory_format=torch.contiguous_format)  # as every other model: the layout renders and saves expect
+    model.to(memory_format=torch.contiguous_format)  # back from training_layout: what renders and saves expect
     model.eval()
     return resumed_after

@@ -2,7 +2,8 @@
 
 import torch
 
-from studio.fit import random_shift
+from studio.fit import random_shift, training_layout
+from studio.models import Classifier, build_net
 from studio.train import cache_key, trained_classifier
 from tests.conftest import QUIET_TRAINER, compose_config
 
@@ -39,6 +40,28 @@ def test_short_training_beats_chance_by_far(tmp_path, datamodule):
     assert not trained.cached and trained.test_acc > 0.8  # chance is 0.1
     # it trained in channels-last layout (studio.fit) and comes back contiguous, as renders and saves expect
     assert all(p.is_contiguous() for p in trained.model.parameters())
+
+
+class ViewFlatten(torch.nn.Module):
+    """A user's network that flattens its conv maps with .view(), which channels-last maps refuse."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Linear(4 * 28 * 28, 10)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).view(len(x), -1))
+
+
+def test_training_layout_is_channels_last_where_the_network_runs_so():
+    images = torch.rand(2, 1, 28, 28)
+    cnn = Classifier(build_net("small_cnn", 1, 10), [0.5], [0.5])
+    assert training_layout(cnn, images) == torch.channels_last
+    assert cnn.net.conv2.weight.is_contiguous(memory_format=torch.channels_last)
+    viewing = Classifier(ViewFlatten(), [0.5], [0.5])
+    assert training_layout(viewing, images) == torch.contiguous_format
+    assert viewing.training and all(p.is_contiguous() for p in viewing.parameters())
+    assert viewing(images).shape == (2, 10)  # and it still runs
 
 
 def test_random_shift_moves_each_image_by_whole_pixels():

@@ -1,7 +1,7 @@
 """Is channels-last worth it for training the studio's classifiers on this CPU? Contiguous vs channels-last
 training steps, side by side.
 
-Times forward + backward + AdamW steps of the three classifiers the studio trains (small_cnn, the judge's
+Times forward + backward + Adam steps of the three classifiers the studio trains (small_cnn, the judge's
 judge_cnn and the eye's strided_cnn; 28 px digits, batch 64, the precision `${cpu_precision:}` picks here),
 with weights and batch contiguous and in channels-last layout, interleaved so that both see the same
 machine load, and prints the channels-last / contiguous time ratio. studio.fit.training_layout picks
@@ -14,12 +14,11 @@ channels-last by these numbers.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
+from bench_precision import seconds_per_step as timed_steps, small_cnn_step
 from studio.models import build_net
 from studio.modes import cpu_training_precision
 
@@ -27,17 +26,9 @@ LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channel
 
 
 def seconds_per_step(net, x, y, layout, bf16: bool, steps: int) -> float:
+    """bench_precision's timed training steps, with weights and batch in `layout`."""
     net.to(memory_format=layout)
-    x = x.contiguous(memory_format=layout)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
-    start = time.perf_counter()
-    for _ in range(steps):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = F.cross_entropy(net(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return (time.perf_counter() - start) / steps
+    return timed_steps(net, small_cnn_step, (x.contiguous(memory_format=layout), y), bf16, steps)
 
 
 def main() -> None:

@@ -234,7 +234,7 @@ class GuidedParam(Param):
         self.done = 0  # sampler steps taken
         self.target_prob = None  # of the images last shown (observe; class objectives only)
         self.candidates = _noise_draws(seeds, (channels, height, width), int(start_candidates))
-        self.x = self.candidates[0].to(device).requires_grad_(True)
+        self.x = self.candidates[0].to(device, copy=True).requires_grad_(True)  # prepare() writes x, not candidate 0
         self.before = self.x.detach().clone()  # x_t before the optimizer's move
         self.params = [self.x]
 

@@ -167,10 +167,12 @@ def test_guidance_stops_below_guidance_until(small_cnn, diffusion):
     assert distance_to_unguided(0.95) < 0.5 * distance_to_unguided(0.0)
 
 
-def _preview_prob(model, built, classes) -> torch.Tensor:
-    """Target probability of the classifier on the unguided previews of a built guided param's starting noise."""
+def _preview_prob(model, built, classes, noise=None) -> torch.Tensor:
+    """Target probability of the classifier on the unguided previews of a built guided param's starting noise
+    (or of `noise`, e.g. one of its candidates)."""
     with torch.no_grad():
-        return F.softmax(model(built.preview(built.x.detach())), 1)[range(len(classes)), classes]
+        probs = F.softmax(model(built.preview(built.x.detach() if noise is None else noise)), 1)
+    return probs[range(len(classes)), classes]
 
 
 def test_best_of_n_start_raises_the_preview_target_probability_per_seed(small_cnn, diffusion):
@@ -191,9 +193,8 @@ def test_best_of_n_start_raises_the_preview_target_probability_per_seed(small_cn
     assert torch.equal(plain.x[:2], own)  # one candidate: the seed's own noise
     assert torch.equal(best.candidates[0][:2], own)  # the start is a copy: candidate 0 stays the seed's own noise
     p_plain, p_best = _preview_prob(model, plain, classes), _preview_prob(model, best, classes)
-    with torch.no_grad():  # every candidate's preview, scored alike: each seed starts from its best
-        p_all = torch.stack([F.softmax(model(best.preview(n)), 1)[range(len(classes)), classes] for n in best.candidates])
-    torch.testing.assert_close(p_best, p_all.max(0).values)
+    p_all = torch.stack([_preview_prob(model, best, classes, n) for n in best.candidates])  # scored alike
+    torch.testing.assert_close(p_best, p_all.max(0).values)  # each seed starts from its best candidate
     assert p_best.mean() > p_plain.mean(), (p_plain, p_best)
     assert not torch.equal(best.x[0], best.x[1])  # the seeds of one class keep different starts
     assert torch.equal(start(8).x, best.x)  # deterministic

@@ -46,6 +46,22 @@ def test_norm_projection_and_anchor_keep_z_near_the_prior(small_cnn, dcgan):
     assert anchored.penalty().item() == pytest.approx(anchored.latent_dim, rel=1e-5)
 
 
+def test_the_gans_render_recipe_bounds_z_and_param_max_norm_overrides_it(dcgan):
+    """param=latent takes max_norm from the generator's render recipe (conf/generator/dcgan.yaml sets one; the
+    VAE's does not), and param.max_norm on the command line wins, null turning it off."""
+    from studio.adapters.optvis import build_param
+
+    def norms(*overrides):
+        param = compose_config("visualize", ["param=latent", *overrides]).param
+        return build_param(param, dcgan.module).build(list(range(8)), "cpu").z.norm(dim=1)
+
+    bound = compose_config("visualize", ["generator=dcgan"]).generator.render.max_norm
+    free = norms("generator=vae")  # the prior's own draws: a typical one has norm ~sqrt(latent_dim)
+    assert free.max() > bound and norms("generator=dcgan").max() <= bound + 1e-5
+    assert torch.equal(norms("generator=dcgan", "param.max_norm=null"), free)
+    assert norms("generator=dcgan", "param.max_norm=2").max() <= 2 + 1e-5
+
+
 def test_realism_terms_raise_realism(small_cnn, dcgan, vae):
     # the VAE's realism is its ELBO per pixel (about -0.15 nats), hence the larger weight
     for gen, weight in ((dcgan, 1.0), (vae, 100.0)):

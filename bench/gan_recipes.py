@@ -1,0 +1,75 @@
+"""Which GAN training recipe gives latent class renders that both realism views accept? (issue 15)
+
+For each recipe (overrides of conf/generator/dcgan.yaml joined by commas; "default": the shipped one) trains
+the GAN, or takes it from the cache ($STUDIO_OUTPUTS/models: the recipe is part of the cache key), then scores
+what a user gets from it: 1,000 samples (smallest class share, judge confidence, realism against real sets)
+and the 10 classes x 4 seeds of `studio visualize param=latent generator=dcgan objective=class
+objective.classes=all seeds=4` for each seed set (the generator's render recipe: 256 steps, lr 0.1,
+log-softmax class objective), judged by the cached judge and eye as every run is.
+
+    python bench/gan_recipes.py                                   # the shipped recipe
+    python bench/gan_recipes.py --recipes default max_epochs=42 --seeds 0 4 8
+    python bench/gan_recipes.py --latent max_norm=none     # the shipped GAN, a render option (none: off)
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from generators import trained_generator
+from studio import config
+from studio.data import build_datamodule
+from studio.judge import Judge, generator_quality
+from studio.optvis import class_, render
+from studio.optvis.params import latent
+from studio.train import trained_classifier
+
+
+def overrides(recipe: str) -> list[str]:
+    """"max_epochs=42,beta1=0" -> ["++generator.max_epochs=42", "++generator.beta1=0"] ("default": none; ++ adds
+    a key the yaml does not set, such as a GANModule option left at its default)."""
+    return [f"++generator.{item}" for item in filter(None, recipe.replace("default", "").split(","))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipes", nargs="+", default=["default"],
+                        help="overrides of conf/generator/dcgan.yaml, key=value joined by commas; default: the shipped")
+    parser.add_argument("--latent", nargs="*", default=[],
+                        help="options of the latent param (conf/param/latent.yaml) as key=value, e.g. max_norm=5.7")
+    parser.add_argument("--data", default="mnist5k", help="conf/data: mnist5k or fashion_mnist")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 4, 8], help="first seed of each 10 x 4 set")
+    args = parser.parse_args()
+    given = {key: None if value == "none" else float(value) for key, value in (i.split("=") for i in args.latent)}
+    print("recipe | trained s | share min | confidence | samples realism judge / eye | seeds | pmin | judge"
+          " | renders realism judge / eye | recall | diversity / real")
+    for recipe in args.recipes:
+        cfg = config.compose("visualize", ["param=latent", "generator=dcgan", "trainer.enable_progress_bar=false",
+                                           f"data={args.data}", *overrides(recipe)])
+        dm = build_datamodule(cfg.data)
+        model = trained_classifier(cfg.model, cfg.data, cfg.trainer, dm, cfg.paths.models).model.eval()
+        eyes = [trained_classifier(m, cfg.data, cfg.trainer, dm, cfg.paths.models).model for m in (cfg.judge, cfg.eye)]
+        judge = Judge.for_data(eyes[0], dm, eyes={"eye": eyes[1]})
+        trained = trained_generator(cfg.generator, cfg.data, cfg.trainer, dm, cfg.paths.models)
+        gen = trained.module.eval()
+        options = {"max_norm": cfg.param.max_norm, **given}  # the generator's render recipe, then --latent
+        q = generator_quality(judge, gen.sample(1000, seed=0), dm.num_classes)
+        head = (f"{recipe} | {'cached' if trained.cached else f'{trained.train_seconds:.0f}'} | "
+                f"{q['class_share_min']:.3f} | {q['judge_confidence']:.2f} | "
+                f"{q['realism_ratio/judge']:.2f} / {q['realism_ratio/eye']:.2f}")
+        classes = [c for c in range(10) for _ in range(4)]
+        for first in args.seeds:
+            start = time.perf_counter()
+            r = render(model, class_(list(range(10)), log_softmax=True), param=latent(gen, **options),
+                       steps=cfg.generator.render.steps, lr=cfg.generator.render.lr,
+                       seeds=list(range(first, first + 4)), progress=False)
+            seconds = time.perf_counter() - start
+            _, s = judge.score(r.images, classes, [f"c{c}" for c in classes])
+            print(f"{head} | {first}-{first + 3} | {float(r.target_prob.min()):.3f} | {s['judge_recognition']:.3f}"
+                  f" | {s['realism_ratio/judge']:.2f} / {s['realism_ratio/eye']:.2f} | {s['recall']:.2f}"
+                  f" | {s['diversity'] / s['diversity_real']:.2f} | {seconds:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

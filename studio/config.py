@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -25,6 +26,14 @@ def _cpu_precision() -> str:
 # ${cpu_precision:} in conf/: the training precision this CPU runs fastest (studio.modes.cpu_training_precision).
 # Resolved where a config is read, so the cache keys hold the precision the weights were trained in.
 OmegaConf.register_new_resolver("cpu_precision", _cpu_precision, replace=True)
+
+def _prior_norm(latent_dim, fraction=1.0) -> float:
+    return float(fraction) * math.sqrt(int(latent_dim))
+
+
+# ${prior_norm:<latent_dim>,<fraction>} in conf/: that fraction of sqrt(latent_dim), the norm of a typical draw of
+# z ~ N(0, I), so a latent norm bound in a generator's recipe means the same at any latent size.
+OmegaConf.register_new_resolver("prior_norm", _prior_norm, replace=True)
 
 CONF_DIR = Path(os.environ.get("STUDIO_CONF_DIR", Path(__file__).resolve().parent.parent / "conf"))
 # Launchers whose configs come with an optional Hydra plugin: name -> (plugin module, pip extra).

@@ -47,8 +47,8 @@ def test_norm_projection_and_anchor_keep_z_near_the_prior(small_cnn, dcgan):
 
 
 def test_the_gans_render_recipe_bounds_z_and_param_max_norm_overrides_it(dcgan):
-    """param=latent takes max_norm from the generator's render recipe (conf/generator/dcgan.yaml sets one; the
-    VAE's does not), and param.max_norm on the command line wins, null turning it off."""
+    """param=latent takes max_norm from the generator's render recipe (conf/generator/dcgan.yaml sets one, scaled
+    to its latent size; the VAE's does not), and param.max_norm on the command line wins, null turning it off."""
     from studio.adapters.optvis import build_param
 
     def norms(*overrides):
@@ -60,6 +60,9 @@ def test_the_gans_render_recipe_bounds_z_and_param_max_norm_overrides_it(dcgan):
     assert free.max() > bound and norms("generator=dcgan").max() <= bound + 1e-5
     assert torch.equal(norms("generator=dcgan", "param.max_norm=null"), free)
     assert norms("generator=dcgan", "param.max_norm=2").max() <= 2 + 1e-5
+    # the bound is a fraction of a typical draw's norm, sqrt(latent_dim): twice as large at 4x the dimensions
+    wider = compose_config("visualize", ["param=latent", "generator=dcgan", "generator.latent_dim=128"]).param
+    assert wider.max_norm == pytest.approx(2 * bound)
 
 
 def test_realism_terms_raise_realism(small_cnn, dcgan, vae):

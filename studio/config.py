@@ -27,6 +27,7 @@ def _cpu_precision() -> str:
 # Resolved where a config is read, so the cache keys hold the precision the weights were trained in.
 OmegaConf.register_new_resolver("cpu_precision", _cpu_precision, replace=True)
 
+
 def _prior_norm(latent_dim, fraction=1.0) -> float:
     return float(fraction) * math.sqrt(int(latent_dim))
 

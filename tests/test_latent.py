@@ -83,9 +83,11 @@ def test_pixel_projections_are_refused_with_latent(small_cnn, dcgan):
 def test_cli_latent_run_writes_judge_metrics(dcgan, judge, outputs, tmp_path):
     run = tmp_path / "run"
     done = run_studio("visualize", "param=latent", "generator=dcgan", *FAST_GENERATOR["dcgan"], "objective=class",
-                      "objective.classes=[3,7]", "seeds=2", "steps=48", "lr=0.05", "regularizer=none",
+                      "objective.classes=[3,7]", "seeds=2", "steps=48", "lr=0.05",
                       *QUIET_TRAINER, f"hydra.run.dir={run}", outputs=outputs)
     assert done.returncode == 0, done.stderr
+    bound = compose_config("visualize", ["param=latent", "generator=dcgan"]).param.max_norm
+    assert f"recipe of generator dcgan: regularizer none, 48 steps, lr 0.05, ||z|| <= {bound:.2f}" in done.stdout
     manifest = json.loads((run / "manifest.json").read_text())
     items = manifest["items"]
     assert [(i["target"], i["seed"]) for i in items] == [("class:3", 0), ("class:3", 1), ("class:7", 0), ("class:7", 1)]

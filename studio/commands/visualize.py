@@ -233,10 +233,10 @@ def run(cfg, tracker) -> Result:
     if optvis_config.is_auto(cfg.get("regularizer")):
         from_generator = OmegaConf.is_interpolation(cfg.param, "render")  # param=latent: ${generator.render}
         whose = f"generator {cfg.generator.name}" if from_generator else f"param {cfg.param.name}"
-        bound = cfg.param.get("max_norm")
+        bound = cfg.param.get("max_norm")  # param=latent: the generator's recipe may bound z (dcgan does)
+        bounded, knobs = ("", "") if bound is None else (f", ||z|| <= {bound:.2f}", ", param.max_norm=")
         print(f"recipe of {whose}: regularizer {cfg.param.render.regularizer}, {options.steps} steps, "
-              f"lr {options.lr:g}" + ("" if bound is None else f", ||z|| <= {bound:g}")
-              + " (regularizer=, steps=, lr=" + ("" if bound is None else ", param.max_norm=") + " change it)")
+              f"lr {options.lr:g}{bounded} (regularizer=, steps=, lr={knobs} change it)")
     exemplars = exemplar_settings(cfg)
     channel_labels.check_settings(cfg)
     untrained = untrained_copy(cfg.model, cfg.data)

@@ -15,15 +15,13 @@ log-softmax class objective), judged by the cached judge and eye as every run is
 from __future__ import annotations
 
 import argparse
-import time
 
 from generators import trained_generator
+from guided_recipes import class_renders, judged_classifier  # bench/ is the script's first import path
 from studio import config
 from studio.data import build_datamodule
-from studio.judge import Judge, generator_quality
-from studio.optvis import class_, render
+from studio.judge import generator_quality
 from studio.optvis.params import latent
-from studio.train import trained_classifier
 
 
 def overrides(recipe: str) -> list[str]:
@@ -44,13 +42,12 @@ def main() -> None:
     given = {key: None if value == "none" else float(value) for key, value in (i.split("=") for i in args.latent)}
     print("recipe | trained s | share min | confidence | samples realism judge / eye | seeds | pmin | judge"
           " | renders realism judge / eye | recall | diversity / real")
+    shared = ["param=latent", "generator=dcgan", "trainer.enable_progress_bar=false", f"data={args.data}"]
+    base = config.compose("visualize", shared)
+    dm = build_datamodule(base.data)
+    model, judge = judged_classifier(base, dm)  # the same for every recipe
     for recipe in args.recipes:
-        cfg = config.compose("visualize", ["param=latent", "generator=dcgan", "trainer.enable_progress_bar=false",
-                                           f"data={args.data}", *overrides(recipe)])
-        dm = build_datamodule(cfg.data)
-        model = trained_classifier(cfg.model, cfg.data, cfg.trainer, dm, cfg.paths.models).model.eval()
-        eyes = [trained_classifier(m, cfg.data, cfg.trainer, dm, cfg.paths.models).model for m in (cfg.judge, cfg.eye)]
-        judge = Judge.for_data(eyes[0], dm, eyes={"eye": eyes[1]})
+        cfg = config.compose("visualize", [*shared, *overrides(recipe)])
         trained = trained_generator(cfg.generator, cfg.data, cfg.trainer, dm, cfg.paths.models)
         gen = trained.module.eval()
         options = {"max_norm": cfg.param.max_norm, **given}  # the generator's render recipe, then --latent
@@ -58,14 +55,9 @@ def main() -> None:
         head = (f"{recipe} | {'cached' if trained.cached else f'{trained.train_seconds:.0f}'} | "
                 f"{q['class_share_min']:.3f} | {q['judge_confidence']:.2f} | "
                 f"{q['realism_ratio/judge']:.2f} / {q['realism_ratio/eye']:.2f}")
-        classes = [c for c in range(10) for _ in range(4)]
         for first in args.seeds:
-            start = time.perf_counter()
-            r = render(model, class_(list(range(10)), log_softmax=True), param=latent(gen, **options),
-                       steps=cfg.generator.render.steps, lr=cfg.generator.render.lr,
-                       seeds=list(range(first, first + 4)), progress=False)
-            seconds = time.perf_counter() - start
-            _, s = judge.score(r.images, classes, [f"c{c}" for c in classes])
+            r, s, seconds = class_renders(model, judge, latent(gen, **options), first,
+                                          steps=cfg.generator.render.steps, lr=cfg.generator.render.lr)
             print(f"{head} | {first}-{first + 3} | {float(r.target_prob.min()):.3f} | {s['judge_recognition']:.3f}"
                   f" | {s['realism_ratio/judge']:.2f} / {s['realism_ratio/eye']:.2f} | {s['recall']:.2f}"
                   f" | {s['diversity'] / s['diversity_real']:.2f} | {seconds:.0f} s", flush=True)

@@ -33,6 +33,25 @@ def parse(recipe: str) -> dict:
     return options
 
 
+def judged_classifier(cfg, dm):
+    """The cached classifier (eval mode) and the judge with its second view, the eye: what every run's
+    renders are scored by."""
+    model = trained_classifier(cfg.model, cfg.data, cfg.trainer, dm, cfg.paths.models).model.eval()
+    eyes = [trained_classifier(m, cfg.data, cfg.trainer, dm, cfg.paths.models).model for m in (cfg.judge, cfg.eye)]
+    return model, Judge.for_data(eyes[0], dm, eyes={"eye": eyes[1]})
+
+
+def class_renders(model, judge: Judge, param, first: int, **options) -> tuple:
+    """The 10 classes x seeds first..first+3 rendered through `param` (log-softmax class objective, render()'s
+    options), scored as every run is: (rendering, the judge's summary, the render's seconds)."""
+    classes = [c for c in range(10) for _ in range(4)]
+    start = time.perf_counter()
+    r = render(model, class_(list(range(10)), log_softmax=True), param=param, seeds=list(range(first, first + 4)),
+               progress=False, **options)
+    seconds = time.perf_counter() - start
+    return r, judge.score(r.images, classes, [f"c{c}" for c in classes])[1], seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     previous = "start_candidates=1,guidance_stop=none,guidance_until=0.5"  # the recipe before the start and the stop
@@ -42,19 +61,13 @@ def main() -> None:
     args = parser.parse_args()
     cfg = config.compose("visualize", ["param=guided", "generator=diffusion", "trainer.enable_progress_bar=false"])
     dm = build_datamodule(cfg.data)
-    model = trained_classifier(cfg.model, cfg.data, cfg.trainer, dm, cfg.paths.models).model.eval()
-    eyes = [trained_classifier(m, cfg.data, cfg.trainer, dm, cfg.paths.models).model for m in (cfg.judge, cfg.eye)]
-    judge = Judge.for_data(eyes[0], dm, eyes={"eye": eyes[1]})
+    model, judge = judged_classifier(cfg, dm)
     gen = trained_generator(cfg.generator, cfg.data, cfg.trainer, dm, cfg.paths.models).module.eval()
-    classes = [c for c in range(10) for _ in range(4)]
     print("recipe | seeds | pmin | judge | realism judge / eye | precision | recall | diversity / real | s")
     for recipe in args.recipes:
         for first in args.seeds:
-            start = time.perf_counter()
-            r = render(model, class_(list(range(10)), log_softmax=True), param=guided(gen, **parse(recipe)),
-                       steps=50, lr=1.0, optimizer="sgd", seeds=list(range(first, first + 4)), progress=False)
-            seconds = time.perf_counter() - start
-            _, s = judge.score(r.images, classes, [f"c{c}" for c in classes])
+            r, s, seconds = class_renders(model, judge, guided(gen, **parse(recipe)), first,
+                                          steps=50, lr=1.0, optimizer="sgd")
             print(f"{recipe} | {first}-{first + 3} | {float(r.target_prob.min()):.3f} | {s['judge_recognition']:.3f}"
                   f" | {s['realism_ratio/judge']:.2f} / {s['realism_ratio/eye']:.2f} | {s['precision']:.2f}"
                   f" | {s['recall']:.2f} | {s['diversity'] / s['diversity_real']:.2f} | {seconds:.1f}", flush=True)

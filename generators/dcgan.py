@@ -48,17 +48,13 @@ class Discriminator(nn.Module):
     instead of batch norm: each layer is 1-Lipschitz, which keeps the hinge loss's logits in check, and
     a logit depends on its own image only (apart from the minibatch-std channel)."""
 
-    def __init__(self, channels: int, size: int, width: int = 64, pack: int = 1):
+    def __init__(self, channels: int, size: int, width: int = 64):
         super().__init__()
-        base, self.pack = _base(size), pack
+        base = _base(size)
         self.net = nn.Sequential(
-            spectral_norm(nn.Conv2d(pack * channels, width, 4, 2, 1)), nn.LeakyReLU(0.2),
+            spectral_norm(nn.Conv2d(channels, width, 4, 2, 1)), nn.LeakyReLU(0.2),
             spectral_norm(nn.Conv2d(width, 2 * width, 4, 2, 1)), nn.LeakyReLU(0.2),
             MinibatchStd(), nn.Flatten(), spectral_norm(nn.Linear((2 * width + 1) * base ** 2, 1)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """pack > 1 (PacGAN, Lin et al. 2018): `pack` consecutive images stacked as channels get one logit, so
-        the discriminator sees a pack's variety and a generator that drops modes is caught; N/pack logits."""
-        if len(x) % self.pack:
-            raise ValueError(f"the discriminator packs {self.pack} images per logit; got a batch of {len(x)}")
-        return self.net(x.reshape(len(x) // self.pack, -1, *x.shape[2:]) * 2 - 1).squeeze(1)
+        return self.net(x * 2 - 1).squeeze(1)

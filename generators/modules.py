@@ -73,7 +73,7 @@ class GANModule(GeneratorModule):
     as min(ema_decay, (1 + t) / (10 + t)) after t updates, so a short training is not averaged with
     the random start. The state dict holds both (ema.*, online.*) and the discriminator."""
 
-    options = ("ema_decay", "augment_translation", "augment_cutout", "beta1", "d_lr_ratio", "d_width", "d_pack")
+    options = ("ema_decay", "augment_translation", "augment_cutout", "beta1", "d_lr_ratio", "d_width")
     # Not data-parallel (yet): its two networks take separate backward passes in one training step, which
     # DDP refuses (unused parameters) and, with find_unused_parameters, runs without a check that both
     # networks' gradients were averaged across the processes.
@@ -86,14 +86,14 @@ class GANModule(GeneratorModule):
 
     def __init__(self, latent_dim: int, channels: int, size: int, width: int = 64, lr: float = 2e-4,
                  ema_decay: float = 0.999, augment_translation: float = 0.125, augment_cutout: float = 0.5,
-                 beta1: float = 0.5, d_lr_ratio: float = 1.0, d_width: int | None = None, d_pack: int = 1):
+                 beta1: float = 0.5, d_lr_ratio: float = 1.0, d_width: int | None = None):
         super().__init__()
         self.latent_dim, self.lr, self.ema_decay = latent_dim, lr, ema_decay
         self.beta1, self.d_lr_ratio = beta1, d_lr_ratio
         self.augment_ratios = (augment_translation, augment_cutout)
         self.online = Generator(latent_dim, channels, size, width)
         self.ema = copy.deepcopy(self.online).requires_grad_(False).eval()
-        self.discriminator = Discriminator(channels, size, d_width or width, d_pack)
+        self.discriminator = Discriminator(channels, size, d_width or width)
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
         self.automatic_optimization = False
 
@@ -136,8 +136,8 @@ class GANModule(GeneratorModule):
 
     def realism(self, x: torch.Tensor) -> torch.Tensor:
         """The discriminator's logit on x as it is (not augmented): a learned realism prior (in the
-        spirit of PPGN). A packing discriminator (d_pack > 1) judges each image packed with copies of itself."""
-        return self.discriminator(x.repeat_interleave(self.discriminator.pack, 0))
+        spirit of PPGN)."""
+        return self.discriminator(x)
 
 
 class VAEModule(GeneratorModule):

@@ -10,11 +10,14 @@ log-softmax class objective), judged by the cached judge and eye as every run is
     python bench/gan_recipes.py                                   # the shipped recipe
     python bench/gan_recipes.py --recipes default max_epochs=42 --seeds 0 4 8
     python bench/gan_recipes.py --latent max_norm=none     # the shipped GAN, a render option (none: off)
+    python bench/gan_recipes.py --share-draws 10 --seeds   # class shares over 10 x 1,000 samples, no renders
 """
 
 from __future__ import annotations
 
 import argparse
+
+import torch
 
 from generators import trained_generator
 from guided_recipes import class_renders, judged_classifier  # bench/ is the script's first import path
@@ -30,6 +33,19 @@ def overrides(recipe: str) -> list[str]:
     return [f"++generator.{item}" for item in filter(None, recipe.replace("default", "").split(","))]
 
 
+def class_shares(judge, gen, draws: int, num_classes: int) -> str:
+    """Each class's share of `draws` x 1,000 samples by the judge's label, and the smallest share of a single
+    draw: is a smallest share of 1,000 samples near 5% noise or the generator's own?"""
+    counts = []
+    for seed in range(draws):
+        labels = judge.probabilities(gen.sample(1000, seed=seed)).argmax(1)
+        counts.append(torch.bincount(labels, minlength=num_classes).float() / 1000)
+    counts = torch.stack(counts)
+    per_draw = counts.min(1).values
+    return (" ".join(f"{c}: {share:.3f}" for c, share in enumerate(counts.mean(0).tolist()))
+            + f"; a draw's smallest {per_draw.min():.3f}-{per_draw.max():.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipes", nargs="+", default=["default"],
@@ -37,7 +53,9 @@ def main() -> None:
     parser.add_argument("--latent", nargs="*", default=[],
                         help="options of the latent param (conf/param/latent.yaml) as key=value, e.g. max_norm=5.7")
     parser.add_argument("--data", default="mnist5k", help="conf/data: mnist5k or fashion_mnist")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 4, 8], help="first seed of each 10 x 4 set")
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 4, 8], help="first seed of each 10 x 4 set")
+    parser.add_argument("--share-draws", type=int, default=0,
+                        help="also print each class's share over this many draws of 1,000 samples (seeds 0, 1, ...)")
     args = parser.parse_args()
     given = {key: None if value == "none" else float(value) for key, value in (i.split("=") for i in args.latent)}
     print("recipe | trained s | share min | confidence | samples realism judge / eye | seeds | pmin | judge"
@@ -55,6 +73,8 @@ def main() -> None:
         head = (f"{recipe} | {'cached' if trained.cached else f'{trained.train_seconds:.0f}'} | "
                 f"{q['class_share_min']:.3f} | {q['judge_confidence']:.2f} | "
                 f"{q['realism_ratio/judge']:.2f} / {q['realism_ratio/eye']:.2f}")
+        if args.share_draws:
+            print(f"{recipe}: class shares over {args.share_draws} x 1,000 samples: {class_shares(judge, gen, args.share_draws, dm.num_classes)}")
         for first in args.seeds:
             r, s, seconds = class_renders(model, judge, latent(gen, **options), first,
                                           steps=cfg.generator.render.steps, lr=cfg.generator.render.lr)

@@ -33,6 +33,7 @@ def overrides(recipe: str) -> list[str]:
     return [f"++generator.{item}" for item in filter(None, recipe.replace("default", "").split(","))]
 
 
+@torch.no_grad()
 def class_shares(judge, gen, draws: int, num_classes: int) -> str:
     """Each class's share of `draws` x 1,000 samples by the judge's label, and the smallest share of a single
     draw: is a smallest share of 1,000 samples near 5% noise or the generator's own?"""
@@ -74,7 +75,8 @@ def main() -> None:
                 f"{q['class_share_min']:.3f} | {q['judge_confidence']:.2f} | "
                 f"{q['realism_ratio/judge']:.2f} / {q['realism_ratio/eye']:.2f}")
         if args.share_draws:
-            print(f"{recipe}: class shares over {args.share_draws} x 1,000 samples: {class_shares(judge, gen, args.share_draws, dm.num_classes)}")
+            shares = class_shares(judge, gen, args.share_draws, dm.num_classes)
+            print(f"{recipe}: class shares over {args.share_draws} x 1,000 samples: {shares}")
         for first in args.seeds:
             r, s, seconds = class_renders(model, judge, latent(gen, **options), first,
                                           steps=cfg.generator.render.steps, lr=cfg.generator.render.lr)

@@ -62,14 +62,6 @@ def hinge_g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     return -fake_logits.mean()
 
 
-def mode_seeking_loss(fake: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """MSGAN's mode-seeking term (Mao et al. 2019): 1 / (mean |G(z1) - G(z2)| / mean |z1 - z2|) over the
-    batch's two halves as pairs; small when distant codes give distant images."""
-    half = len(z) // 2
-    ratio = ((fake[:half] - fake[half:2 * half]).abs().mean() / (z[:half] - z[half:2 * half]).abs().mean())
-    return 1 / (ratio + 1e-5)
-
-
 class GANModule(GeneratorModule):
     """The data-efficient GAN recipe for a few thousand images: DCGAN's generator, a spectrally
     normalized discriminator, the hinge loss, DiffAugment (translation and cutout, either off at ratio 0,
@@ -81,7 +73,7 @@ class GANModule(GeneratorModule):
     as min(ema_decay, (1 + t) / (10 + t)) after t updates, so a short training is not averaged with
     the random start. The state dict holds both (ema.*, online.*) and the discriminator."""
 
-    options = ("ema_decay", "augment_translation", "augment_cutout", "beta1", "d_lr_ratio", "d_width", "mode_seeking")
+    options = ("ema_decay", "augment_translation", "augment_cutout", "beta1", "d_lr_ratio", "d_width")
     # Not data-parallel (yet): its two networks take separate backward passes in one training step, which
     # DDP refuses (unused parameters) and, with find_unused_parameters, runs without a check that both
     # networks' gradients were averaged across the processes.
@@ -94,10 +86,8 @@ class GANModule(GeneratorModule):
 
     def __init__(self, latent_dim: int, channels: int, size: int, width: int = 64, lr: float = 2e-4,
                  ema_decay: float = 0.999, augment_translation: float = 0.125, augment_cutout: float = 0.5,
-                 beta1: float = 0.5, d_lr_ratio: float = 1.0, d_width: int | None = None,
-                 mode_seeking: float = 0.0):
+                 beta1: float = 0.5, d_lr_ratio: float = 1.0, d_width: int | None = None):
         super().__init__()
-        self.mode_seeking = mode_seeking
         self.latent_dim, self.lr, self.ema_decay = latent_dim, lr, ema_decay
         self.beta1, self.d_lr_ratio = beta1, d_lr_ratio
         self.augment_ratios = (augment_translation, augment_cutout)
@@ -122,16 +112,13 @@ class GANModule(GeneratorModule):
     def training_step(self, batch, _):
         real, _ = batch
         opt_g, opt_d = self.optimizers()
-        z = torch.randn(len(real), self.latent_dim, device=self.device)
-        fake = self.online(z)
+        fake = self.online(torch.randn(len(real), self.latent_dim, device=self.device))
         d_loss = hinge_d_loss(self.discriminator(self.augment(real)),
                               self.discriminator(self.augment(fake.detach())))
         opt_d.zero_grad()
         self.manual_backward(d_loss)
         opt_d.step()
         g_loss = hinge_g_loss(self.discriminator(self.augment(fake)))
-        if self.mode_seeking:
-            g_loss = g_loss + self.mode_seeking * mode_seeking_loss(fake, z)
         opt_g.zero_grad()
         self.manual_backward(g_loss)
         opt_g.step()

@@ -47,6 +47,13 @@ def class_shares(judge, gen, draws: int, num_classes: int) -> str:
             + f"; a draw's smallest {per_draw.min():.3f}-{per_draw.max():.3f}")
 
 
+def draws(text: str) -> int:
+    """--share-draws' type: a count of draws, 0 for none."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of draws (0, 1, 2, ...)")
+    return int(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipes", nargs="+", default=["default"],
@@ -55,7 +62,7 @@ def main() -> None:
                         help="options of the latent param (conf/param/latent.yaml) as key=value, e.g. max_norm=5.7")
     parser.add_argument("--data", default="mnist5k", help="conf/data: mnist5k or fashion_mnist")
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 4, 8], help="first seed of each 10 x 4 set")
-    parser.add_argument("--share-draws", type=int, default=0,
+    parser.add_argument("--share-draws", type=draws, default=0,
                         help="also print each class's share over this many draws of 1,000 samples (seeds 0, 1, ...)")
     args = parser.parse_args()
     given = {key: None if value == "none" else float(value) for key, value in (i.split("=") for i in args.latent)}

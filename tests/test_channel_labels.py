@@ -43,6 +43,16 @@ def test_every_conv2_channel_carries_the_label_studio_dissect_gives_its_unit(lab
     assert (run_dir / manifest["artifacts"]["grid_dissect"]).stat().st_size > 5_000
 
 
+def test_a_channel_rendered_from_several_seeds_counts_once_among_the_labelled():
+    from studio.commands.channel_labels import label_items
+
+    labels = {"conv2:0": ("ink", "ink", 0.2), "conv2:1": (None, "stroke_end", 0.01)}
+    items = [{"target": f"conv2:{k}", "seed": seed} for k in range(3) for seed in range(4)]
+    assert label_items(items, labels) == 1  # was 4: "4 of 12 channels" printed for one labelled channel x 4 seeds
+    assert [i.get("dissect_label") for i in items[:5]] == ["ink"] * 4 + [None]
+    assert "dissect_concept" not in items[-1]  # conv2:2 was not dissected
+
+
 def test_a_sweep_gallery_captions_the_channels_with_their_labels(labelled, outputs, tmp_path):
     run_dir, manifest, _ = labelled
     sweep = tmp_path / "sweep"

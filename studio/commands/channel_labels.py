@@ -86,15 +86,16 @@ def row_labels(rows: list[dict]) -> dict[str, tuple[str | None, str, float]]:
 
 def label_items(items: list[dict], labels: dict[str, tuple[str | None, str, float]]) -> int:
     """Add dissect_label / dissect_concept / dissect_iou to every item whose target is a dissected channel;
-    returns how many of them got a label."""
-    labelled = 0
+    returns how many channels got a label (a channel rendered from several seeds counts once)."""
+    labelled = set()
     for item in items:
         if str(item.get("target")) not in labels:
             continue
         label, concept, iou = labels[str(item["target"])]
         item.update(dissect_label=label, dissect_concept=concept, dissect_iou=round(float(iou), 4))
-        labelled += label is not None
-    return labelled
+        if label is not None:
+            labelled.add(str(item["target"]))
+    return len(labelled)
 
 
 def label_demo(items: list[dict], rows: list[dict], run_dir: Path, tracker) -> dict:

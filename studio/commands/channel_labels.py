@@ -89,12 +89,13 @@ def label_items(items: list[dict], labels: dict[str, tuple[str | None, str, floa
     returns how many channels got a label (a channel rendered from several seeds counts once)."""
     labelled = set()
     for item in items:
-        if str(item.get("target")) not in labels:
+        target = str(item.get("target"))
+        if target not in labels:
             continue
-        label, concept, iou = labels[str(item["target"])]
+        label, concept, iou = labels[target]
         item.update(dissect_label=label, dissect_concept=concept, dissect_iou=round(float(iou), 4))
         if label is not None:
-            labelled.add(str(item["target"]))
+            labelled.add(target)
     return len(labelled)
 
 

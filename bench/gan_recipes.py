@@ -65,7 +65,8 @@ def main() -> None:
     parser.add_argument("--share-draws", type=draws, default=0,
                         help="also print each class's share over this many draws of 1,000 samples (seeds 0, 1, ...)")
     args = parser.parse_args()
-    given = {key: None if value == "none" else float(value) for key, value in (i.split("=") for i in args.latent)}
+    given = {key: None if value == "none" else int(value) if value.isdigit() else float(value)
+             for key, value in (i.split("=") for i in args.latent)}
     print("recipe | trained s | share min | confidence | samples realism judge / eye | seeds | pmin | judge"
           " | renders realism judge / eye | recall | diversity / real")
     shared = ["param=latent", "generator=dcgan", "trainer.enable_progress_bar=false", f"data={args.data}"]
@@ -76,7 +77,8 @@ def main() -> None:
         cfg = config.compose("visualize", [*shared, *overrides(recipe)])
         trained = trained_generator(cfg.generator, cfg.data, cfg.trainer, dm, cfg.paths.models)
         gen = trained.module.eval()
-        options = {"max_norm": cfg.param.max_norm, **given}  # the generator's render recipe, then --latent
+        # the generator's render recipe, then --latent
+        options = {"max_norm": cfg.param.max_norm, "start_candidates": cfg.param.start_candidates, **given}
         q = generator_quality(judge, gen.sample(1000, seed=0), dm.num_classes)
         head = (f"{recipe} | {'cached' if trained.cached else f'{trained.train_seconds:.0f}'} | "
                 f"{q['class_share_min']:.3f} | {q['judge_confidence']:.2f} | "

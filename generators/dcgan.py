@@ -17,19 +17,38 @@ def _base(size: int) -> int:
     return size // 4
 
 
-class Generator(nn.Module):
-    """z (N×latent_dim) -> images N×C×size×size in [0, 1]."""
+# How sharply the class entries of z pick their class in what the conditional generator sees: softmax(z_c / 0.25)
+# is near one-hot for most draws, yet a latent render's gradient still reaches z_c to move between classes.
+CLASS_TEMPERATURE = 0.25
 
-    def __init__(self, latent_dim: int, channels: int, size: int, width: int = 64):
+
+class Generator(nn.Module):
+    """z (N×latent_dim) -> images N×C×size×size in [0, 1].
+
+    With `classes` (class-conditional): the first `classes` entries of z choose the class, their argmax
+    (classes_of), so z ~ N(0, I) draws every class equally often; the generator sees them once more as
+    softmax(z_c / CLASS_TEMPERATURE), and the discriminator judges its images as that class. z stays the
+    whole latent code: sampling and latent renders need nothing else."""
+
+    def __init__(self, latent_dim: int, channels: int, size: int, width: int = 64, classes: int | None = None):
         super().__init__()
-        self.latent_dim, self.base, self.width = latent_dim, _base(size), width
-        self.project = nn.Sequential(nn.Linear(latent_dim, 2 * width * self.base ** 2, bias=False),
+        if classes and classes > latent_dim:
+            raise StudioError(f"a class-conditional generator chooses its class with the first generator.classes="
+                              f"{classes} latent entries; generator.latent_dim={latent_dim} has too few")
+        self.latent_dim, self.base, self.width, self.classes = latent_dim, _base(size), width, classes or 0
+        self.project = nn.Sequential(nn.Linear(latent_dim + self.classes, 2 * width * self.base ** 2, bias=False),
                                      nn.BatchNorm1d(2 * width * self.base ** 2), nn.ReLU())
         self.upsample = nn.Sequential(
             nn.ConvTranspose2d(2 * width, width, 4, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
             nn.ConvTranspose2d(width, channels, 4, 2, 1), nn.Sigmoid())
 
+    def classes_of(self, z: torch.Tensor) -> torch.Tensor | None:
+        """The class each latent code draws (argmax of its class entries); None when unconditional."""
+        return z[:, :self.classes].argmax(1) if self.classes else None
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if self.classes:
+            z = torch.cat([z, torch.softmax(z[:, :self.classes] / CLASS_TEMPERATURE, 1)], 1)
         return self.upsample(self.project(z).view(-1, 2 * self.width, self.base, self.base))
 
 
@@ -46,15 +65,27 @@ class MinibatchStd(nn.Module):
 class Discriminator(nn.Module):
     """images in [0, 1] -> one realism logit per image. Spectral norm on every layer (Miyato et al. 2018)
     instead of batch norm: each layer is 1-Lipschitz, which keeps the hinge loss's logits in check, and
-    a logit depends on its own image only (apart from the minibatch-std channel)."""
+    a logit depends on its own image only (apart from the minibatch-std channel).
 
-    def __init__(self, channels: int, size: int, width: int = 64):
+    With `classes`, a projection discriminator (Miyato & Koyama 2018): the logit of an image as class y adds
+    the inner product of its features with y's embedding. Without labels it judges the image as its most
+    fitting class (log-sum-exp over the classes), which is what a realism term wants."""
+
+    def __init__(self, channels: int, size: int, width: int = 64, classes: int | None = None):
         super().__init__()
         base = _base(size)
+        features = (2 * width + 1) * base ** 2
         self.net = nn.Sequential(
             spectral_norm(nn.Conv2d(channels, width, 4, 2, 1)), nn.LeakyReLU(0.2),
             spectral_norm(nn.Conv2d(width, 2 * width, 4, 2, 1)), nn.LeakyReLU(0.2),
-            MinibatchStd(), nn.Flatten(), spectral_norm(nn.Linear((2 * width + 1) * base ** 2, 1)))
+            MinibatchStd(), nn.Flatten(), spectral_norm(nn.Linear(features, 1)))
+        self.embed = spectral_norm(nn.Embedding(classes, features)) if classes else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x * 2 - 1).squeeze(1)
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """labels: each image's class (ignored when unconditional; None: its most fitting class)."""
+        if self.embed is None:
+            return self.net(x * 2 - 1).squeeze(1)
+        h = self.net[:-1](x * 2 - 1)
+        projection = h @ self.embed.weight.T  # N×classes
+        fit = projection.logsumexp(1) if labels is None else projection.gather(1, labels[:, None]).squeeze(1)
+        return self.net[-1](h).squeeze(1) + fit

@@ -25,6 +25,7 @@ class GeneratorModule(pl.LightningModule):
     sampled = "generator"  # the state dict's part that sample() runs: a plain generator state dict loads there
     sampled_what = "the generator's weights"  # ... in words, and what to do when a module's state dict lacks it
     sampled_missing = "is generator.arch right?"
+    misfit_hint = ""  # what else, beyond latent_dim and the image shape, sets the shapes of its weights
     data_parallel = True  # trains under trainer=ddp_cpu / ddp (several processes)
 
     def prior(self, n: int, seed: int) -> torch.Tensor:
@@ -73,11 +74,13 @@ class GANModule(GeneratorModule):
     as min(ema_decay, (1 + t) / (10 + t)) after t updates, so a short training is not averaged with
     the random start. The state dict holds both (ema.*, online.*) and the discriminator."""
 
-    options = ("ema_decay", "augment_translation", "augment_cutout", "beta1", "d_lr_ratio", "d_width")
+    options = ("ema_decay", "augment_translation", "augment_cutout", "beta1", "d_lr_ratio", "d_width", "classes")
     # Not data-parallel (yet): its two networks take separate backward passes in one training step, which
     # DDP refuses (unused parameters) and, with find_unused_parameters, runs without a check that both
     # networks' gradients were averaged across the processes.
     data_parallel = False
+    misfit_hint = (" (a class-conditional GAN also needs generator.classes: a studio dcgan's is the data's class "
+                   "count, null is unconditional)")
     sampled = "ema"
     sampled_what = "the moving average (EMA) of the generator's weights"
     sampled_missing = ("a checkpoint from before the EMA recipe? Retrain it (studio train-generator generator=dcgan; "
@@ -86,14 +89,15 @@ class GANModule(GeneratorModule):
 
     def __init__(self, latent_dim: int, channels: int, size: int, width: int = 64, lr: float = 2e-4,
                  ema_decay: float = 0.999, augment_translation: float = 0.125, augment_cutout: float = 0.5,
-                 beta1: float = 0.5, d_lr_ratio: float = 1.0, d_width: int | None = None):
+                 beta1: float = 0.5, d_lr_ratio: float = 1.0, d_width: int | None = None,
+                 classes: int | None = None):
         super().__init__()
         self.latent_dim, self.lr, self.ema_decay = latent_dim, lr, ema_decay
         self.beta1, self.d_lr_ratio = beta1, d_lr_ratio
         self.augment_ratios = (augment_translation, augment_cutout)
-        self.online = Generator(latent_dim, channels, size, width)
+        self.online = Generator(latent_dim, channels, size, width, classes)
         self.ema = copy.deepcopy(self.online).requires_grad_(False).eval()
-        self.discriminator = Discriminator(channels, size, d_width or width)
+        self.discriminator = Discriminator(channels, size, d_width or width, classes)
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
         self.automatic_optimization = False
 
@@ -110,15 +114,16 @@ class GANModule(GeneratorModule):
         return diff_augment(x, *self.augment_ratios)
 
     def training_step(self, batch, _):
-        real, _ = batch
+        real, labels = batch
         opt_g, opt_d = self.optimizers()
-        fake = self.online(torch.randn(len(real), self.latent_dim, device=self.device))
-        d_loss = hinge_d_loss(self.discriminator(self.augment(real)),
-                              self.discriminator(self.augment(fake.detach())))
+        z = torch.randn(len(real), self.latent_dim, device=self.device)
+        fake, fake_labels = self.online(z), self.online.classes_of(z)  # class-conditional: z's class (else None)
+        d_loss = hinge_d_loss(self.discriminator(self.augment(real), labels),
+                              self.discriminator(self.augment(fake.detach()), fake_labels))
         opt_d.zero_grad()
         self.manual_backward(d_loss)
         opt_d.step()
-        g_loss = hinge_g_loss(self.discriminator(self.augment(fake)))
+        g_loss = hinge_g_loss(self.discriminator(self.augment(fake), fake_labels))
         opt_g.zero_grad()
         self.manual_backward(g_loss)
         opt_g.step()

@@ -60,7 +60,7 @@ class SampleGrid(pl.Callback):
 
 
 # Generator keys whose null means "as before the key existed" (see cache_stem).
-UNSET_KEYS = ("epoch_images",)
+UNSET_KEYS = ("epoch_images", "classes")
 
 
 def epoch_batches(gen_cfg) -> int | None:
@@ -96,6 +96,10 @@ def trained_generator(gen_cfg, data_cfg, trainer_cfg, dm: ImageDataModule, model
         load_generator_weights(module, gen_cfg.path, dm.image_shape)
         return TrainedGenerator(module.eval(), Path(gen_cfg.path), cached=True, train_seconds=0.0)
 
+    classes = gen_cfg.get("classes")
+    if classes is not None and classes < dm.num_classes:
+        raise StudioError(f"generator.classes={classes} cannot condition on data={data_cfg.name}'s {dm.num_classes} "
+                          f"classes; use {dm.num_classes} (the default: data.num_classes) or null for unconditional")
     runtime = {k: trainer_cfg[k] for k in RUNTIME_KEYS if k in trainer_cfg}
     stem = cache_stem(gen_cfg, data_cfg)
 
@@ -170,10 +174,10 @@ def load_generator_state(module: GeneratorModule, state: dict, path: str,
                   if image_shape else "")
         raise StudioError(f"generator checkpoint {str(path)!r} does not fit generator.arch={arch} with "
                           f"generator.latent_dim={module.latent_dim}{images}: {k} has shape "
-                          f"{tuple(state[k].shape)}, expected {tuple(expected[k].shape)}")
+                          f"{tuple(state[k].shape)}, expected {tuple(expected[k].shape)}{module.misfit_hint}")
     missing = [k for k in expected if k.startswith(prefix) and k not in state]
     unknown = [k for k in state if k not in expected]
     if missing or unknown:
         what = f"lacks {missing[0]}" if missing else f"has {unknown[0]}, which generator.arch={arch} does not"
-        raise StudioError(f"generator checkpoint {str(path)!r} {what}; is generator.arch right?")
+        raise StudioError(f"generator checkpoint {str(path)!r} {what}; is generator.arch right?{module.misfit_hint}")
     module.load_state_dict({**expected, **state})

@@ -15,7 +15,8 @@ from tests.conftest import FAST_GENERATOR, QUIET_TRAINER, compose_config, run_st
 
 def test_latent_class_renders_raise_the_target_probability(small_cnn, dcgan):
     rendering = render(small_cnn.model, class_([0, 3, 7], log_softmax=True),
-                       param=latent(dcgan.module, prior_weight=1e-3), steps=96, lr=0.05, seeds=[0, 1])
+                       param=latent(dcgan.module, prior_weight=1e-3, start_candidates=4), steps=96, lr=0.05,
+                       seeds=[0, 1])  # the GAN's recipe starts from the best of 4 draws
     assert rendering.images.shape == (6, 1, 28, 28)
     start = small_cnn.model.eval()(rendering.start_images).softmax(1)[torch.arange(6), torch.tensor([0, 0, 3, 3, 7, 7])]
     assert (rendering.target_prob > start).all()
@@ -65,6 +66,35 @@ def test_the_gans_render_recipe_bounds_z_and_param_max_norm_overrides_it(dcgan):
     assert wider.max_norm == pytest.approx(2 * bound)
 
 
+def test_start_candidates_start_each_render_from_its_best_scored_prior_draw(small_cnn, dcgan):
+    plain = latent(dcgan.module, max_norm=4.0).build([0, 1], "cpu")
+    picked = latent(dcgan.module, max_norm=4.0, start_candidates=8).build([0, 1], "cpu")
+    assert torch.equal(picked.z, plain.z)  # before the objective is known: each seed's own draw, candidate 0
+
+    def score(images):  # the class-3 objective
+        return small_cnn.model.eval()(images).log_softmax(1)[:, 3]
+
+    assert picked.prepare(score) and not plain.prepare(score)
+    with torch.no_grad():
+        candidates = torch.stack([score(dcgan.module.generator(z)) for z in picked.candidates])  # 8 x 2
+        assert torch.allclose(score(picked()), candidates.max(0).values)
+        assert (score(picked()) > score(plain())).all()  # for these seeds candidate 0 is not the best
+    assert torch.equal(picked.start, picked.z) and (picked.z.norm(dim=1) <= 4.0 + 1e-5).all()  # candidates projected
+    # through render(): the start images are the picked candidates', and the seeds keep different starts
+    rendering = render(small_cnn.model, class_([3], log_softmax=True), steps=1,
+                       param=latent(dcgan.module, max_norm=4.0, start_candidates=8), seeds=[0, 1])
+    assert torch.allclose(rendering.start_images, picked().detach())
+    with pytest.raises(StudioError, match=r"param.start_candidates=0 must be a whole number >= 1"):
+        latent(dcgan.module, start_candidates=0)
+
+
+def test_the_gans_render_recipe_starts_from_the_best_of_four_draws():
+    assert compose_config("visualize", ["param=latent", "generator=dcgan"]).param.start_candidates == 4
+    assert compose_config("visualize", ["param=latent", "generator=vae"]).param.start_candidates == 1
+    assert compose_config("visualize", ["param=latent", "generator=dcgan",
+                                        "param.start_candidates=1"]).param.start_candidates == 1
+
+
 def test_realism_terms_raise_realism(small_cnn, dcgan, vae):
     # the VAE's realism is its ELBO per pixel (about -0.15 nats), hence the larger weight
     for gen, weight in ((dcgan, 1.0), (vae, 100.0)):
@@ -87,7 +117,8 @@ def test_cli_latent_run_writes_judge_metrics(dcgan, judge, outputs, tmp_path):
                       *QUIET_TRAINER, f"hydra.run.dir={run}", outputs=outputs)
     assert done.returncode == 0, done.stderr
     bound = compose_config("visualize", ["param=latent", "generator=dcgan"]).param.max_norm
-    assert f"recipe of generator dcgan: regularizer none, 48 steps, lr 0.05, ||z|| <= {bound:.2f}" in done.stdout
+    assert (f"recipe of generator dcgan: regularizer none, 48 steps, lr 0.05, ||z|| <= {bound:.2f}, best of 4 starts "
+            "(regularizer=, steps=, lr=, param.max_norm=, param.start_candidates= change it)") in done.stdout
     manifest = json.loads((run / "manifest.json").read_text())
     items = manifest["items"]
     assert [(i["target"], i["seed"]) for i in items] == [("class:3", 0), ("class:3", 1), ("class:7", 0), ("class:7", 1)]

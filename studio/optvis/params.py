@@ -156,21 +156,27 @@ class LatentParam(Param):
     (added: the GAN discriminator's logit or the VAE's ELBO per pixel, a learned realism prior in the
     spirit of PPGN). After each step z is projected: components clamped to [-truncation, truncation]
     and the norm to at most max_norm (when set). The generator runs frozen in eval mode.
+
+    With start_candidates > 1, each element starts from the best of that many prior draws (candidate j is the
+    j-th draw of the element's seed, projected like z; candidate 0 is the plain start) by the objective's score
+    of its image: a class-conditional GAN's render then starts in its target's region of z instead of having to
+    leave another class's.
     """
 
     can_load = False
 
     def __init__(self, seeds, channels, height, width, device, generator, prior_weight=0.0, anchor_weight=0.0,
-                 realism_weight=0.0, truncation=None, max_norm=None):
+                 realism_weight=0.0, truncation=None, max_norm=None, start_candidates=1):
         self.generator = generator.to(device).eval().requires_grad_(False)
         self.net = generator.generator
         self.latent_dim = int(generator.latent_dim)
         self.weights = (float(prior_weight), float(anchor_weight), float(realism_weight))
         self.truncation = None if truncation is None else float(truncation)
         self.max_norm = None if max_norm is None else float(max_norm)
-        self.start = _noise(seeds, (self.latent_dim,), 1.0).to(device)
+        self.candidates = [self.projected(z.to(device))
+                           for z in _noise_draws(seeds, (self.latent_dim,), int(start_candidates))]
+        self.start = self.candidates[0]
         self.z = self.start.clone().requires_grad_(True)
-        self.constrain()
         self.params = [self.z]
         self._shape = (channels, height, width)
 
@@ -189,12 +195,27 @@ class LatentParam(Param):
                           "(none, l2, l1, tv, hf, l2_tv, jitter, standard) with it, not blur/clip/decay")
 
     @torch.no_grad()
-    def constrain(self):
+    def prepare(self, score):
+        """Start each element from its best-scored candidate."""
+        if len(self.candidates) == 1:
+            return False
+        values = torch.stack([score(self.net(z)) for z in self.candidates])
+        best = values.argmax(0)  # N × B -> B
+        self.start = torch.stack(self.candidates)[best, torch.arange(len(best), device=best.device)]
+        self.z.copy_(self.start)
+        return True
+
+    def projected(self, z: torch.Tensor) -> torch.Tensor:
+        """z with its components clamped to ±truncation and its norm to at most max_norm (those set)."""
         if self.truncation is not None:
-            self.z.clamp_(-self.truncation, self.truncation)
+            z = z.clamp(-self.truncation, self.truncation)
         if self.max_norm is not None:
-            norms = self.z.norm(dim=1, keepdim=True)
-            self.z.mul_((self.max_norm / norms).clamp(max=1.0))
+            z = z * (self.max_norm / z.norm(dim=1, keepdim=True)).clamp(max=1.0)
+        return z
+
+    @torch.no_grad()
+    def constrain(self):
+        self.z.copy_(self.projected(self.z))
 
 
 class GuidedParam(Param):
@@ -320,27 +341,34 @@ def fft(size, channels: int = 3, sd: float = 0.01, decay_power: float = 1.0, dec
     return _spec("fft", size, channels, dict(sd=sd, decay_power=decay_power, decorrelate=decorrelate))
 
 
-def check_latent(truncation=None, max_norm=None, **_) -> None:
+def _check_count(key: str, value, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise StudioError(f"param.{key}={value} must be a whole number >= 1 ({what})")
+
+
+def check_latent(truncation=None, max_norm=None, start_candidates=1, **_) -> None:
     """The latent options that can be checked before a generator exists."""
     for key, value in (("truncation", truncation), ("max_norm", max_norm)):
         if value is not None and not value > 0:
             raise StudioError(f"param.{key}={value} must be positive (or null to turn it off)")
+    _check_count("start_candidates", start_candidates, "prior draws tried per render; 1: the seed's own")
 
 
 def latent(generator, prior_weight: float = 0.0, anchor_weight: float = 0.0, realism_weight: float = 0.0,
-           truncation: float | None = None, max_norm: float | None = None, size=None,
+           truncation: float | None = None, max_norm: float | None = None, start_candidates: int = 1, size=None,
            channels: int | None = None) -> ParamSpec:
     """Images G(z) of a generator module (generators/: `sample`, `latent_dim`, `realism`); see LatentParam.
 
     size and channels default to what the generator makes (one sample decides)."""
-    check_latent(truncation=truncation, max_norm=max_norm)
+    check_latent(truncation=truncation, max_norm=max_norm, start_candidates=start_candidates)
     if generator is None:
         raise StudioError("param=latent needs a generator: generator=vae, generator=dcgan, generator=diffusion or "
                           "generator=checkpoint")
     size, channels = _generator_shape(generator, size, channels)
     return _spec("latent", size, channels, dict(generator=generator, prior_weight=prior_weight,
                                                 anchor_weight=anchor_weight, realism_weight=realism_weight,
-                                                truncation=truncation, max_norm=max_norm))
+                                                truncation=truncation, max_norm=max_norm,
+                                                start_candidates=start_candidates))
 
 
 def _generator_shape(generator, size, channels) -> tuple[tuple[int, int], int]:
@@ -363,10 +391,8 @@ def check_guided(guidance_scale=0.02, guidance_until=0.0, start_candidates=24, p
     if not 0 <= guidance_until < 1:
         raise StudioError(f"param.guidance_until={guidance_until} must be in [0, 1): the fraction of the schedule "
                           "below which guidance stops (0: guide every step)")
-    for key, value, what in (("start_candidates", start_candidates, "starting noises tried per render; 1: the "
-                              "seed's own"), ("preview_steps", preview_steps, "DDIM steps of their preview")):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise StudioError(f"param.{key}={value} must be a whole number >= 1 ({what})")
+    _check_count("start_candidates", start_candidates, "starting noises tried per render; 1: the seed's own")
+    _check_count("preview_steps", preview_steps, "DDIM steps of their preview")
     if guidance_stop is not None and (isinstance(guidance_stop, bool) or not isinstance(guidance_stop, (int, float))
                                       or not 0 < guidance_stop <= 1):
         raise StudioError(f"param.guidance_stop={guidance_stop} must be a probability in (0, 1] (the target "

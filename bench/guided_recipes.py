@@ -16,6 +16,7 @@ import time
 
 from generators import trained_generator
 from studio import config
+from studio.commands.shared import _statistics_cache
 from studio.data import build_datamodule
 from studio.judge import Judge
 from studio.optvis import class_, render
@@ -35,10 +36,12 @@ def parse(recipe: str) -> dict:
 
 def judged_classifier(cfg, dm):
     """The cached classifier (eval mode) and the judge with its second view, the eye: what every run's
-    renders are scored by."""
+    renders are scored by, from the runs' cache of its real-image statistics (on Fashion-MNIST's 54,000
+    training images their O(N²) terms take an hour to compute)."""
     model = trained_classifier(cfg.model, cfg.data, cfg.trainer, dm, cfg.paths.models).model.eval()
-    eyes = [trained_classifier(m, cfg.data, cfg.trainer, dm, cfg.paths.models).model for m in (cfg.judge, cfg.eye)]
-    return model, Judge.for_data(eyes[0], dm, eyes={"eye": eyes[1]})
+    judge, eye = (trained_classifier(m, cfg.data, cfg.trainer, dm, cfg.paths.models) for m in (cfg.judge, cfg.eye))
+    cache = _statistics_cache(cfg, judge.path, eye.path)
+    return model, Judge.for_data(judge.model, dm, cache=cache, eyes={"eye": eye.model})
 
 
 def class_renders(model, judge: Judge, param, first: int, **options) -> tuple:

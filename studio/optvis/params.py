@@ -66,6 +66,13 @@ def _noise_draws(seeds: Sequence[int], shape: tuple[int, ...], n: int) -> list[t
     return [torch.stack([torch.randn(shape, generator=g) for g in gens]) for _ in range(n)]
 
 
+def _best_of(candidates: list[torch.Tensor], values: torch.Tensor) -> torch.Tensor:
+    """Each element's highest-valued candidate: candidates N tensors B×..., values N×B (any device) -> B×...
+    on the candidates' device (a start picked by the objective, param=latent and param=guided alike)."""
+    best = values.argmax(0).to(candidates[0].device)
+    return torch.stack(candidates)[best, torch.arange(len(best), device=best.device)]
+
+
 def _noise(seeds: Sequence[int], shape: tuple[int, ...], sd: float) -> torch.Tensor:
     """One N(0, sd²) tensor of `shape` per seed: each seed's first draw."""
     return _noise_draws(seeds, shape, 1)[0] * sd
@@ -199,9 +206,7 @@ class LatentParam(Param):
         """Start each element from its best-scored candidate."""
         if len(self.candidates) == 1:
             return False
-        values = torch.stack([score(self.net(z)) for z in self.candidates])
-        best = values.argmax(0)  # N × B -> B
-        self.start = torch.stack(self.candidates)[best, torch.arange(len(best), device=best.device)]
+        self.start = _best_of(self.candidates, torch.stack([score(self.net(z)) for z in self.candidates]))
         self.z.copy_(self.start)
         return True
 
@@ -275,8 +280,7 @@ class GuidedParam(Param):
         if len(self.candidates) == 1:
             return False
         values = torch.stack([score(self.preview(noise.to(self.x.device))) for noise in self.candidates])
-        best = values.argmax(0).cpu()  # N × B -> B
-        self.x.copy_(torch.stack(self.candidates)[best, torch.arange(len(best))].to(self.x.device))
+        self.x.copy_(_best_of(self.candidates, values).to(self.x.device))
         self.before = self.x.detach().clone()
         return True
 

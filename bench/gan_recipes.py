@@ -20,7 +20,7 @@ import argparse
 import torch
 
 from generators import trained_generator
-from guided_recipes import class_renders, judged_classifier  # bench/ is the script's first import path
+from guided_recipes import class_renders, judged_classifier, parse  # bench/ is the script's first import path
 from studio import config
 from studio.data import build_datamodule
 from studio.judge import generator_quality
@@ -65,8 +65,7 @@ def main() -> None:
     parser.add_argument("--share-draws", type=draws, default=0,
                         help="also print each class's share over this many draws of 1,000 samples (seeds 0, 1, ...)")
     args = parser.parse_args()
-    given = {key: None if value == "none" else int(value) if value.isdigit() else float(value)
-             for key, value in (i.split("=") for i in args.latent)}
+    given = parse(",".join(args.latent))  # key=value options, as guided_recipes reads its own
     print("recipe | trained s | share min | confidence | samples realism judge / eye | seeds | pmin | judge"
           " | renders realism judge / eye | recall | diversity / real")
     shared = ["param=latent", "generator=dcgan", "trainer.enable_progress_bar=false", f"data={args.data}"]

@@ -16,7 +16,7 @@ import time
 
 from generators import trained_generator
 from studio import config
-from studio.commands.shared import _statistics_cache
+from studio.commands.shared import judge_for
 from studio.data import build_datamodule
 from studio.judge import Judge
 from studio.optvis import class_, render
@@ -36,12 +36,10 @@ def parse(recipe: str) -> dict:
 
 def judged_classifier(cfg, dm):
     """The cached classifier (eval mode) and the judge with its second view, the eye: what every run's
-    renders are scored by, from the runs' cache of its real-image statistics (on Fashion-MNIST's 54,000
-    training images their O(N²) terms take an hour to compute)."""
+    renders are scored by, built as the runs build it (with their cache of its real-image statistics: on
+    Fashion-MNIST's 54,000 training images their O(N²) terms take an hour to compute)."""
     model = trained_classifier(cfg.model, cfg.data, cfg.trainer, dm, cfg.paths.models).model.eval()
-    judge, eye = (trained_classifier(m, cfg.data, cfg.trainer, dm, cfg.paths.models) for m in (cfg.judge, cfg.eye))
-    cache = _statistics_cache(cfg, judge.path, eye.path)
-    return model, Judge.for_data(judge.model, dm, cache=cache, eyes={"eye": eye.model})
+    return model, judge_for(cfg, dm)
 
 
 def class_renders(model, judge: Judge, param, first: int, **options) -> tuple:

@@ -27,10 +27,11 @@ def _how(cached: bool, seconds: float, resumed_after_epoch: int, cached_word: st
     return how
 
 
-def train_one(cfg, model_cfg, dm, tracker: Tracker, role: str) -> Trained:
-    """The classifier `model_cfg` names, trained on cfg.data (or cached), with its accuracy printed."""
-    trained = trained_classifier(model_cfg, cfg.data, cfg.trainer, dm, cfg.paths.models,
-                                 logger=tracker.lightning_logger(prefix=role))
+def train_one(cfg, model_cfg, dm, tracker: Tracker | None, role: str) -> Trained:
+    """The classifier `model_cfg` names, trained on cfg.data (or cached), with its accuracy printed; a training
+    logs to the run's tracker (None, as in a benchmark: to no logger)."""
+    logger = tracker.lightning_logger(prefix=role) if tracker else False
+    trained = trained_classifier(model_cfg, cfg.data, cfg.trainer, dm, cfg.paths.models, logger=logger)
     how = _how(trained.cached, trained.train_seconds, trained.resumed_after_epoch, "reused from cache")
     print(f"{role}: {model_cfg.name} on {cfg.data.name}: test accuracy {trained.test_acc:.2%} ({how}) "
           f"-> {trained.path}")
@@ -43,7 +44,7 @@ def train_one(cfg, model_cfg, dm, tracker: Tracker, role: str) -> Trained:
 _JUDGES: dict = {}
 
 
-def judge_for(cfg, dm, tracker: Tracker, judge: Trained | None = None):
+def judge_for(cfg, dm, tracker: Tracker | None = None, judge: Trained | None = None):
     """The Judge of cfg.judge (trained or cached, or the one given) with cfg.eye (trained or cached)
     as its second realism view (studio/judge.py). The real images' statistics, most of the cost of
     building it, are cached beside the models (_statistics_cache)."""

@@ -267,7 +267,7 @@ def test_cli_guided_class_renders_are_judged(diffusion, judge, outputs, tmp_path
                              "objective=class", "objective.classes=[3,7]", "seeds=2", "steps=12", *QUIET_TRAINER,
                              f"hydra.run.dir={run}", "logger=none", outputs=outputs)
     assert done.returncode == 0, done.stderr
-    assert "recipe of param guided: regularizer none, 12 steps, lr 1" in done.stdout
+    assert "recipe of param guided: regularizer none, 12 steps, lr 1, best of 24 starts" in done.stdout
     import json
 
     manifest = json.loads((run / "manifest.json").read_text())

@@ -235,7 +235,7 @@ def run(cfg, tracker) -> Result:
         whose = f"generator {cfg.generator.name}" if from_generator else f"param {cfg.param.name}"
         bound = cfg.param.get("max_norm")  # param=latent: the generator's recipe may bound z (dcgan does)
         bounded, knobs = ("", "") if bound is None else (f", ||z|| <= {bound:.2f}", ", param.max_norm=")
-        starts = cfg.param.get("start_candidates", 1) if cfg.param.name == "latent" else 1  # dcgan's recipe: 6
+        starts = cfg.param.get("start_candidates", 1)  # dcgan's recipe: 6; param=guided: 24
         if starts > 1:
             bounded, knobs = f"{bounded}, best of {starts} starts", f"{knobs}, param.start_candidates="
         print(f"recipe of {whose}: regularizer {cfg.param.render.regularizer}, {options.steps} steps, "

@@ -80,7 +80,7 @@ def test_the_gan_renders_fashion_mnist_with_mnist5ks_recipe_and_trains_longer():
     assert (digits.param.start_candidates, fashion.param.start_candidates, ladder.param.start_candidates) == (6, 6, 6)
     assert fashion.param.render.steps == digits.param.render.steps
     assert (digits.generator.max_epochs, fashion.generator.max_epochs) == (21, 32)
-    plain = OmegaConf.merge(fashion.generator, {"render": {**digits.generator.render, "steps": 64}})
+    plain = OmegaConf.merge(fashion.generator, {"render": {"steps": 64}})  # another render recipe, same training
     assert cache_stem(plain, fashion.data) == cache_stem(fashion.generator, fashion.data)
     shorter = OmegaConf.merge(fashion.generator, {"max_epochs": 21})
     assert cache_stem(shorter, fashion.data) != cache_stem(fashion.generator, fashion.data)

@@ -47,6 +47,13 @@ def class_shares(judge, gen, draws: int, num_classes: int) -> str:
             + f"; a draw's smallest {per_draw.min():.3f}-{per_draw.max():.3f}")
 
 
+def unreached(target_prob: torch.Tensor, seeds: int = 4) -> str:
+    """The classes some render of which the model gives less than 0.95 (class_renders' layout: each class's
+    seeds in a row), each with its smallest probability: "c1 0.34, c9 0.92", or "none"."""
+    low = target_prob.view(-1, seeds).min(1).values
+    return ", ".join(f"c{c} {p:.2f}" for c, p in enumerate(low.tolist()) if p < 0.95) or "none"
+
+
 def draws(text: str) -> int:
     """--share-draws' type: a count of draws, 0 for none."""
     if not text.isdigit():
@@ -67,7 +74,7 @@ def main() -> None:
     args = parser.parse_args()
     given = parse(",".join(args.latent))  # key=value options, as guided_recipes reads its own
     print("recipe | trained s | share min | confidence | samples realism judge / eye | seeds | pmin | judge"
-          " | renders realism judge / eye | recall | diversity / real")
+          " | renders realism judge / eye | recall | diversity / real | s | classes below p 0.95")
     shared = ["param=latent", "generator=dcgan", "trainer.enable_progress_bar=false", f"data={args.data}"]
     base = config.compose("visualize", shared)
     dm = build_datamodule(base.data)
@@ -90,7 +97,8 @@ def main() -> None:
                                           steps=cfg.generator.render.steps, lr=cfg.generator.render.lr)
             print(f"{head} | {first}-{first + 3} | {float(r.target_prob.min()):.3f} | {s['judge_recognition']:.3f}"
                   f" | {s['realism_ratio/judge']:.2f} / {s['realism_ratio/eye']:.2f} | {s['recall']:.2f}"
-                  f" | {s['diversity'] / s['diversity_real']:.2f} | {seconds:.0f} s", flush=True)
+                  f" | {s['diversity'] / s['diversity_real']:.2f} | {seconds:.0f} s | {unreached(r.target_prob)}",
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -201,3 +201,19 @@ def test_the_statistics_cache_follows_the_judge_and_eye_weights_the_data_and_the
     assert _statistics_cache(compose_config("visualize", ["data=mnist5k_marked"]), judge, eye) != first
     monkeypatch.setattr("studio.judge.STATISTICS_VERSION", 2)  # what the statistics are changed: new files
     assert _statistics_cache(cfg, judge, eye) != first
+
+
+def test_judge_for_without_a_tracker_is_the_runs_judge(judged, datamodule, capsys):
+    """What the benchmarks build (bench/guided_recipes.py, judged_classifier): judge_for(cfg, dm) with no tracker
+    reuses the cached judge and eye (a training would log to no logger) and scores as the commands' judge does;
+    a second call in the same process returns the same judge."""
+    from studio.commands.shared import judge_for
+
+    cfg = compose_config("visualize", ["trainer.enable_progress_bar=false"])
+    built = judge_for(cfg, datamodule)
+    assert judge_for(cfg, datamodule) is built
+    printed = capsys.readouterr().out
+    assert "judge: judge_cnn" in printed and "eye: strided_cnn" in printed and "reused from cache" in printed
+    images, labels = datamodule.split("test")
+    classes = labels[:40].tolist()
+    assert built.realism(images[:40], classes) == pytest.approx(judged.realism(images[:40], classes))

@@ -47,11 +47,13 @@ def class_shares(judge, gen, draws: int, num_classes: int) -> str:
             + f"; a draw's smallest {per_draw.min():.3f}-{per_draw.max():.3f}")
 
 
-def unreached(target_prob: torch.Tensor, seeds: int = 4) -> str:
-    """The classes some render of which the model gives less than 0.95 (class_renders' layout: each class's
-    seeds in a row), each with its smallest probability: "c1 0.34, c9 0.92", or "none"."""
-    low = target_prob.view(-1, seeds).min(1).values
-    return ", ".join(f"c{c} {p:.2f}" for c, p in enumerate(low.tolist()) if p < 0.95) or "none"
+def unreached(rendering) -> str:
+    """Each target some render of which the model gives less than 0.95, with its smallest probability
+    ("class:1 0.34, class:9 0.92"), or "none"."""
+    low: dict[str, float] = {}
+    for target, p in zip(rendering.targets, rendering.target_prob.tolist()):
+        low[target] = min(p, low.get(target, 1.0))
+    return ", ".join(f"{target} {p:.2f}" for target, p in low.items() if p < 0.95) or "none"
 
 
 def draws(text: str) -> int:
@@ -97,7 +99,7 @@ def main() -> None:
                                           steps=cfg.generator.render.steps, lr=cfg.generator.render.lr)
             print(f"{head} | {first}-{first + 3} | {float(r.target_prob.min()):.3f} | {s['judge_recognition']:.3f}"
                   f" | {s['realism_ratio/judge']:.2f} / {s['realism_ratio/eye']:.2f} | {s['recall']:.2f}"
-                  f" | {s['diversity'] / s['diversity_real']:.2f} | {seconds:.0f} s | {unreached(r.target_prob)}",
+                  f" | {s['diversity'] / s['diversity_real']:.2f} | {seconds:.0f} s | {unreached(r)}",
                   flush=True)
 
 

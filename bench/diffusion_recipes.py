@@ -21,8 +21,8 @@ import torch.nn.functional as F
 
 from generators.diffusion import DiffusionModule
 from studio import config
+from studio.commands.shared import judge_for
 from studio.data import build_datamodule
-from studio.judge import Judge
 from studio.optvis import class_, render
 from studio.optvis.params import guided
 from studio.train import trained_classifier
@@ -51,8 +51,7 @@ def main() -> None:
     cfg = config.compose("visualize", ["trainer.enable_progress_bar=false", f"trainer.accelerator={device}"])
     dm = build_datamodule(cfg.data)
     model = trained_classifier(cfg.model, cfg.data, cfg.trainer, dm, cfg.paths.models).model.eval()
-    eyes = [trained_classifier(m, cfg.data, cfg.trainer, dm, cfg.paths.models).model.cpu() for m in (cfg.judge, cfg.eye)]
-    judge = Judge.for_data(eyes[0], dm, eyes={"eye": eyes[1]})
+    judge = judge_for(cfg, dm)  # the commands' judge and eye, their real-image statistics cached
     classes = [c for c in range(10) for _ in range(4)]
 
     def show(label, images, cls, seconds, extra=""):

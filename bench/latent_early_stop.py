@@ -17,7 +17,7 @@ import torch
 import studio
 from studio.api import _compose
 from studio.data import build_datamodule
-from studio.judge import Judge
+from studio.commands.shared import judge_for
 from studio.optvis import class_, render
 from studio.optvis.params import latent
 
@@ -39,8 +39,7 @@ def main() -> None:
     first_seed = int(sys.argv[2]) if len(sys.argv) > 2 else 0
     model = studio.load_classifier()
     dm = build_datamodule(_compose("train", {}, [], False).data)
-    judge = Judge.for_data(studio.load_classifier("judge_cnn"), dm,
-                           eyes={"eye": studio.load_classifier("strided_cnn")})
+    judge = judge_for(_compose("visualize", {}, [], False), dm)  # the commands' judge, its statistics cached
     classes, seeds, steps = list(range(10)), [first_seed + i for i in range(4)], 256
     rendering = render(model, class_(classes, log_softmax=True), param=latent(studio.load_generator(generator_name)),
                        steps=steps, lr=0.1, seeds=seeds, thresholds=list(range(1, steps + 1)), progress=False)

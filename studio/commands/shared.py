@@ -44,10 +44,11 @@ def train_one(cfg, model_cfg, dm, tracker: Tracker | None, role: str) -> Trained
 _JUDGES: dict = {}
 
 
-def judge_for(cfg, dm, tracker: Tracker | None = None, judge: Trained | None = None):
+def judge_for(cfg, dm, tracker: Tracker | None = None, judge: Trained | None = None, **options):
     """The Judge of cfg.judge (trained or cached, or the one given) with cfg.eye (trained or cached)
     as its second realism view (studio/judge.py). The real images' statistics, most of the cost of
-    building it, are cached beside the models (_statistics_cache)."""
+    building it, are cached beside the models (_statistics_cache). options: Judge's own (dims, k,
+    baselines, ...; bench/calibrate_realism.py), its defaults where left out, as every command's."""
     from omegaconf import OmegaConf
 
     from studio.judge import Judge
@@ -55,10 +56,10 @@ def judge_for(cfg, dm, tracker: Tracker | None = None, judge: Trained | None = N
     judge = judge or train_one(cfg, cfg.judge, dm, tracker, "judge")
     eye = train_one(cfg, cfg.eye, dm, tracker, "eye")
     key = tuple((str(t.path), t.path.stat().st_mtime_ns) for t in (judge, eye)) + (
-        OmegaConf.to_yaml(cfg.data, resolve=True),)
+        OmegaConf.to_yaml(cfg.data, resolve=True), tuple(sorted(options.items())))
     if key not in _JUDGES:
         _JUDGES[key] = Judge.for_data(judge.model, dm, eyes={"eye": eye.model},
-                                      cache=_statistics_cache(cfg, judge.path, eye.path))
+                                      cache=_statistics_cache(cfg, judge.path, eye.path), **options)
     return _JUDGES[key]
 
 

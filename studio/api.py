@@ -3,8 +3,8 @@
     import studio
     model = studio.load_classifier()                      # small_cnn on mnist5k: trained once, then cached
     judge = studio.load_classifier(model="judge_cnn")
-    vae = studio.load_generator()                         # the default generator (vae) on mnist5k
-    images = vae.sample(16, seed=0)                       # 16×1×28×28 in [0, 1]
+    gan = studio.load_generator()                         # the default generator (dcgan) on mnist5k
+    images = gan.sample(16, seed=0)                       # 16×1×28×28 in [0, 1]
     search = studio.load_tuning("outputs/multiruns/tune_regularizer/<time>")  # an Optuna search's trials
     search.best[0].params, search.best[0].values, search.recipes
     labels = studio.dissect_labels("conv2")               # {"conv2:0": {"label": "loop_interior", ...}, ...}
@@ -42,9 +42,9 @@ def load_classifier(model: str = "small_cnn", data: str = "mnist5k", overrides: 
     return trained_classifier(cfg.model, cfg.data, cfg.trainer, build_datamodule(cfg.data), cfg.paths.models).model
 
 
-def load_generator(generator: str = "vae", data: str = "mnist5k", overrides: Sequence[str] = (),
+def load_generator(generator: str = "dcgan", data: str = "mnist5k", overrides: Sequence[str] = (),
                    progress: bool = False) -> nn.Module:
-    """The generator (conf/generator: vae, dcgan, checkpoint) trained on `data`, in eval mode; trained first
+    """The generator (conf/generator: dcgan, vae, diffusion, checkpoint) trained on `data`, in eval mode; trained first
     (and cached) if the cache has none. `.sample(n, seed=...)` gives n images in [0, 1]; `.generator(z)`
     maps latents (N×latent_dim) to images."""
     from generators import trained_generator

@@ -56,8 +56,8 @@ def test_train_writes_manifest_and_a_readable_wandb_run(small_cnn, outputs, tmp_
     assert logged["config"]["model"]["arch"] == "small_cnn"
 
 
-def test_demo_runs_every_step(small_cnn, judge, vae, outputs, tmp_path):
-    result = run_studio("demo", f"hydra.run.dir={tmp_path}", *QUIET, *FAST_GENERATOR["vae"], outputs=outputs)
+def test_demo_runs_every_step(small_cnn, judge, dcgan, outputs, tmp_path):
+    result = run_studio("demo", f"hydra.run.dir={tmp_path}", *QUIET, *FAST_GENERATOR["dcgan"], outputs=outputs)
     assert result.returncode == 0, result.stderr
     manifest = read_manifest(tmp_path)
     metrics = manifest["metrics"]

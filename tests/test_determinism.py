@@ -94,8 +94,8 @@ def test_train_and_layers(small_cnn, outputs, tmp_path):
     assert manifest["metrics"]["layers"] > 0
 
 
-def test_train_generator(vae, judge, outputs, tmp_path):
-    a, b = twice(outputs, tmp_path, "train-generator", *FAST_GENERATOR["vae"], "samples=200")
+def test_train_generator(dcgan, judge, outputs, tmp_path):
+    a, b = twice(outputs, tmp_path, "train-generator", *FAST_GENERATOR["dcgan"], "samples=200")
     assert_same_runs(a, b, pngs_at_least=2)  # samples.png, class_shares.png
 
 

@@ -150,7 +150,7 @@ def test_killed_generator_training_resumes_from_its_last_epoch(judge, eye, judge
     process = start_studio(*args, f"hydra.run.dir={tmp_path / 'killed'}", outputs=outputs,
                            log=tmp_path / "killed.log")
     kill9_when(process, lambda: work_checkpoint(models), "the first epoch checkpoint")
-    assert not list(models.glob("vae-*.pt")) and not list(models.glob("vae-*.json"))
+    assert not list(models.glob("dcgan-*.pt")) and not list(models.glob("dcgan-*.json"))
 
     result = run_studio_forked(*args, f"hydra.run.dir={tmp_path / 'again'}", outputs=outputs)
     assert result.returncode == 0, result.stderr
@@ -159,8 +159,8 @@ def test_killed_generator_training_resumes_from_its_last_epoch(judge, eye, judge
     drawn = sorted(p.name for p in (tmp_path / "again" / "samples").glob("samples_epoch*.png"))
     assert drawn == ["samples_epoch001.png"]
     weights = assert_cache_entries_whole(models)
-    assert [p.name.split("-")[0] for p in weights] == ["judge_cnn", "strided_cnn", "vae"]
-    assert json.loads(weights[2].with_suffix(".json").read_text())["resumed_after_epoch"] == 1
+    assert [p.name.split("-")[0] for p in weights] == ["dcgan", "judge_cnn", "strided_cnn"]
+    assert json.loads(weights[0].with_suffix(".json").read_text())["resumed_after_epoch"] == 1
     manifest = read_manifest(tmp_path / "again")
     assert manifest["status"] == "complete" and manifest["metrics"]["cached"] is False
     assert_no_debris(tmp_path)

@@ -10,6 +10,7 @@ log-softmax class objective), judged by the cached judge and eye as every run is
     python bench/gan_recipes.py                                   # the shipped recipe
     python bench/gan_recipes.py --recipes default max_epochs=42 --seeds 0 4 8
     python bench/gan_recipes.py --latent max_norm=none     # the shipped GAN, a render option (none: off)
+    python bench/gan_recipes.py --retry-below none         # without the retry of renders stuck below p 0.95
     python bench/gan_recipes.py --share-draws 10 --seeds   # class shares over 10 x 1,000 samples, no renders
 """
 
@@ -71,6 +72,8 @@ def main() -> None:
                         help="options of the latent param (conf/param/latent.yaml) as key=value, e.g. max_norm=5.7")
     parser.add_argument("--data", default="mnist5k", help="conf/data: mnist5k or fashion_mnist")
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 4, 8], help="first seed of each 10 x 4 set")
+    parser.add_argument("--retry-below", default="recipe",
+                        help="render's retry_below: the generator's recipe (0.95), none, or a probability")
     parser.add_argument("--share-draws", type=draws, default=0,
                         help="also print each class's share over this many draws of 1,000 samples (seeds 0, 1, ...)")
     args = parser.parse_args()
@@ -87,6 +90,8 @@ def main() -> None:
         gen = trained.module.eval()
         # the generator's render recipe, then --latent
         options = {"max_norm": cfg.param.max_norm, "start_candidates": cfg.param.start_candidates, **given}
+        retry = {"recipe": cfg.retry_below, "none": None}.get(args.retry_below, args.retry_below)
+        retry = None if retry is None else float(retry)
         q = generator_quality(judge, gen.sample(1000, seed=0), dm.num_classes)
         head = (f"{recipe} | {'cached' if trained.cached else f'{trained.train_seconds:.0f}'} | "
                 f"{q['class_share_min']:.3f} | {q['judge_confidence']:.2f} | "
@@ -96,7 +101,8 @@ def main() -> None:
             print(f"{recipe}: class shares over {args.share_draws} x 1,000 samples: {shares}")
         for first in args.seeds:
             r, s, seconds = class_renders(model, judge, latent(gen, **options), first,
-                                          steps=cfg.generator.render.steps, lr=cfg.generator.render.lr)
+                                          steps=cfg.generator.render.steps, lr=cfg.generator.render.lr,
+                                          retry_below=retry)
             print(f"{head} | {first}-{first + 3} | {float(r.target_prob.min()):.3f} | {s['judge_recognition']:.3f}"
                   f" | {s['realism_ratio/judge']:.2f} / {s['realism_ratio/eye']:.2f} | {s['recall']:.2f}"
                   f" | {s['diversity'] / s['diversity_real']:.2f} | {seconds:.0f} s | {unreached(r)}",

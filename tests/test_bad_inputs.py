@@ -168,6 +168,8 @@ ROWS = {
                                               "expected (6272, 32)"]),
     # visualize: settings that would only fail (or produce garbage) after training
     "visualize-lr-nan": ("visualize", ["lr=nan"], ["lr=nan", "positive"]),
+    "visualize-retry-below-not-a-probability": ("visualize", ["param=latent", "retry_below=1.5", NO_MODELS],
+                                                ["retry_below=1.5 must be a target probability in (0, 1]"]),
     "visualize-unknown-optimizer": ("visualize", ["optimizer=adamm"],
                                     ["unknown optimizer 'adamm'; choose from: adam, adamw, rmsprop, sgd"]),
     "visualize-exemplars-k-larger-than-the-split": ("visualize", ["exemplars.k=5000", NO_MODELS],

@@ -95,6 +95,40 @@ def test_the_gans_render_recipe_starts_from_the_best_of_six_draws():
                                         "param.start_candidates=1"]).param.start_candidates == 1
 
 
+def test_retry_below_renders_the_renders_stuck_below_it_again_from_their_next_start(small_cnn, dcgan):
+    """render(retry_below=p): a class render whose target probability ends below p renders again from its
+    next-best start (ParamSpec.ranked(1)); the likelier of the two is kept, images, metrics and history alike, and
+    a render that ended at or above p is not touched."""
+    spec = latent(dcgan.module, start_candidates=2)
+    run = lambda param, **retry: render(small_cnn.model, class_([1, 4, 8], log_softmax=True), param=param,  # noqa: E731
+                                        steps=12, lr=0.05, seeds=[0, 1, 2, 3], **retry)
+    plain, second = run(spec), run(spec.ranked(1))
+    assert not torch.equal(plain.start_images, second.start_images)  # the next start is another draw
+    better = second.target_prob > plain.target_prob
+    assert better.any()  # of 12 renders, one ends likelier from its next start
+    # just above the least likely of those: it and all below it are retried, the likelier renders are not
+    threshold = float(torch.nextafter(plain.target_prob[better].min(), torch.tensor(2.0)))
+    retried = run(spec, retry_below=threshold)
+    take = (plain.target_prob < threshold) & better
+    assert take.any() and not take.all()
+    for got, first, again in ((retried.images, plain.images, second.images),
+                              (retried.history["objective"].T, plain.history["objective"].T,
+                               second.history["objective"].T)):
+        assert torch.equal(got[take], again[take]) and torch.equal(got[~take], first[~take])
+    assert torch.equal(retried.target_prob, torch.where(take, second.target_prob, plain.target_prob))
+    assert (retried.target_prob >= plain.target_prob).all() and retried.seconds > plain.seconds
+    assert torch.equal(run(spec, retry_below=1e-9).images, plain.images)  # nothing below: one render
+    with pytest.raises(StudioError, match=r"retry_below=1.5 must be a target probability in \(0, 1\]"):
+        run(spec, retry_below=1.5)
+
+
+def test_the_gans_render_recipe_retries_below_095_and_pixels_do_not():
+    assert compose_config("visualize", ["param=latent", "generator=dcgan"]).retry_below == 0.95
+    assert compose_config("visualize", ["param=latent", "generator=vae"]).retry_below is None
+    assert compose_config("visualize", []).retry_below is None
+    assert compose_config("visualize", ["param=latent", "retry_below=null"]).retry_below is None
+
+
 def test_realism_terms_raise_realism(small_cnn, dcgan, vae):
     # the VAE's realism is its ELBO per pixel (about -0.15 nats), hence the larger weight
     for gen, weight in ((dcgan, 1.0), (vae, 100.0)):
@@ -117,8 +151,9 @@ def test_cli_latent_run_writes_judge_metrics(dcgan, judge, outputs, tmp_path):
                       *QUIET_TRAINER, f"hydra.run.dir={run}", outputs=outputs)
     assert done.returncode == 0, done.stderr
     bound = compose_config("visualize", ["param=latent", "generator=dcgan"]).param.max_norm
-    assert (f"recipe of generator dcgan: regularizer none, 48 steps, lr 0.05, ||z|| <= {bound:.2f}, best of 6 starts "
-            "(regularizer=, steps=, lr=, param.max_norm=, param.start_candidates= change it)") in done.stdout
+    assert (f"recipe of generator dcgan: regularizer none, 48 steps, lr 0.05, ||z|| <= {bound:.2f}, best of 6 starts, "
+            "retried below p 0.95 (regularizer=, steps=, lr=, param.max_norm=, param.start_candidates=, retry_below= "
+            "change it)") in done.stdout
     manifest = json.loads((run / "manifest.json").read_text())
     items = manifest["items"]
     assert [(i["target"], i["seed"]) for i in items] == [("class:3", 0), ("class:3", 1), ("class:7", 0), ("class:7", 1)]

@@ -219,7 +219,9 @@ def render_options(cfg) -> tuple[RenderOptions, int]:
                             seeds=tuple(range(first, first + seeds)),
                             thresholds=tuple(int(t) for t in cfg.get("thresholds") or ()),
                             device=resolve_device(str(cfg.get("device", "auto"))),
-                            precision=str(cfg.get("precision", "auto")), progress=bool(cfg.get("progress", True)))
+                            precision=str(cfg.get("precision", "auto")), progress=bool(cfg.get("progress", True)),
+                            retry_below=cfg.get("retry_below"))
+    options.check()  # retry_below, thresholds: in one line before any training
     return options, batch_size
 
 

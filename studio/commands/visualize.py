@@ -238,6 +238,8 @@ def run(cfg, tracker) -> Result:
         starts = cfg.param.get("start_candidates", 1)  # dcgan's recipe: 6; param=guided: 24
         if starts > 1:
             bounded, knobs = f"{bounded}, best of {starts} starts", f"{knobs}, param.start_candidates="
+            if options.retry_below is not None:  # the GAN's recipe: a class render stuck below it starts again
+                bounded, knobs = f"{bounded}, retried below p {options.retry_below:g}", f"{knobs}, retry_below="
         print(f"recipe of {whose}: regularizer {cfg.param.render.regularizer}, {options.steps} steps, "
               f"lr {options.lr:g}{bounded} (regularizer=, steps=, lr={knobs} change it)")
     exemplars = exemplar_settings(cfg)
@@ -305,7 +307,9 @@ def _demo_options(seeds: int, param: dict) -> RenderOptions:
     """`studio visualize`'s loop settings for `param` (its render recipe's steps and lr)."""
     recipe = param["render"]
     return RenderOptions(steps=int(recipe["steps"]), lr=float(recipe["lr"]),
-                         optimizer=str(recipe.get("optimizer", "adam")), seeds=tuple(range(seeds)), device=optvis_config.resolve_device("auto"), progress=False)
+                         optimizer=str(recipe.get("optimizer", "adam")), seeds=tuple(range(seeds)),
+                         device=optvis_config.resolve_device("auto"), progress=False,
+                         retry_below=recipe.get("retry_below"))
 
 
 def _param_config(name: str, cfg) -> dict:

@@ -12,7 +12,7 @@ projection regularizers (blur, clipping, decay) use it to edit images under any 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 import torch
@@ -66,10 +66,12 @@ def _noise_draws(seeds: Sequence[int], shape: tuple[int, ...], n: int) -> list[t
     return [torch.stack([torch.randn(shape, generator=g) for g in gens]) for _ in range(n)]
 
 
-def _best_of(candidates: list[torch.Tensor], values: torch.Tensor) -> torch.Tensor:
+def _best_of(candidates: list[torch.Tensor], values: torch.Tensor, rank: int = 0) -> torch.Tensor:
     """Each element's highest-valued candidate: candidates N tensors B×..., values N×B (any device) -> B×...
-    on the candidates' device (a start picked by the objective, param=latent and param=guided alike)."""
-    best = values.argmax(0).to(candidates[0].device)
+    on the candidates' device (a start picked by the objective, param=latent and param=guided alike).
+    rank r > 0: each element's (r+1)-th highest instead (a retried render's next start; ties keep draw order)."""
+    order = torch.sort(values, dim=0, descending=True, stable=True).indices
+    best = order[min(rank, len(candidates) - 1)].to(candidates[0].device)
     return torch.stack(candidates)[best, torch.arange(len(best), device=best.device)]
 
 
@@ -167,13 +169,14 @@ class LatentParam(Param):
     With start_candidates > 1, each element starts from the best of that many prior draws (candidate j is the
     j-th draw of the element's seed, projected like z; candidate 0 is the plain start) by the objective's score
     of its image: a class-conditional GAN's render then starts in its target's region of z instead of having to
-    leave another class's.
+    leave another class's. start_rank r > 0 takes each element's (r+1)-th best candidate instead (render's
+    retry_below renders a class that ended below it again from there).
     """
 
     can_load = False
 
     def __init__(self, seeds, channels, height, width, device, generator, prior_weight=0.0, anchor_weight=0.0,
-                 realism_weight=0.0, truncation=None, max_norm=None, start_candidates=1):
+                 realism_weight=0.0, truncation=None, max_norm=None, start_candidates=1, start_rank=0):
         self.generator = generator.to(device).eval().requires_grad_(False)
         self.net = generator.generator
         self.latent_dim = int(generator.latent_dim)
@@ -182,7 +185,7 @@ class LatentParam(Param):
         self.max_norm = None if max_norm is None else float(max_norm)
         self.candidates = [self.projected(z.to(device))
                            for z in _noise_draws(seeds, (self.latent_dim,), int(start_candidates))]
-        self.start = self.candidates[0]
+        self.start, self.rank = self.candidates[0], int(start_rank)
         self.z = self.start.clone().requires_grad_(True)
         self.params = [self.z]
         self._shape = (channels, height, width)
@@ -206,7 +209,8 @@ class LatentParam(Param):
         """Start each element from its best-scored candidate."""
         if len(self.candidates) == 1:
             return False
-        self.start = _best_of(self.candidates, torch.stack([score(self.net(z)) for z in self.candidates]))
+        values = torch.stack([score(self.net(z)) for z in self.candidates])
+        self.start = _best_of(self.candidates, values, self.rank)
         self.z.copy_(self.start)
         return True
 
@@ -251,7 +255,7 @@ class GuidedParam(Param):
     can_load = False
 
     def __init__(self, seeds, channels, height, width, device, generator, sampler_steps=50, guidance_scale=0.02,
-                 guidance_until=0.0, start_candidates=24, preview_steps=10, guidance_stop=0.99):
+                 guidance_until=0.0, start_candidates=24, preview_steps=10, guidance_stop=0.99, start_rank=0):
         self.generator = generator.to(device).eval().requires_grad_(False)
         self.levels = generator.path_levels(int(sampler_steps))
         self.preview_levels = generator.path_levels(int(preview_steps))
@@ -260,6 +264,7 @@ class GuidedParam(Param):
         self.done = 0  # sampler steps taken
         self.target_prob = None  # of the images last shown (observe; class objectives only)
         self.candidates = _noise_draws(seeds, (channels, height, width), int(start_candidates))
+        self.rank = int(start_rank)  # as LatentParam's: a retried render starts from its next-best candidate
         self.x = self.candidates[0].to(device, copy=True).requires_grad_(True)  # prepare() writes x, not candidate 0
         self.before = self.x.detach().clone()  # x_t before the optimizer's move
         self.params = [self.x]
@@ -280,7 +285,7 @@ class GuidedParam(Param):
         if len(self.candidates) == 1:
             return False
         values = torch.stack([score(self.preview(noise.to(self.x.device))) for noise in self.candidates])
-        self.x.copy_(_best_of(self.candidates, values).to(self.x.device))
+        self.x.copy_(_best_of(self.candidates, values, self.rank).to(self.x.device))
         self.before = self.x.detach().clone()
         return True
 
@@ -325,6 +330,15 @@ class ParamSpec:
     def build(self, seeds: Sequence[int], device: torch.device | str = "cpu") -> Param:
         cls = lookup(PARAMS, "param", self.name)
         return cls(list(seeds), self.channels, *self.size, torch.device(device), **self.options)
+
+    @property
+    def starts(self) -> int:
+        """How many ranked starts each element has (param=latent and param=guided: start_candidates; else 1)."""
+        return int(self.options.get("start_candidates", 1))
+
+    def ranked(self, rank: int) -> "ParamSpec":
+        """This parameterization starting each element from its (rank+1)-th best candidate."""
+        return replace(self, options={**self.options, "start_rank": rank})
 
 
 def _spec(name: str, size, channels: int, options: dict) -> ParamSpec:

@@ -235,6 +235,10 @@ class RenderOptions:
     precision: "auto" (bf16 autocast on CUDA, fp32 on CPU), "fp32", "bf16" or "fp16" (studio.modes).
     stop_early: end each forward pass after the deepest layer the objective reads.
     memory_format: "auto" (channels-last when the model allows it), "channels_last" or "contiguous".
+    retry_below: class objectives with a parameterization of ranked starts (param=latent or param=guided with
+    start_candidates > 1): an element whose target probability ends below this renders again from its
+    next-best start, up to start_candidates - 1 times, keeping the render the model gives the higher
+    probability (a render stuck in another class's region of z is restarted, not the others; None: off).
     """
 
     steps: int = 256
@@ -249,6 +253,7 @@ class RenderOptions:
     stop_early: bool = True
     memory_format: str = "auto"
     desc: str | None = None
+    retry_below: float | None = None
 
     def with_overrides(self, **overrides) -> "RenderOptions":
         """A copy with some settings changed; an unknown setting names the valid ones."""
@@ -266,6 +271,9 @@ class RenderOptions:
         bad = [t for t in self.thresholds if not 1 <= int(t) <= self.steps]
         if bad:
             raise StudioError(f"threshold {bad[0]} is outside the {self.steps} optimization steps (1..{self.steps})")
+        if self.retry_below is not None and not 0 < self.retry_below <= 1:
+            raise StudioError(f"retry_below={self.retry_below} must be a target probability in (0, 1], or null "
+                              "for no retries")
 
 
 @dataclass
@@ -474,6 +482,19 @@ def render(model: nn.Module, objective: Objective, param: ParamSpec | None = Non
     problem = _problem(model, objective, regularizers, [int(s) for s in options.seeds])
     if param is None:
         param = pixel(28, channels=_model_channels(model))
+    rendering = _render(model, problem, param, transforms, options, device)
+    for rank in range(1, param.starts):  # retry_below: the elements that ended below it, from their next start
+        low = _below(rendering, options.retry_below)
+        if low is None or not low.any():
+            break
+        rendering = _keep_better(rendering, _render(model, problem, param.ranked(rank), transforms, options, device),
+                                 low)
+    return rendering
+
+
+def _render(model: nn.Module, problem: _Problem, param: ParamSpec, transforms: Sequence, options: RenderOptions,
+            device: torch.device) -> Rendering:
+    """One optimization of every element from the starts `param` builds."""
     image = _build_image(param, problem, device)
     relaid: list = []
     try:
@@ -484,3 +505,28 @@ def render(model: nn.Module, objective: Objective, param: ParamSpec | None = Non
             return _finish(problem, model, loop, start_images, start, seconds)
     finally:
         _restore(relaid)  # the caller's weights keep their layout
+
+
+def _below(rendering: Rendering, threshold: float | None) -> torch.Tensor | None:
+    """(B,) bool: the elements whose target probability ended below `threshold` (None: no class objective or
+    no threshold)."""
+    if threshold is None or rendering.target_prob is None:
+        return None
+    return rendering.target_prob < threshold
+
+
+def _keep_better(first: Rendering, again: Rendering, low: torch.Tensor) -> Rendering:
+    """`first` with each `low` element taken from `again` where the model gives that render the higher target
+    probability (its images, metrics, history and snapshots alike); the seconds of both."""
+    take = low & (again.target_prob > first.target_prob)
+    pick = lambda a, b, dim=0: torch.where(take.view(*(-1 if d == dim else 1 for d in range(a.ndim))), b, a)  # noqa: E731
+    taken = set(torch.nonzero(take).flatten().tolist())
+    return Rendering(
+        pick(first.images, again.images), pick(first.start_images, again.start_images), first.targets, first.seeds,
+        pick(first.objective, again.objective), pick(first.start, again.start),
+        pick(first.target_prob, again.target_prob),
+        {k: pick(v, again.history[k], dim=1) for k, v in first.history.items()},
+        {s: pick(v, again.snapshots[s]) for s, v in first.snapshots.items()},
+        {b: why for b, why in first.failed.items() if b not in taken}
+        | {b: why for b, why in again.failed.items() if b in taken},
+        first.seconds + again.seconds)

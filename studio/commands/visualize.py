@@ -264,7 +264,7 @@ def run(cfg, tracker) -> Result:
         found = render_checks.search(trained.model, cfg.objective, check_targets(trained.model, cfg.objective, spec),
                                      dm, exemplars)
         again = lambda model: render_config(model, cfg.objective, spec, regularization,
-                                            options.with_overrides(desc="randomized model"), batch_size)
+                                            _randomized_options(options, desc="randomized model"), batch_size)
         checks = render_checks.measure(trained.model, found, rendering, exemplars, again, int(cfg.seed))
     saved = save_rendering(rendering, run_dir, run_dir, seeds,
                            beside=render_checks.beside(checks.search, exemplars) if checks else None)
@@ -329,8 +329,15 @@ def _demo_checks(settings, model, dm, searches: dict, objective_cfg, spec, regul
     if key not in searches:
         searches[key] = render_checks.search(model, objective_cfg, check_targets(model, objective_cfg, spec), dm,
                                              settings)
-    again = lambda other: render_config(other, objective_cfg, spec, regularization, options)
+    again = lambda other: render_config(other, objective_cfg, spec, regularization, _randomized_options(options))
     return render_checks.measure(model, searches[key], rendering, settings, again, seed)
+
+
+def _randomized_options(options: RenderOptions, **overrides) -> RenderOptions:
+    """The render's settings for its re-render on the cascade-randomized model, without retries: that model
+    reaches no class, so retry_below would render the batch start_candidates times over, and its starts are
+    its own picks anyway (the objective on random weights scores them)."""
+    return options.with_overrides(retry_below=None, **overrides)
 
 
 def _save_demo_render(tracker, run_dir: Path, job: tuple, judge: Judge | None, settings) -> Result:

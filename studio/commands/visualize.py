@@ -231,17 +231,7 @@ def run(cfg, tracker) -> Result:
     spec = pixel(cfg.data.size, cfg.data.channels) if latent else optvis_config.build_param(cfg.param)
     regularization = optvis_config.build_regularization(optvis_config.regularizer_config(cfg))
     if optvis_config.is_auto(cfg.get("regularizer")):
-        from_generator = OmegaConf.is_interpolation(cfg.param, "render")  # param=latent: ${generator.render}
-        whose = f"generator {cfg.generator.name}" if from_generator else f"param {cfg.param.name}"
-        bound = cfg.param.get("max_norm")  # param=latent: the generator's recipe may bound z (dcgan does)
-        bounded, knobs = ("", "") if bound is None else (f", ||z|| <= {bound:.2f}", ", param.max_norm=")
-        starts = cfg.param.get("start_candidates", 1)  # dcgan's recipe: 6; param=guided: 24
-        if starts > 1:
-            bounded, knobs = f"{bounded}, best of {starts} starts", f"{knobs}, param.start_candidates="
-            if options.retry_below is not None:  # the GAN's recipe: a class render stuck below it starts again
-                bounded, knobs = f"{bounded}, retried below p {options.retry_below:g}", f"{knobs}, retry_below="
-        print(f"recipe of {whose}: regularizer {cfg.param.render.regularizer}, {options.steps} steps, "
-              f"lr {options.lr:g}{bounded} (regularizer=, steps=, lr={knobs} change it)")
+        print(_recipe_line(cfg, options))
     exemplars = exemplar_settings(cfg)
     channel_labels.check_settings(cfg)
     untrained = untrained_copy(cfg.model, cfg.data)
@@ -301,6 +291,21 @@ DEMO_RENDERS = (("conv2", "channel", {"layer": "conv2", "channels": "all"}, 1),
 DEMO_REGULARIZERS = ("none", "l2_tv")
 DEMO_LATENT = ("classes", "class", {"classes": "all"}, 4)
 DEMO_RANDOMIZED = ("conv2",)  # the renders whose randomized_similarity the demo measures: the cheap ones (12 images)
+
+
+def _recipe_line(cfg, options: RenderOptions) -> str:
+    """What the parameterization's recipe (regularizer=auto) renders with, and the overrides that change it."""
+    from_generator = OmegaConf.is_interpolation(cfg.param, "render")  # param=latent: ${generator.render}
+    whose = f"generator {cfg.generator.name}" if from_generator else f"param {cfg.param.name}"
+    bound = cfg.param.get("max_norm")  # param=latent: the generator's recipe may bound z (dcgan does)
+    bounded, knobs = ("", "") if bound is None else (f", ||z|| <= {bound:.2f}", ", param.max_norm=")
+    starts = cfg.param.get("start_candidates", 1)  # dcgan's recipe: 6; param=guided: 24
+    if starts > 1:
+        bounded, knobs = f"{bounded}, best of {starts} starts", f"{knobs}, param.start_candidates="
+        if options.retry_below is not None:  # the GAN's recipe: a class render stuck below it starts again
+            bounded, knobs = f"{bounded}, retried below p {options.retry_below:g}", f"{knobs}, retry_below="
+    return (f"recipe of {whose}: regularizer {cfg.param.render.regularizer}, {options.steps} steps, "
+            f"lr {options.lr:g}{bounded} (regularizer=, steps=, lr={knobs} change it)")
 
 
 def _demo_options(seeds: int, param: dict) -> RenderOptions:

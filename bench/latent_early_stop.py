@@ -38,8 +38,9 @@ def main() -> None:
     generator_name = sys.argv[1] if len(sys.argv) > 1 else "dcgan"
     first_seed = int(sys.argv[2]) if len(sys.argv) > 2 else 0
     model = studio.load_classifier()
-    dm = build_datamodule(_compose("train", {}, [], False).data)
-    judge = judge_for(_compose("visualize", {}, [], False), dm)  # the commands' judge, its statistics cached
+    cfg = _compose("visualize", {}, [], False)
+    dm = build_datamodule(cfg.data)
+    judge = judge_for(cfg, dm)  # the commands' judge, its statistics cached
     classes, seeds, steps = list(range(10)), [first_seed + i for i in range(4)], 256
     rendering = render(model, class_(classes, log_softmax=True), param=latent(studio.load_generator(generator_name)),
                        steps=steps, lr=0.1, seeds=seeds, thresholds=list(range(1, steps + 1)), progress=False)

@@ -219,7 +219,7 @@ def test_judge_for_without_a_tracker_is_the_runs_judge(judged, datamodule, capsy
     assert built.realism(images[:40], classes) == pytest.approx(judged.realism(images[:40], classes))
 
 
-def test_judge_for_with_options_is_that_judge_on_the_cached_statistics(datamodule, monkeypatch):
+def test_judge_for_with_options_is_that_judge_on_the_cached_statistics(judge, eye, datamodule, monkeypatch):
     """bench/calibrate_realism.py's judge: judge_for(cfg, dm, k=..., baselines=...) is a judge with those options,
     not the commands' (the options are part of the process cache's key), built on the same cached real-image
     statistics (on Fashion-MNIST they take an hour to compute), and its reference terms are cached per k."""
@@ -232,7 +232,7 @@ def test_judge_for_with_options_is_that_judge_on_the_cached_statistics(datamodul
     wider = judge_for(cfg, datamodule, k=5, baselines=8)
     assert wider is not plain and (wider.k, wider.baselines) == (5, 8) and (plain.k, plain.baselines) == (3, 16)
     assert judge_for(cfg, datamodule, k=5, baselines=8) is wider
-    cache = shared._statistics_cache(cfg, *(trained.path for trained in _judge_and_eye(cfg, datamodule)))
+    cache = shared._statistics_cache(cfg, judge.path, eye.path)
     assert cache.with_name(f"{cache.stem}.reference-dNone-s0-k5.npz").is_file()
     for narrow, wide in zip(plain.views, wider.views):  # each real image's 5th neighbour is farther than its 3rd
         assert (wide.radii >= narrow.radii).all() and (wide.radii > narrow.radii).mean() > 0.9
@@ -240,10 +240,3 @@ def test_judge_for_with_options_is_that_judge_on_the_cached_statistics(datamodul
 
 def _must_not_run(*_, **__):
     raise AssertionError("the real-image statistics were recomputed instead of read from the cache")
-
-
-def _judge_and_eye(cfg, datamodule):
-    from studio.commands.shared import train_one
-
-    return [train_one(cfg, model_cfg, datamodule, None, name) for model_cfg, name in ((cfg.judge, "judge"),
-                                                                                     (cfg.eye, "eye"))]

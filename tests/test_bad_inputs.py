@@ -170,6 +170,8 @@ ROWS = {
     "visualize-lr-nan": ("visualize", ["lr=nan"], ["lr=nan", "positive"]),
     "visualize-retry-below-not-a-probability": ("visualize", ["param=latent", "retry_below=1.5", NO_MODELS],
                                                 ["retry_below=1.5 must be a target probability in (0, 1]"]),
+    "visualize-retry-below-not-a-number": ("visualize", ["retry_below=often", NO_MODELS],
+                                           ["retry_below=often must be a target probability in (0, 1]"]),
     "visualize-unknown-optimizer": ("visualize", ["optimizer=adamm"],
                                     ["unknown optimizer 'adamm'; choose from: adam, adamw, rmsprop, sgd"]),
     "visualize-exemplars-k-larger-than-the-split": ("visualize", ["exemplars.k=5000", NO_MODELS],

@@ -118,8 +118,9 @@ def test_retry_below_renders_the_renders_stuck_below_it_again_from_their_next_st
     assert torch.equal(retried.target_prob, torch.where(take, second.target_prob, plain.target_prob))
     assert (retried.target_prob >= plain.target_prob).all() and retried.seconds > plain.seconds
     assert torch.equal(run(spec, retry_below=1e-9).images, plain.images)  # nothing below: one render
-    with pytest.raises(StudioError, match=r"retry_below=1.5 must be a target probability in \(0, 1\]"):
-        run(spec, retry_below=1.5)
+    for bad in (1.5, True, "often"):
+        with pytest.raises(StudioError, match=rf"retry_below={bad} must be a target probability in \(0, 1\]"):
+            run(spec, retry_below=bad)
 
 
 def test_the_gans_render_recipe_retries_below_095_and_pixels_do_not():

@@ -271,8 +271,9 @@ class RenderOptions:
         bad = [t for t in self.thresholds if not 1 <= int(t) <= self.steps]
         if bad:
             raise StudioError(f"threshold {bad[0]} is outside the {self.steps} optimization steps (1..{self.steps})")
-        if self.retry_below is not None and not 0 < self.retry_below <= 1:
-            raise StudioError(f"retry_below={self.retry_below} must be a target probability in (0, 1], or null "
+        retry = self.retry_below  # a probability: not a word, not a bool (True would pass as 1)
+        if retry is not None and (isinstance(retry, bool) or not isinstance(retry, (int, float)) or not 0 < retry <= 1):
+            raise StudioError(f"retry_below={retry} must be a target probability in (0, 1], or null "
                               "for no retries")
 
 

@@ -15,8 +15,8 @@ from tests.conftest import FAST_GENERATOR, QUIET_TRAINER, compose_config, run_st
 
 def test_latent_class_renders_raise_the_target_probability(small_cnn, dcgan):
     rendering = render(small_cnn.model, class_([0, 3, 7], log_softmax=True),
-                       param=latent(dcgan.module, prior_weight=1e-3, start_candidates=6), steps=96, lr=0.05,
-                       seeds=[0, 1])  # the GAN's recipe starts from the best of 6 draws
+                       param=latent(dcgan.module, prior_weight=1e-3, start_candidates=4), steps=96, lr=0.05,
+                       seeds=[0, 1])  # the GAN's recipe starts from the best of 4 draws
     assert rendering.images.shape == (6, 1, 28, 28)
     start = small_cnn.model.eval()(rendering.start_images).softmax(1)[torch.arange(6), torch.tensor([0, 0, 3, 3, 7, 7])]
     assert (rendering.target_prob > start).all()
@@ -88,8 +88,8 @@ def test_start_candidates_start_each_render_from_its_best_scored_prior_draw(smal
         latent(dcgan.module, start_candidates=0)
 
 
-def test_the_gans_render_recipe_starts_from_the_best_of_six_draws():
-    assert compose_config("visualize", ["param=latent", "generator=dcgan"]).param.start_candidates == 6
+def test_the_gans_render_recipe_starts_from_the_best_of_four_draws():
+    assert compose_config("visualize", ["param=latent", "generator=dcgan"]).param.start_candidates == 4
     assert compose_config("visualize", ["param=latent", "generator=vae"]).param.start_candidates == 1
     assert compose_config("visualize", ["param=latent", "generator=dcgan",
                                         "param.start_candidates=1"]).param.start_candidates == 1
@@ -152,7 +152,7 @@ def test_cli_latent_run_writes_judge_metrics(dcgan, judge, outputs, tmp_path):
                       *QUIET_TRAINER, f"hydra.run.dir={run}", outputs=outputs)
     assert done.returncode == 0, done.stderr
     bound = compose_config("visualize", ["param=latent", "generator=dcgan"]).param.max_norm
-    assert (f"recipe of generator dcgan: regularizer none, 48 steps, lr 0.05, ||z|| <= {bound:.2f}, best of 6 starts, "
+    assert (f"recipe of generator dcgan: regularizer none, 48 steps, lr 0.05, ||z|| <= {bound:.2f}, best of 4 starts, "
             "retried below p 0.95 (regularizer=, steps=, lr=, param.max_norm=, param.start_candidates=, retry_below= "
             "change it)") in done.stdout
     manifest = json.loads((run / "manifest.json").read_text())

@@ -299,7 +299,7 @@ def _recipe_line(cfg, options: RenderOptions) -> str:
     whose = f"generator {cfg.generator.name}" if from_generator else f"param {cfg.param.name}"
     bound = cfg.param.get("max_norm")  # param=latent: the generator's recipe may bound z (dcgan does)
     bounded, knobs = ("", "") if bound is None else (f", ||z|| <= {bound:.2f}", ", param.max_norm=")
-    starts = cfg.param.get("start_candidates", 1)  # dcgan's recipe: 6; param=guided: 24
+    starts = cfg.param.get("start_candidates", 1)  # dcgan's recipe: 4; param=guided: 24
     if starts > 1:
         bounded, knobs = f"{bounded}, best of {starts} starts", f"{knobs}, param.start_candidates="
         if options.retry_below is not None:  # the GAN's recipe: a class render stuck below it starts again

@@ -522,12 +522,12 @@ def _keep_better(first: Rendering, again: Rendering, low: torch.Tensor) -> Rende
     take = low & (again.target_prob > first.target_prob)
     pick = lambda a, b, dim=0: torch.where(take.view(*(-1 if d == dim else 1 for d in range(a.ndim))), b, a)  # noqa: E731
     taken = set(torch.nonzero(take).flatten().tolist())
-    return Rendering(
-        pick(first.images, again.images), pick(first.start_images, again.start_images), first.targets, first.seeds,
-        pick(first.objective, again.objective), pick(first.start, again.start),
-        pick(first.target_prob, again.target_prob),
-        {k: pick(v, again.history[k], dim=1) for k, v in first.history.items()},
-        {s: pick(v, again.snapshots[s]) for s, v in first.snapshots.items()},
-        {b: why for b, why in first.failed.items() if b not in taken}
+    return replace(
+        first, images=pick(first.images, again.images), start_images=pick(first.start_images, again.start_images),
+        objective=pick(first.objective, again.objective), start=pick(first.start, again.start),
+        target_prob=pick(first.target_prob, again.target_prob),
+        history={k: pick(v, again.history[k], dim=1) for k, v in first.history.items()},
+        snapshots={s: pick(v, again.snapshots[s]) for s, v in first.snapshots.items()},
+        failed={b: why for b, why in first.failed.items() if b not in taken}
         | {b: why for b, why in again.failed.items() if b in taken},
-        first.seconds + again.seconds)
+        seconds=first.seconds + again.seconds)

@@ -63,6 +63,20 @@ def hinge_g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     return -fake_logits.mean()
 
 
+def lecam_penalty(real_logits: torch.Tensor, fake_logits: torch.Tensor, anchors: torch.Tensor,
+                  decay: float = 0.9) -> torch.Tensor:
+    """LeCam regularization (Tseng et al. 2021, for GANs on limited data): mean relu(D(real) - a_fake)² +
+    mean relu(a_real - D(fake))², where a_real, a_fake (`anchors`, updated in place) are moving averages of the
+    discriminator's mean logit on real and on fake images. It keeps the discriminator from pushing real and
+    fake logits ever further apart, which is how it overfits a few thousand images. The first call sets the
+    anchors (they start at nan)."""
+    with torch.no_grad():
+        means = torch.stack([real_logits.mean(), fake_logits.mean()])
+        anchors.copy_(torch.where(anchors.isnan(), means, anchors.lerp(means, 1 - decay)))
+    real_anchor, fake_anchor = anchors
+    return F.relu(real_logits - fake_anchor).pow(2).mean() + F.relu(real_anchor - fake_logits).pow(2).mean()
+
+
 class GANModule(GeneratorModule):
     """The data-efficient GAN recipe for a few thousand images: DCGAN's generator, a spectrally
     normalized discriminator, the hinge loss, DiffAugment (translation and cutout, either off at ratio 0,
@@ -74,7 +88,8 @@ class GANModule(GeneratorModule):
     as min(ema_decay, (1 + t) / (10 + t)) after t updates, so a short training is not averaged with
     the random start. The state dict holds both (ema.*, online.*) and the discriminator."""
 
-    options = ("ema_decay", "augment_translation", "augment_cutout", "beta1", "d_lr_ratio", "d_width", "classes")
+    options = ("ema_decay", "augment_translation", "augment_cutout", "beta1", "d_lr_ratio", "d_width", "classes",
+               "lecam_weight")
     # Not data-parallel (yet): its two networks take separate backward passes in one training step, which
     # DDP refuses (unused parameters) and, with find_unused_parameters, runs without a check that both
     # networks' gradients were averaged across the processes.
@@ -90,15 +105,18 @@ class GANModule(GeneratorModule):
     def __init__(self, latent_dim: int, channels: int, size: int, width: int = 64, lr: float = 2e-4,
                  ema_decay: float = 0.999, augment_translation: float = 0.125, augment_cutout: float = 0.5,
                  beta1: float = 0.5, d_lr_ratio: float = 1.0, d_width: int | None = None,
-                 classes: int | None = None):
+                 classes: int | None = None, lecam_weight: float = 0.0):
         super().__init__()
         self.latent_dim, self.lr, self.ema_decay = latent_dim, lr, ema_decay
+        self.lecam_weight = float(lecam_weight)
         self.beta1, self.d_lr_ratio = beta1, d_lr_ratio
         self.augment_ratios = (augment_translation, augment_cutout)
         self.online = Generator(latent_dim, channels, size, width, classes)
         self.ema = copy.deepcopy(self.online).requires_grad_(False).eval()
         self.discriminator = Discriminator(channels, size, d_width or width, classes)
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
+        # training state only (not saved): checkpoints are the same with LeCam on or off
+        self.register_buffer("lecam_anchors", torch.full((2,), float("nan")), persistent=False)
         self.automatic_optimization = False
 
     @property
@@ -118,8 +136,11 @@ class GANModule(GeneratorModule):
         opt_g, opt_d = self.optimizers()
         z = torch.randn(len(real), self.latent_dim, device=self.device)
         fake, fake_labels = self.online(z), self.online.classes_of(z)  # class-conditional: z's class (else None)
-        d_loss = hinge_d_loss(self.discriminator(self.augment(real), labels),
-                              self.discriminator(self.augment(fake.detach()), fake_labels))
+        real_logits = self.discriminator(self.augment(real), labels)
+        fake_logits = self.discriminator(self.augment(fake.detach()), fake_labels)
+        d_loss = hinge_d_loss(real_logits, fake_logits)
+        if self.lecam_weight:
+            d_loss = d_loss + self.lecam_weight * lecam_penalty(real_logits, fake_logits, self.lecam_anchors)
         opt_d.zero_grad()
         self.manual_backward(d_loss)
         opt_d.step()

@@ -172,6 +172,53 @@ def test_hinge_losses():
     assert hinge_g_loss(torch.tensor([1.0, 3.0])).item() == -2.0
 
 
+def test_lecam_anchors_follow_the_mean_logits_and_penalize_only_what_crosses_them():
+    from generators.modules import lecam_penalty
+
+    anchors = torch.full((2,), float("nan"))
+    real, fake = torch.tensor([2.0, 3.0]), torch.tensor([-1.0, -2.0])
+    # the first call sets the anchors (real 2.5, fake -1.5): (3.5² + 4.5²) / 2 on each side
+    assert lecam_penalty(real, fake, anchors).item() == pytest.approx(32.5)
+    assert anchors.tolist() == [2.5, -1.5]
+    lecam_penalty(torch.full((2,), 4.5), torch.full((2,), -3.5), anchors)  # later calls move them by 1 - 0.9
+    assert anchors.tolist() == pytest.approx([2.7, -1.7])
+    # real logits below the fake anchor and fake ones above the real anchor cost nothing
+    assert lecam_penalty(torch.tensor([-2.0]), torch.tensor([3.0]), anchors).item() == 0.0
+
+
+def _overfit_gap(lecam_weight: float, seed: int) -> float:
+    """The discriminator's mean real minus fake logit after 200 steps on 64 fixed images."""
+    import pytorch_lightning as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from generators.modules import GANModule
+
+    images = torch.rand(64, 1, 28, 28, generator=torch.Generator().manual_seed(seed)).round()
+    labels = torch.arange(64) % 10
+    torch.manual_seed(seed)
+    module = GANModule(32, 1, 28, width=16, lr=5e-4, classes=10, lecam_weight=lecam_weight)
+    pl.Trainer(max_steps=200, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+               enable_model_summary=False).fit(module, DataLoader(TensorDataset(images, labels), batch_size=32))
+    with torch.no_grad():
+        z = torch.randn(64, 32)
+        fake = module.discriminator(module.online(z), module.online.classes_of(z))
+        return float(module.discriminator(images, labels).mean() - fake.mean())
+
+
+def test_lecam_keeps_a_discriminator_that_overfits_a_few_images_from_running_away():
+    # a few images, many steps: the plain hinge discriminator drives real and fake logits apart; LeCam holds it
+    gaps = [(_overfit_gap(0.0, seed), _overfit_gap(0.3, seed)) for seed in (0, 1)]
+    assert all(lecam < 0.8 * plain for plain, lecam in gaps), gaps
+
+
+def test_lecam_changes_training_not_what_a_checkpoint_holds():
+    plain = build_generator(_cfg("dcgan").generator, 1, 28)
+    lecam = build_generator(_cfg("dcgan", ["++generator.lecam_weight=0.3"]).generator, 1, 28)
+    assert lecam.lecam_weight == 0.3 and plain.lecam_weight == 0.0
+    assert lecam.state_dict().keys() == plain.state_dict().keys()
+    lecam.load_state_dict(plain.state_dict())  # and GANs trained either way load into both
+
+
 def test_ema_update_ramps_its_decay_up():
     module = build_generator(_cfg("dcgan").generator, 1, 28)
     before = module.ema.project[0].weight.clone()

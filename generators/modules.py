@@ -14,6 +14,7 @@ from generators.augment import diff_augment
 from generators.dcgan import Discriminator, Generator
 from generators.ema import update_ema
 from generators.vae import Decoder, Encoder, negative_elbo
+from studio.errors import StudioError
 from studio.fit import diverged
 from studio.modes import eval_mode
 
@@ -108,6 +109,9 @@ class GANModule(GeneratorModule):
                  classes: int | None = None, lecam_weight: float = 0.0):
         super().__init__()
         self.latent_dim, self.lr, self.ema_decay = latent_dim, lr, ema_decay
+        if not lecam_weight >= 0:  # a negative weight would reward the overfitting LeCam is there to hold back
+            raise StudioError(f"generator.lecam_weight={lecam_weight} must be >= 0 (0: off; 0.3: the weight LeCam's "
+                              "authors used with DiffAugment)")
         self.lecam_weight = float(lecam_weight)
         self.beta1, self.d_lr_ratio = beta1, d_lr_ratio
         self.augment_ratios = (augment_translation, augment_cutout)
@@ -115,7 +119,8 @@ class GANModule(GeneratorModule):
         self.ema = copy.deepcopy(self.online).requires_grad_(False).eval()
         self.discriminator = Discriminator(channels, size, d_width or width, classes)
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
-        # training state only (not saved): checkpoints are the same with LeCam on or off
+        # training state only (not saved): checkpoints are the same with LeCam on or off; a resumed training
+        # sets the anchors again from its first batch (they follow the last ten or so batches anyway)
         self.register_buffer("lecam_anchors", torch.full((2,), float("nan")), persistent=False)
         self.automatic_optimization = False
 

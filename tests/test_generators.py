@@ -219,6 +219,13 @@ def test_lecam_changes_training_not_what_a_checkpoint_holds():
     lecam.load_state_dict(plain.state_dict())  # and GANs trained either way load into both
 
 
+def test_a_negative_lecam_weight_is_refused_in_one_line(outputs, tmp_path):
+    result = run_studio_forked("train-generator", "generator=dcgan", "++generator.lecam_weight=-0.3", "logger=none",
+                               f"hydra.run.dir={tmp_path}", outputs=outputs)
+    assert_one_line_error(result, "generator.lecam_weight=-0.3 must be >= 0", "0: off")
+    assert not (tmp_path / "manifest.json").exists()
+
+
 def test_ema_update_ramps_its_decay_up():
     module = build_generator(_cfg("dcgan").generator, 1, 28)
     before = module.ema.project[0].weight.clone()

@@ -15,9 +15,8 @@ from __future__ import annotations
 import argparse
 import copy
 
-import torch
-
 from generators import trained_generator
+from generators.ema import blend
 from generators.modules import GANModule
 from guided_recipes import class_renders, judged_classifier  # bench/ is the script's first import path
 from studio import config
@@ -36,11 +35,8 @@ def keep_averages(decays: list[float], after: int) -> None:
         if not hasattr(self, "_averages"):
             self._averages = {d: copy.deepcopy(self.online).requires_grad_(False).eval() for d in decays}
         updates = int(self.ema_updates) - 1
-        with torch.no_grad():
-            for decay, average in self._averages.items():
-                d = 0.0 if updates < after else decay
-                for avg, cur in zip(average.state_dict().values(), self.online.state_dict().values()):
-                    avg.lerp_(cur, 1 - d) if avg.is_floating_point() else avg.copy_(cur)
+        for decay, average in self._averages.items():
+            blend(average, self.online, 0.0 if updates < after else decay)
 
     GANModule.update_ema = update_ema
 
@@ -62,7 +58,7 @@ def main() -> None:
     if trained.cached:
         raise SystemExit(f"{trained.path} is cached, so no averages were kept: delete it to train again")
     gen = trained.module.eval()
-    averages = {"shipped": copy.deepcopy(gen.ema), **{f"{d:g} after {args.after}": a for d, a in gen._averages.items()}}
+    averages = {"shipped": gen.ema, **{f"{d:g} after {args.after}": a for d, a in gen._averages.items()}}
     print("average | samples realism judge / eye | seeds | pmin | judge | renders realism judge / eye | recall"
           " | diversity / real")
     for name, network in averages.items():

@@ -106,13 +106,13 @@ class GANModule(GeneratorModule):
     def __init__(self, latent_dim: int, channels: int, size: int, width: int = 64, lr: float = 2e-4,
                  ema_decay: float = 0.999, augment_translation: float = 0.125, augment_cutout: float = 0.5,
                  beta1: float = 0.5, d_lr_ratio: float = 1.0, d_width: int | None = None,
-                 classes: int | None = None, lecam_weight: float = 0.0):
+                 classes: int | None = None, lecam_weight: float | None = None):
         super().__init__()
         self.latent_dim, self.lr, self.ema_decay = latent_dim, lr, ema_decay
-        if not lecam_weight >= 0:  # a negative weight would reward the overfitting LeCam is there to hold back
-            raise StudioError(f"generator.lecam_weight={lecam_weight} must be >= 0 (0: off; 0.3: the weight LeCam's "
-                              "authors used with DiffAugment)")
-        self.lecam_weight = float(lecam_weight)
+        if lecam_weight is not None and not lecam_weight >= 0:  # a negative weight would reward the overfitting
+            raise StudioError(f"generator.lecam_weight={lecam_weight} must be >= 0 or null (null or 0: off; 0.3: "
+                              "the weight LeCam's authors used with DiffAugment)")
+        self.lecam_weight = float(lecam_weight or 0.0)
         self.beta1, self.d_lr_ratio = beta1, d_lr_ratio
         self.augment_ratios = (augment_translation, augment_cutout)
         self.online = Generator(latent_dim, channels, size, width, classes)

@@ -60,7 +60,7 @@ class SampleGrid(pl.Callback):
 
 
 # Generator keys whose null means "as before the key existed" (see cache_stem).
-UNSET_KEYS = ("epoch_images", "classes")
+UNSET_KEYS = ("epoch_images", "classes", "lecam_weight")
 
 
 def epoch_batches(gen_cfg) -> int | None:

@@ -6,9 +6,10 @@ import json
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from generators import build_generator, trained_generator
-from generators.registry import load_generator_weights
+from generators.registry import cache_stem, load_generator_weights
 from studio.errors import StudioError
 from studio.judge import generator_quality as quality
 from tests.conftest import FAST_GENERATOR, QUIET_TRAINER, assert_one_line_error, compose_config, run_studio_forked
@@ -213,16 +214,22 @@ def test_lecam_keeps_a_discriminator_that_overfits_a_few_images_from_running_awa
 
 def test_lecam_changes_training_not_what_a_checkpoint_holds():
     plain = build_generator(_cfg("dcgan").generator, 1, 28)
-    lecam = build_generator(_cfg("dcgan", ["++generator.lecam_weight=0.3"]).generator, 1, 28)
+    on = _cfg("dcgan", ["generator.lecam_weight=0.3"])
+    lecam = build_generator(on.generator, 1, 28)
     assert lecam.lecam_weight == 0.3 and plain.lecam_weight == 0.0
     assert lecam.state_dict().keys() == plain.state_dict().keys()
     lecam.load_state_dict(plain.state_dict())  # and GANs trained either way load into both
+    # the shipped null is "as before the key existed": GANs cached before it keep their entries; a weight retrains
+    shipped = _cfg("dcgan").generator
+    without = OmegaConf.create({k: v for k, v in shipped.items() if k != "lecam_weight"})
+    assert shipped.lecam_weight is None
+    assert cache_stem(shipped, on.data) == cache_stem(without, on.data) != cache_stem(on.generator, on.data)
 
 
 def test_a_negative_lecam_weight_is_refused_in_one_line(outputs, tmp_path):
-    result = run_studio_forked("train-generator", "generator=dcgan", "++generator.lecam_weight=-0.3", "logger=none",
+    result = run_studio_forked("train-generator", "generator=dcgan", "generator.lecam_weight=-0.3", "logger=none",
                                f"hydra.run.dir={tmp_path}", outputs=outputs)
-    assert_one_line_error(result, "generator.lecam_weight=-0.3 must be >= 0", "0: off")
+    assert_one_line_error(result, "generator.lecam_weight=-0.3 must be >= 0 or null", "null or 0: off")
     assert not (tmp_path / "manifest.json").exists()
 
 

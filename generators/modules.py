@@ -109,9 +109,11 @@ class GANModule(GeneratorModule):
                  classes: int | None = None, lecam_weight: float | None = None):
         super().__init__()
         self.latent_dim, self.lr, self.ema_decay = latent_dim, lr, ema_decay
-        if lecam_weight is not None and not lecam_weight >= 0:  # a negative weight would reward the overfitting
-            raise StudioError(f"generator.lecam_weight={lecam_weight} must be >= 0 or null (null or 0: off; 0.3: "
-                              "the weight LeCam's authors used with DiffAugment)")
+        # a weight, not a word or a bool; never negative (that would reward the overfitting LeCam holds back)
+        if lecam_weight is not None and (isinstance(lecam_weight, bool) or not isinstance(lecam_weight, (int, float))
+                                         or not lecam_weight >= 0):
+            raise StudioError(f"generator.lecam_weight={lecam_weight} must be a number >= 0 or null (null or 0: off; "
+                              "0.3: the weight LeCam's authors used with DiffAugment)")
         self.lecam_weight = float(lecam_weight or 0.0)
         self.beta1, self.d_lr_ratio = beta1, d_lr_ratio
         self.augment_ratios = (augment_translation, augment_cutout)

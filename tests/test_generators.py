@@ -229,8 +229,11 @@ def test_lecam_changes_training_not_what_a_checkpoint_holds():
 def test_a_negative_lecam_weight_is_refused_in_one_line(outputs, tmp_path):
     result = run_studio_forked("train-generator", "generator=dcgan", "generator.lecam_weight=-0.3", "logger=none",
                                f"hydra.run.dir={tmp_path}", outputs=outputs)
-    assert_one_line_error(result, "generator.lecam_weight=-0.3 must be >= 0 or null", "null or 0: off")
+    assert_one_line_error(result, "generator.lecam_weight=-0.3 must be a number >= 0 or null", "null or 0: off")
     assert not (tmp_path / "manifest.json").exists()
+    word = run_studio_forked("train-generator", "generator=dcgan", "generator.lecam_weight=strong", "logger=none",
+                             f"hydra.run.dir={tmp_path / 'word'}", outputs=outputs)
+    assert_one_line_error(word, "generator.lecam_weight=strong must be a number >= 0 or null")
 
 
 def test_ema_update_ramps_its_decay_up():

@@ -49,7 +49,8 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 4, 8], help="first seed of each 10 x 4 set")
     args = parser.parse_args()
     keep_averages(args.decays, args.after)
-    # lecam_weight=0.0 (not the shipped null) trains the shipped recipe under a key of its own, so it trains here rather than loading
+    # lecam_weight=0.0 (not the shipped null) trains the shipped recipe under a key of its own, so it trains here
+    # rather than loading
     cfg = config.compose("visualize", ["param=latent", "generator=dcgan", "trainer.enable_progress_bar=false",
                                        f"generator.seed={args.seed}", "generator.lecam_weight=0.0"])
     dm = build_datamodule(cfg.data)

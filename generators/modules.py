@@ -78,11 +78,22 @@ def lecam_penalty(real_logits: torch.Tensor, fake_logits: torch.Tensor, anchors:
     return F.relu(real_logits - fake_anchor).pow(2).mean() + F.relu(real_anchor - fake_logits).pow(2).mean()
 
 
+def top_k(fake_logits: torch.Tensor, epoch: int, floor: float, decay: float = 0.99) -> torch.Tensor:
+    """Top-k training (Sinha et al. 2020, "Top-k Training of GANs: Improving GAN Performance by Throwing Away
+    Bad Samples"): the logits of the fakes the discriminator rates most real, a share max(floor, decay ** epoch)
+    of the batch (at least one): all of it in the first epoch, 1% fewer each epoch after (the authors' decay),
+    never fewer than `floor` (theirs: 0.5). The generator's step learns from these alone: the worst-rated fakes
+    lie between the data's modes, and the authors show their gradients pull the generator in directions that
+    make its good samples worse."""
+    keep = max(floor, decay ** epoch)
+    return fake_logits.topk(max(1, round(keep * len(fake_logits)))).values
+
+
 class GANModule(GeneratorModule):
     """The data-efficient GAN recipe for a few thousand images: DCGAN's generator, a spectrally
     normalized discriminator, the hinge loss, DiffAugment (translation and cutout, either off at ratio 0,
-    on every image the discriminator sees, real and fake, in both steps) and an exponential moving
-    average of the generator's weights.
+    on every image the discriminator sees, real and fake, in both steps), an exponential moving
+    average of the generator's weights and, with `topk_floor`, top-k training of the generator (top_k).
 
     `online` is the generator the optimizer trains; `ema` (also `generator`, what sample() and latent
     visualization run z through) is its moving average, always in eval mode. Its decay ramps up
@@ -90,7 +101,7 @@ class GANModule(GeneratorModule):
     the random start. The state dict holds both (ema.*, online.*) and the discriminator."""
 
     options = ("ema_decay", "augment_translation", "augment_cutout", "beta1", "d_lr_ratio", "d_width", "classes",
-               "lecam_weight")
+               "lecam_weight", "topk_floor")
     # Not data-parallel (yet): its two networks take separate backward passes in one training step, which
     # DDP refuses (unused parameters) and, with find_unused_parameters, runs without a check that both
     # networks' gradients were averaged across the processes.
@@ -106,7 +117,7 @@ class GANModule(GeneratorModule):
     def __init__(self, latent_dim: int, channels: int, size: int, width: int = 64, lr: float = 2e-4,
                  ema_decay: float = 0.999, augment_translation: float = 0.125, augment_cutout: float = 0.5,
                  beta1: float = 0.5, d_lr_ratio: float = 1.0, d_width: int | None = None,
-                 classes: int | None = None, lecam_weight: float | None = None):
+                 classes: int | None = None, lecam_weight: float | None = None, topk_floor: float | None = None):
         super().__init__()
         self.latent_dim, self.lr, self.ema_decay = latent_dim, lr, ema_decay
         # a weight, not a word or a bool; never negative (that would reward the overfitting LeCam holds back)
@@ -115,6 +126,11 @@ class GANModule(GeneratorModule):
             raise StudioError(f"generator.lecam_weight={lecam_weight} must be a number >= 0 or null (null or 0: off; "
                               "0.3: the weight LeCam's authors used with DiffAugment)")
         self.lecam_weight = float(lecam_weight or 0.0)
+        if topk_floor is not None and (isinstance(topk_floor, bool) or not isinstance(topk_floor, (int, float))
+                                       or not 0 < topk_floor <= 1):
+            raise StudioError(f"generator.topk_floor={topk_floor} must be a share in (0, 1] or null (null: every fake "
+                              "trains the generator; 0.5: the authors' floor, shipped)")
+        self.topk_floor = topk_floor
         self.beta1, self.d_lr_ratio = beta1, d_lr_ratio
         self.augment_ratios = (augment_translation, augment_cutout)
         self.online = Generator(latent_dim, channels, size, width, classes)
@@ -151,7 +167,10 @@ class GANModule(GeneratorModule):
         opt_d.zero_grad()
         self.manual_backward(d_loss)
         opt_d.step()
-        g_loss = hinge_g_loss(self.discriminator(self.augment(fake), fake_labels))
+        g_logits = self.discriminator(self.augment(fake), fake_labels)
+        if self.topk_floor:
+            g_logits = top_k(g_logits, self.current_epoch, self.topk_floor)
+        g_loss = hinge_g_loss(g_logits)
         opt_g.zero_grad()
         self.manual_backward(g_loss)
         opt_g.step()

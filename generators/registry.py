@@ -60,7 +60,7 @@ class SampleGrid(pl.Callback):
 
 
 # Generator keys whose null means "as before the key existed" (see cache_stem).
-UNSET_KEYS = ("epoch_images", "classes", "lecam_weight")
+UNSET_KEYS = ("epoch_images", "classes", "lecam_weight", "topk_floor")
 
 
 def epoch_batches(gen_cfg) -> int | None:

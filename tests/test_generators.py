@@ -236,6 +236,42 @@ def test_a_negative_lecam_weight_is_refused_in_one_line(outputs, tmp_path):
     assert_one_line_error(word, "generator.lecam_weight=strong must be a number >= 0 or null")
 
 
+def test_top_k_trains_the_generator_on_the_fakes_the_discriminator_rates_most_real():
+    from generators.modules import hinge_g_loss, top_k
+
+    logits = torch.tensor([0.5, -2.0, 3.0, 1.0, -1.0, 2.0, 0.0, -3.0], requires_grad=True)
+    assert top_k(logits, 0, 0.5).tolist() == sorted(logits.tolist(), reverse=True)  # the first epoch: every fake
+    # 0.99^42 = 0.66 of 8: the best 5; long after, the floor: the best 4
+    assert top_k(logits, 42, 0.5).tolist() == [3.0, 2.0, 1.0, 0.5, 0.0]
+    assert top_k(logits, 1000, 0.5).tolist() == [3.0, 2.0, 1.0, 0.5]
+    assert top_k(logits, 1000, 0.01).tolist() == [3.0]  # never none
+    hinge_g_loss(top_k(logits, 1000, 0.5)).backward()
+    learns = logits.grad != 0  # the generator's gradient reaches the best-rated half alone
+    assert learns.tolist() == [True, False, True, True, False, True, False, False]
+
+
+def test_top_k_changes_training_not_what_a_checkpoint_holds():
+    shipped = _cfg("dcgan").generator
+    assert shipped.topk_floor == 0.5 and build_generator(shipped, 1, 28).topk_floor == 0.5
+    off = _cfg("dcgan", ["generator.topk_floor=null"])
+    plain = build_generator(off.generator, 1, 28)
+    assert plain.topk_floor is None
+    assert build_generator(shipped, 1, 28).state_dict().keys() == plain.state_dict().keys()
+    # null is "as before the key existed": the GANs cached then are what topk_floor=null reuses
+    without = OmegaConf.create({k: v for k, v in off.generator.items() if k != "topk_floor"})
+    assert cache_stem(off.generator, off.data) == cache_stem(without, off.data) != cache_stem(shipped, off.data)
+
+
+@pytest.mark.parametrize("bad, says", [("0", "generator.topk_floor=0 must be a share in (0, 1] or null"),
+                                       ("1.5", "generator.topk_floor=1.5 must be a share in (0, 1] or null"),
+                                       ("all", "generator.topk_floor: 'all' is not a number")])
+def test_a_top_k_floor_outside_zero_to_one_is_refused_in_one_line(bad, says, outputs, tmp_path):
+    result = run_studio_forked("train-generator", "generator=dcgan", f"generator.topk_floor={bad}", "logger=none",
+                               f"hydra.run.dir={tmp_path}", outputs=outputs)
+    assert_one_line_error(result, says, "0.5")
+    assert not (tmp_path / "manifest.json").exists()
+
+
 def test_ema_update_ramps_its_decay_up():
     module = build_generator(_cfg("dcgan").generator, 1, 28)
     before = module.ema.project[0].weight.clone()

@@ -25,6 +25,15 @@ def test_fashion_mnist_trains_each_generator_for_mnist5k_steps(generator):
     assert fashion.generator.max_epochs == {"dcgan": 32}.get(generator, digits.generator.max_epochs)
 
 
+def test_fashion_mnist_trains_the_gan_without_top_k_as_measured():
+    digits = compose_config("train-generator", ["generator=dcgan"])
+    fashion = compose_config("train-generator", ["generator=dcgan", "data=fashion_mnist"])
+    assert digits.generator.topk_floor == 0.5 and fashion.generator.topk_floor is None
+    # null is unset: the stem is the one the configs gave before top-k existed, so this data's cached GANs stay valid
+    without = OmegaConf.create({k: v for k, v in fashion.generator.items() if k != "topk_floor"})
+    assert cache_stem(fashion.generator, fashion.data) == cache_stem(without, fashion.data)
+
+
 @pytest.mark.parametrize("generator", GENERATORS)
 def test_the_budget_follows_the_generator_a_recipe_picks(generator):
     recipe = {"vae": "latent_vae", "dcgan": "latent_gan", "diffusion": "guided_diffusion"}[generator]

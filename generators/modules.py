@@ -17,6 +17,7 @@ from generators.vae import Decoder, Encoder, negative_elbo
 from studio.errors import StudioError
 from studio.fit import diverged
 from studio.modes import eval_mode
+from studio.validate import is_number
 
 
 class GeneratorModule(pl.LightningModule):
@@ -78,11 +79,6 @@ def lecam_penalty(real_logits: torch.Tensor, fake_logits: torch.Tensor, anchors:
     return F.relu(real_logits - fake_anchor).pow(2).mean() + F.relu(real_anchor - fake_logits).pow(2).mean()
 
 
-def _is_number(value) -> bool:
-    """A number as a config gives it: an int or a float, not a word, and not a bool (which is an int in Python)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def top_k(fake_logits: torch.Tensor, epoch: int, floor: float, decay: float = 0.99) -> torch.Tensor:
     """Top-k training (Sinha et al. 2020, "Top-k Training of GANs: Improving GAN Performance by Throwing Away
     Bad Samples"): the logits of the fakes the discriminator rates most real, a share max(floor, decay ** epoch)
@@ -126,11 +122,11 @@ class GANModule(GeneratorModule):
         super().__init__()
         self.latent_dim, self.lr, self.ema_decay = latent_dim, lr, ema_decay
         # never negative (that would reward the overfitting LeCam holds back)
-        if lecam_weight is not None and not (_is_number(lecam_weight) and lecam_weight >= 0):
+        if lecam_weight is not None and not (is_number(lecam_weight) and lecam_weight >= 0):
             raise StudioError(f"generator.lecam_weight={lecam_weight} must be a number >= 0 or null (null or 0: off; "
                               "0.3: the weight LeCam's authors used with DiffAugment)")
         self.lecam_weight = float(lecam_weight or 0.0)
-        if topk_floor is not None and not (_is_number(topk_floor) and 0 < topk_floor <= 1):
+        if topk_floor is not None and not (is_number(topk_floor) and 0 < topk_floor <= 1):
             raise StudioError(f"generator.topk_floor={topk_floor} must be a share in (0, 1] or null (null: every fake "
                               "trains the generator; 0.5: the authors' floor, shipped)")
         self.topk_floor = topk_floor

@@ -159,6 +159,11 @@ def _default(cfg: DictConfig, key: str):
     return node
 
 
+def is_number(value) -> bool:
+    """A number as a config gives it: an int or a float, not a word, and not a bool (which is an int in Python)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _fits(value, default, key: str) -> bool:
     if value is None or default is None or key.rsplit(".", 1)[-1] in FLEXIBLE:
         return True
@@ -171,7 +176,7 @@ def _fits(value, default, key: str) -> bool:
     if isinstance(default, int):
         return isinstance(value, int) and not isinstance(value, bool)
     if isinstance(default, float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return is_number(value)
     if isinstance(default, ListConfig):
         return isinstance(value, list)
     return isinstance(value, dict)  # a mapping: the last type a YAML default can have

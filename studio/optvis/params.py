@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 import torch
 
 from studio.errors import StudioError, lookup
+from studio.validate import is_number
 
 # Lucid's square root of the ImageNet colour correlation (SVD), columns normalized to max norm 1.
 _COLOR_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
@@ -411,8 +412,7 @@ def check_guided(guidance_scale=0.02, guidance_until=0.0, start_candidates=24, p
                           "below which guidance stops (0: guide every step)")
     _check_count("start_candidates", start_candidates, "starting noises tried per render; 1: the seed's own")
     _check_count("preview_steps", preview_steps, "DDIM steps of their preview")
-    if guidance_stop is not None and (isinstance(guidance_stop, bool) or not isinstance(guidance_stop, (int, float))
-                                      or not 0 < guidance_stop <= 1):
+    if guidance_stop is not None and not (is_number(guidance_stop) and 0 < guidance_stop <= 1):
         raise StudioError(f"param.guidance_stop={guidance_stop} must be a probability in (0, 1] (the target "
                           "probability at which a class render is no longer guided; 0.99 is the measured default) "
                           "or null (always guide)")

@@ -31,6 +31,7 @@ from studio.optvis.params import ParamSpec, pixel
 from studio.optvis.regularizers import Projection
 from studio.optvis.transforms import compose
 from studio.progress import bar
+from studio.validate import is_number
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop,
@@ -272,7 +273,7 @@ class RenderOptions:
         if bad:
             raise StudioError(f"threshold {bad[0]} is outside the {self.steps} optimization steps (1..{self.steps})")
         retry = self.retry_below  # a probability: not a word, not a bool (True would pass as 1)
-        if retry is not None and (isinstance(retry, bool) or not isinstance(retry, (int, float)) or not 0 < retry <= 1):
+        if retry is not None and not (is_number(retry) and 0 < retry <= 1):
             raise StudioError(f"retry_below={retry} must be a target probability in (0, 1], or null "
                               "for no retries")
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from studio.files import write_text
 from studio.report.jobs import Job
 from studio.report.stats import mean_interval
+from studio.validate import is_number
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SUBJECT_FIELDS = ("index", "target", "layer")  # what an item is of: one row of the grid
@@ -23,17 +24,17 @@ def _subject(item: dict) -> str:
     return " ".join(parts) or str(item.get("image", "?"))
 
 
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def _is_finite(value) -> bool:
+    return is_number(value) and math.isfinite(value)
 
 
 def _item_metrics(item: dict) -> dict:
     return {k: float(v) for k, v in (item.get("metrics") or {}).items()
-            if _is_number(v) or isinstance(v, bool)}
+            if _is_finite(v) or isinstance(v, bool)}
 
 
 def _run_metrics(manifest: dict) -> dict:
-    metrics = {k: float(v) for k, v in (manifest.get("metrics") or {}).items() if _is_number(v)}
+    metrics = {k: float(v) for k, v in (manifest.get("metrics") or {}).items() if _is_finite(v)}
     if metrics.get("images") and "render_seconds" in metrics and "seconds_per_image" not in metrics:
         metrics["seconds_per_image"] = metrics["render_seconds"] / metrics["images"]
     return metrics

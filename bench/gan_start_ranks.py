@@ -1,0 +1,122 @@
+"""Could a render's start be chosen after the fact, by how natural the render looks? (issue 15)
+
+The GAN's latent class renders start from the best of `start_candidates` prior draws by the objective and
+retry from the next-best start only when the target probability ends below `retry_below` (the shipped
+recipe). This renders every element of a 10 classes x 4 seeds set from each of its ranked starts once, then
+compares, on the same renders, the shipped choice with a realism retry that needs no judge: a render outside
+the real digits' k-NN manifold in the *visualized model's own* convolution statistics (its distance to the
+nearest real image over that image's k-th-neighbour radius, k = 3, above `--outside`) is swapped for the
+render of another start that reached the target and sits nearer the real digits. Scored by the judge and
+the eye as every run is (they never choose).
+
+    OMP_NUM_THREADS=1 python bench/gan_start_ranks.py --training-seeds 0 1 2 --seeds 0 4 8 12 16 20 24 28
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from generators import trained_generator
+from guided_recipes import judged_classifier  # bench/ is the script's first import path
+from studio import config
+from studio.data import build_datamodule
+from studio.optvis import class_, render
+from studio.optvis.params import latent
+from studio.realism import FeatureView, knn_radii
+
+CLASSES = [c for c in range(10) for _ in range(4)]
+
+
+class OwnView:
+    """Each image's distance to the real manifold in the classifier's own convolution statistics: the
+    smallest distance to a real training image over that image's k-th-neighbour radius (> 1: outside)."""
+
+    def __init__(self, model, train_images: torch.Tensor, k: int = 3):
+        self.view = FeatureView("model", model, train_images)
+        self.radii = knn_radii(self.view.reference, k)
+
+    def outside(self, images: torch.Tensor) -> torch.Tensor:
+        e = self.view.embed(images)
+        distances = np.sqrt(((e[:, None, :] - self.view.reference[None]) ** 2).sum(-1))
+        return torch.from_numpy((distances / self.radii[None]).min(1))
+
+
+def shipped(ranked: list, retry_below: float) -> torch.Tensor:
+    """(B,) the start each element's render keeps under render(retry_below=...): rank 0, and for a render
+    below the threshold the next start's when that one is likelier, in turn."""
+    prob, keep = ranked[0][1].clone(), torch.zeros(len(CLASSES), dtype=torch.long)
+    for rank in range(1, len(ranked)):
+        take = (prob < retry_below) & (ranked[rank][1] > prob)
+        prob[take], keep[take] = ranked[rank][1][take], rank
+    return keep
+
+
+def natural_retry(ranked: list, retry_below: float, outside: list, threshold: float) -> torch.Tensor:
+    """The shipped choice, then each render outside the real manifold (> threshold) swapped for another
+    start's that reached retry_below and lies nearer it."""
+    keep = shipped(ranked, retry_below)
+    for b in range(len(CLASSES)):
+        best = int(keep[b])
+        if outside[best][b] <= threshold:
+            continue
+        for rank in range(len(ranked)):
+            if ranked[rank][1][b] >= retry_below and outside[rank][b] < outside[best][b]:
+                best = rank
+        keep[b] = best
+    return keep
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--training-seeds", nargs="+", type=int, default=[0], help="generator.seed of each GAN")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 4, 8], help="first seed of each 10 x 4 set")
+    parser.add_argument("--outside", nargs="+", type=float, default=[1.0, 1.1],
+                        help="thresholds of the realism retry (distance over radius; 1: the manifold's edge)")
+    args = parser.parse_args()
+    base = config.compose("visualize", ["param=latent", "generator=dcgan", "trainer.enable_progress_bar=false"])
+    dm = build_datamodule(base.data)
+    model, judge = judged_classifier(base, dm)
+    dm.setup("fit")
+    own = OwnView(model, dm.split("train")[0].float())
+    groups = [f"c{c}" for c in CLASSES]
+    policies = ["shipped", *[f"outside>{t}" for t in args.outside]]
+    rows: dict[str, list] = {p: [] for p in policies}
+    print("training seed | seeds | policy | swapped | pmin | judge | realism judge / eye | recall | diversity / real")
+    for training_seed in args.training_seeds:
+        cfg = config.compose("visualize", ["param=latent", "generator=dcgan", "trainer.enable_progress_bar=false",
+                                           f"++generator.seed={training_seed}"])
+        gen = trained_generator(cfg.generator, cfg.data, cfg.trainer, dm, cfg.paths.models).module.eval()
+        spec = latent(gen, max_norm=cfg.param.max_norm, start_candidates=cfg.param.start_candidates)
+        retry_below = float(cfg.retry_below)
+        for first in args.seeds:
+            ranked = []
+            for rank in range(spec.starts):
+                r = render(model, class_(list(range(10)), log_softmax=True), param=spec.ranked(rank),
+                           seeds=list(range(first, first + 4)), steps=cfg.generator.render.steps,
+                           lr=cfg.generator.render.lr)
+                ranked.append((r.images, r.target_prob))
+            outside = [own.outside(images) for images, _ in ranked]
+            base_keep = shipped(ranked, retry_below)
+            choices = {"shipped": base_keep} | {f"outside>{t}": natural_retry(ranked, retry_below, outside, t)
+                                                for t in args.outside}
+            for policy, keep in choices.items():
+                images = torch.stack([ranked[int(k)][0][b] for b, k in enumerate(keep)])
+                prob = torch.stack([ranked[int(k)][1][b] for b, k in enumerate(keep)])
+                s = judge.score(images, CLASSES, groups)[1]
+                row = (s["judge_recognition"], s["realism_ratio/judge"], s["realism_ratio/eye"])
+                rows[policy].append(row)
+                print(f"{training_seed} | {first}-{first + 3} | {policy} | {int((keep != base_keep).sum())} | "
+                      f"{float(prob.min()):.3f} | {row[0]:.3f} | {row[1]:.2f} / {row[2]:.2f} | {s['recall']:.2f} | "
+                      f"{s['diversity'] / s['diversity_real']:.2f}", flush=True)
+    for policy, values in rows.items():
+        a = np.array(values)
+        worst = np.maximum(a[:, 1], a[:, 2])
+        print(f"{policy}: {len(a)} sets, judge {100 * a[:, 0].mean():.1f}%, realism {a[:, 1].mean():.2f} / "
+              f"{a[:, 2].mean():.2f}, <= 1.5 in both on {(worst <= 1.5).sum()}, <= 2 on {(worst <= 2).sum()}")
+
+
+if __name__ == "__main__":
+    main()

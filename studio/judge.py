@@ -227,11 +227,12 @@ class Judge:
         """Per view v: realism_ratio/v = FD(images, real) / mean FD(class-matched real sets of as many
         images, real) (~1 for real data, higher is less natural), frechet/v, frechet_real/v, kid/v and
         kid_real/v (the same for KID: real sets ~0), precision/v, recall/v (k-NN manifolds, real
-        manifold from the reference). Over the views: realism_ratio (largest), precision and recall
+        manifold from the reference). Over the views: realism_ratio (largest), realism_ratio_real_min and
+        realism_ratio_real_max (the range of the class-matched real sets' own ratios), precision and recall
         (smallest), precision_real and recall_real (the same for the class-matched real sets)."""
         if len(images) < 3:
             raise StudioError(f"realism needs at least 3 images to fit a covariance; got {len(images)}")
-        fd_reals, kid_reals, real_pr = self._real_baselines(classes, len(images))
+        fd_reals, kid_reals, real_pr, real_ratios = self._real_baselines(classes, len(images))
         out: dict = {}
         for i, view in enumerate(self.views):
             x, v = view.embed(images), view.name
@@ -243,6 +244,8 @@ class Judge:
                 out[f"precision/{v}"], out[f"recall/{v}"] = precision_recall(x, view.reference, self.k, view.radii)
         names = [view.name for view in self.views]
         out["realism_ratio"] = max(out[f"realism_ratio/{v}"] for v in names)
+        # what real sets of as many images read, the same way: a ratio inside this range is one real data gives
+        out.update(realism_ratio_real_min=float(real_ratios.min()), realism_ratio_real_max=float(real_ratios.max()))
         if len(images) > self.k:
             out.update(precision=min(out[f"precision/{v}"] for v in names),
                        recall=min(out[f"recall/{v}"] for v in names),
@@ -250,9 +253,11 @@ class Judge:
                        recall_real=float(real_pr[:, :, 1].min(0).mean()))
         return out
 
-    def _real_baselines(self, classes: Sequence[int] | None, n: int) -> tuple[list, list, np.ndarray]:
-        """Per view, the mean FD and KID of `baselines` class-matched real sets of n images, and their
-        (precision, recall) (views x sets x 2). The draws depend only on the seed, the classes and n, so
+    def _real_baselines(self, classes: Sequence[int] | None, n: int) -> tuple[list, list, np.ndarray, np.ndarray]:
+        """Per view, the mean FD and KID of `baselines` class-matched real sets of n images, their
+        (precision, recall) (views x sets x 2), and each set's own realism ratio, read as a run's is (its FD over
+        the view's mean, the largest over the views): the range real data gives. The draws depend only on the
+        seed, the classes and n, so
         the numbers are computed once per (classes, n) and reused: scoring several sets of the same
         classes (calibration sets, samples beside noise) costs one set of baselines, not one each."""
         key = (None if classes is None else tuple(int(c) for c in classes), n)
@@ -261,15 +266,17 @@ class Judge:
             rng = np.random.default_rng(self.seed)
             draws = [self.class_matched_rows(classes, rng, n) for _ in range(self.baselines)]
             real_pr = np.zeros((len(self.views), len(draws), 2))
-            fd_reals, kid_reals = [], []
+            fd_reals, kid_reals, set_ratios = [], [], []
             for i, view in enumerate(self.views):
-                fd_reals.append(float(np.mean([frechet_distance(view.pool[rows], view.reference) for rows in draws])))
+                fds = np.array([frechet_distance(view.pool[rows], view.reference) for rows in draws])
+                fd_reals.append(float(fds.mean()))
+                set_ratios.append(fds / fds.mean())
                 kid_reals.append(float(np.mean([kid(view.pool[rows], view.reference, view.reference_self)
                                                 for rows in draws])))
                 if n > self.k:
                     real_pr[i] = [precision_recall(view.pool[rows], view.reference, self.k, view.radii)
                                   for rows in draws]
-            cache[key] = (fd_reals, kid_reals, real_pr)
+            cache[key] = (fd_reals, kid_reals, real_pr, np.max(set_ratios, axis=0))
         return cache[key]
 
     def diversity(self, images: torch.Tensor, groups: Sequence) -> float:

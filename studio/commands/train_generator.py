@@ -41,6 +41,7 @@ def run(cfg, tracker) -> Result:
     tracker.log_images("generator/quality", [run_dir / "samples.png", run_dir / "class_shares.png"])
     print(f"generator quality ({len(samples)} samples, judged by {cfg.judge.name}): "
           f"confidence {metrics['judge_confidence']:.3f}, smallest class share {metrics['class_share_min']:.1%}, "
-          f"realism ratio {metrics['realism_ratio']:.2f} (real data ~1)")
+          f"realism ratio {metrics['realism_ratio']:.2f} (real sets {metrics['realism_ratio_real_min']:.2f}-"
+          f"{metrics['realism_ratio_real_max']:.2f})")
     return Result(metrics, artifacts={"generator": str(gen.path.resolve()), "samples": "samples.png",
                                       "class_shares": "class_shares.png"})

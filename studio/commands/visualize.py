@@ -201,7 +201,8 @@ def _print_summary(label: str, metrics: dict, where: Path) -> None:
     if "judge_recognition" in metrics:
         parts.append(f"judge recognizes {metrics['judge_recognition']:.0%}")
     if "realism_ratio" in metrics:
-        parts.append(f"realism ratio {metrics['realism_ratio']:.2f} (real ~1)")
+        parts.append(f"realism ratio {metrics['realism_ratio']:.2f} (real sets {metrics['realism_ratio_real_min']:.2f}-"
+                     f"{metrics['realism_ratio_real_max']:.2f})")
     if "diversity" in metrics:
         parts.append(f"diversity {metrics['diversity']:.2f} (real {metrics['diversity_real']:.2f})")
     if "path_similarity_mean" in metrics:

@@ -254,12 +254,12 @@ class Judge:
         return out
 
     def _real_baselines(self, classes: Sequence[int] | None, n: int) -> tuple[list, list, np.ndarray, np.ndarray]:
-        """Per view, the mean FD and KID of `baselines` class-matched real sets of n images, their
-        (precision, recall) (views x sets x 2), and each set's own realism ratio, read as a run's is (its FD over
-        the view's mean, the largest over the views): the range real data gives. The draws depend only on the
-        seed, the classes and n, so
-        the numbers are computed once per (classes, n) and reused: scoring several sets of the same
-        classes (calibration sets, samples beside noise) costs one set of baselines, not one each."""
+        """Per view, the mean FD and KID of `baselines` class-matched real sets of n images, and their
+        (precision, recall) (views x sets x 2); then each set's own realism ratio, read as a run's is (its FD
+        over the view's mean, the largest over the views): the range real data gives. The draws depend only on
+        the seed, the classes and n, so the numbers are computed once per (classes, n) and reused: scoring
+        several sets of the same classes (calibration sets, samples beside noise) costs one set of baselines,
+        not one each."""
         key = (None if classes is None else tuple(int(c) for c in classes), n)
         cache = self._baselines
         if key not in cache:

@@ -1,8 +1,8 @@
 """The judge's realism views, calibrated on fixed data (bench/calibrate_realism.py prints the same sets):
 real test digits (10 classes x 4) and held-out real sets read about 1, the same digits blurred read
 steeply more, uniform noise the most, in EVERY view; KID, precision and recall agree. Margins are the
-measured ones with room for another trained judge or eye (measured: held-out real sets 0.84-1.64, σ 0.5 px
-2.6-3.1, σ 0.7 px 7.4-9.3, σ 1.0 px 18-22, noise 77-270)."""
+measured ones with room for another trained judge or eye (measured: held-out real sets 0.83-1.65, σ 0.5 px
+2.5-3.1, σ 0.7 px 7.2-9.5, σ 1.0 px 18-23, noise 81-266)."""
 
 from pathlib import Path
 

@@ -14,10 +14,9 @@ from generators.augment import diff_augment
 from generators.dcgan import Discriminator, Generator
 from generators.ema import update_ema
 from generators.vae import Decoder, Encoder, negative_elbo
-from studio.errors import StudioError
+from studio.errors import StudioError, is_number
 from studio.fit import diverged
 from studio.modes import eval_mode
-from studio.validate import is_number
 
 
 class GeneratorModule(pl.LightningModule):

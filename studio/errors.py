@@ -17,3 +17,9 @@ def lookup(registry: dict, kind: str, name: str):
         return registry[name]
     except KeyError:
         raise unknown(kind, name, sorted(registry)) from None
+
+
+def is_number(value) -> bool:
+    """A number as a config gives it: an int or a float, not a word, and not a bool (which is an int in Python);
+    the first half of most value checks that end in a StudioError."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from studio.errors import StudioError
+from studio.errors import StudioError, is_number
 
 # Leaf keys whose default is one type but which take others too: "all | an int | a list", Lightning's
 # `devices=auto`, a numeric `precision`.
@@ -157,11 +157,6 @@ def _default(cfg: DictConfig, key: str):
             return node
         return node if resolved is None else resolved
     return node
-
-
-def is_number(value) -> bool:
-    """A number as a config gives it: an int or a float, not a word, and not a bool (which is an int in Python)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _fits(value, default, key: str) -> bool:

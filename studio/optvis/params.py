@@ -17,8 +17,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from studio.errors import StudioError, lookup
-from studio.validate import is_number
+from studio.errors import StudioError, is_number, lookup
 
 # Lucid's square root of the ImageNet colour correlation (SVD), columns normalized to max norm 1.
 _COLOR_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])

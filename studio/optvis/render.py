@@ -24,14 +24,13 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from studio.errors import StudioError, lookup
+from studio.errors import StudioError, is_number, lookup
 from studio.modes import autocast, eval_mode
 from studio.optvis.objectives import IMAGE, INPUT, LOGITS, Objective
 from studio.optvis.params import ParamSpec, pixel
 from studio.optvis.regularizers import Projection
 from studio.optvis.transforms import compose
 from studio.progress import bar
-from studio.validate import is_number
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop,

@@ -9,10 +9,10 @@ import math
 from collections import OrderedDict
 from pathlib import Path
 
+from studio.errors import is_number
 from studio.files import write_text
 from studio.report.jobs import Job
 from studio.report.stats import mean_interval
-from studio.validate import is_number
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SUBJECT_FIELDS = ("index", "target", "layer")  # what an item is of: one row of the grid

@@ -63,10 +63,10 @@ def real_sets(judge, dm, count: int, seed: int = 1) -> str:
     """How often a random class-matched set of 10 x 4 real validation/test images reads a realism ratio (the
     largest over the views, as a run reports it) <= 1.5 and <= 2, and the range."""
     import numpy as np
-    import torch
 
-    pool = [dm.split(name) for name in ("val", "test")]  # the judge's pool, in its order (Judge.for_data)
-    images = torch.cat([p[0] for p in pool])
+    from studio.judge import real_pool
+
+    images, _ = real_pool(dm)  # the rows class_matched_rows draws from
     classes = [c for c in range(len(np.unique(judge.pool_labels))) for _ in range(4)]
     rng = np.random.default_rng(seed)  # not the baselines' seed: other draws than the ones each ratio divides by
     ratios = np.array([judge.realism(images[judge.class_matched_rows(classes, rng)], classes)["realism_ratio"]

@@ -165,8 +165,7 @@ class Judge:
         with the networks and the data (studio/commands/shared.py keys it by their bytes). Beside it, the
         reference terms (reference_terms(), per dims, seed and k) are cached the same way."""
         train_images, _ = dm.split("train")
-        pool = [dm.split(name) for name in ("val", "test")]
-        pool_images, pool_labels = torch.cat([p[0] for p in pool]), torch.cat([p[1] for p in pool])
+        pool_images, pool_labels = real_pool(dm)
         with _locked(cache):
             statistics = _read_npz(cache)
             if cache is not None and statistics is None:
@@ -270,7 +269,7 @@ class Judge:
             for i, view in enumerate(self.views):
                 fds = np.array([frechet_distance(view.pool[rows], view.reference) for rows in draws])
                 fd_reals.append(float(fds.mean()))
-                set_ratios.append(fds / fds.mean())
+                set_ratios.append(fds / fd_reals[-1])
                 kid_reals.append(float(np.mean([kid(view.pool[rows], view.reference, view.reference_self)
                                                 for rows in draws])))
                 if n > self.k:
@@ -304,6 +303,13 @@ class Judge:
         if len(set(groups)) < len(groups):  # some target has several seeds
             summary.update(diversity=self.diversity(images, groups), diversity_real=self.real_diversity(classes, groups))
         return per_image, summary
+
+
+def real_pool(dm) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images, labels) of the real images a judge draws its class-matched sets from, in its row order: the
+    validation and test splits, which the visualizations never saw either."""
+    pool = [dm.split(name) for name in ("val", "test")]
+    return torch.cat([p[0] for p in pool]), torch.cat([p[1] for p in pool])
 
 
 def mean_pairwise_distance(embedding: np.ndarray, groups: Sequence) -> float:

@@ -20,6 +20,12 @@ class Result:
     artifacts: dict = field(default_factory=dict)
 
 
+def realism_words(metrics: dict) -> str:
+    """The summary lines' realism figure beside the range real sets of as many images read (Judge.realism)."""
+    return (f"realism ratio {metrics['realism_ratio']:.2f} (real sets {metrics['realism_ratio_real_min']:.2f}-"
+            f"{metrics['realism_ratio_real_max']:.2f})")
+
+
 def _how(cached: bool, seconds: float, resumed_after_epoch: int, cached_word: str) -> str:
     how = cached_word if cached else f"trained in {seconds:.0f} s"
     if resumed_after_epoch:  # a stopped run's work was kept, not thrown away

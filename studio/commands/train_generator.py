@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from studio.commands.shared import Result, generator_for, judge_for
+from studio.commands.shared import Result, generator_for, judge_for, realism_words
 from studio.data import build_datamodule
 from studio.images import grid, pyplot, save_figure, save_png
 from studio.judge import generator_quality
@@ -41,7 +41,6 @@ def run(cfg, tracker) -> Result:
     tracker.log_images("generator/quality", [run_dir / "samples.png", run_dir / "class_shares.png"])
     print(f"generator quality ({len(samples)} samples, judged by {cfg.judge.name}): "
           f"confidence {metrics['judge_confidence']:.3f}, smallest class share {metrics['class_share_min']:.1%}, "
-          f"realism ratio {metrics['realism_ratio']:.2f} (real sets {metrics['realism_ratio_real_min']:.2f}-"
-          f"{metrics['realism_ratio_real_max']:.2f})")
+          f"{realism_words(metrics)}")
     return Result(metrics, artifacts={"generator": str(gen.path.resolve()), "samples": "samples.png",
                                       "class_shares": "class_shares.png"})

@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 
 from studio import config
 from studio.commands import channel_labels, render_checks
-from studio.commands.shared import Result, generator_for, judge_for, train_one
+from studio.commands.shared import Result, generator_for, judge_for, realism_words, train_one
 from studio.data import build_datamodule
 from studio.errors import StudioError
 from studio.files import write_text
@@ -201,8 +201,7 @@ def _print_summary(label: str, metrics: dict, where: Path) -> None:
     if "judge_recognition" in metrics:
         parts.append(f"judge recognizes {metrics['judge_recognition']:.0%}")
     if "realism_ratio" in metrics:
-        parts.append(f"realism ratio {metrics['realism_ratio']:.2f} (real sets {metrics['realism_ratio_real_min']:.2f}-"
-                     f"{metrics['realism_ratio_real_max']:.2f})")
+        parts.append(realism_words(metrics))
     if "diversity" in metrics:
         parts.append(f"diversity {metrics['diversity']:.2f} (real {metrics['diversity_real']:.2f})")
     if "path_similarity_mean" in metrics:

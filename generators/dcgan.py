@@ -28,28 +28,64 @@ class Generator(nn.Module):
     With `classes` (class-conditional): the first `classes` entries of z choose the class, their argmax
     (classes_of), so z ~ N(0, I) draws every class equally often; the generator sees them once more as
     softmax(z_c / CLASS_TEMPERATURE), and the discriminator judges its images as that class. z stays the
-    whole latent code: sampling and latent renders need nothing else."""
+    whole latent code: sampling and latent renders need nothing else. With `class_norm` the generator also takes
+    those class weights as each batch norm's gain and bias (ClassModulation)."""
 
-    def __init__(self, latent_dim: int, channels: int, size: int, width: int = 64, classes: int | None = None):
+    def __init__(self, latent_dim: int, channels: int, size: int, width: int = 64, classes: int | None = None,
+                 class_norm: bool = False):
         super().__init__()
         if classes and classes > latent_dim:
             raise StudioError(f"a class-conditional generator chooses its class with the first generator.classes="
                               f"{classes} latent entries; generator.latent_dim={latent_dim} has too few")
         self.latent_dim, self.base, self.width, self.classes = latent_dim, _base(size), width, classes or 0
-        self.project = nn.Sequential(nn.Linear(latent_dim + self.classes, 2 * width * self.base ** 2, bias=False),
-                                     nn.BatchNorm1d(2 * width * self.base ** 2), nn.ReLU())
+        modulated = bool(class_norm and self.classes)  # an unconditional generator has no class to modulate by
+        features = 2 * width * self.base ** 2
+        self.project = nn.Sequential(nn.Linear(latent_dim + self.classes, features, bias=False),
+                                     nn.BatchNorm1d(features, affine=not modulated), nn.ReLU())
         self.upsample = nn.Sequential(
-            nn.ConvTranspose2d(2 * width, width, 4, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
-            nn.ConvTranspose2d(width, channels, 4, 2, 1), nn.Sigmoid())
+            nn.ConvTranspose2d(2 * width, width, 4, 2, 1, bias=False), nn.BatchNorm2d(width, affine=not modulated),
+            nn.ReLU(), nn.ConvTranspose2d(width, channels, 4, 2, 1), nn.Sigmoid())
+        # one per batch norm above, in order (made last, so the layers above start from the same weights either way)
+        self.class_norm = nn.ModuleList([ClassModulation(self.classes, n) for n in (features, width)]
+                                        ) if modulated else None
 
     def classes_of(self, z: torch.Tensor) -> torch.Tensor | None:
         """The class each latent code draws (argmax of its class entries); None when unconditional."""
         return z[:, :self.classes].argmax(1) if self.classes else None
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        if self.classes:
-            z = torch.cat([z, torch.softmax(z[:, :self.classes] / CLASS_TEMPERATURE, 1)], 1)
-        return self.upsample(self.project(z).view(-1, 2 * self.width, self.base, self.base))
+        if not self.classes:
+            return self.upsample(self.project(z).view(-1, 2 * self.width, self.base, self.base))
+        weights = torch.softmax(z[:, :self.classes] / CLASS_TEMPERATURE, 1)
+        h = self.conditioned(self.project, torch.cat([z, weights], 1), weights, norm=0)
+        return self.conditioned(self.upsample, h.view(-1, 2 * self.width, self.base, self.base), weights, norm=1)
+
+    def conditioned(self, sequence: nn.Sequential, h: torch.Tensor, weights: torch.Tensor, norm: int) -> torch.Tensor:
+        """h through `sequence`; with class_norm, its batch norm's output modulated by the class weights
+        (class_norm[norm]: each sequence has one batch norm)."""
+        if self.class_norm is None:
+            return sequence(h)
+        for layer in sequence:
+            h = layer(h)
+            if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+                h = self.class_norm[norm](h, weights)
+        return h
+
+
+class ClassModulation(nn.Linear):
+    """The class part of a conditional batch norm (de Vries et al. 2017; BigGAN's class-conditional batch norm,
+    Brock et al. 2019): a gain and a bias per channel, linear in the class weights c = softmax(z_c / T), on the
+    output of a batch norm without its own affine part: h·(1 + g(c)) + b(c). Zero at the start (plain batch
+    norm); each class learns which features to amplify or silence, where input conditioning leaves every class
+    the same normalization. c stays soft, so a latent render's gradient still moves between classes."""
+
+    def __init__(self, classes: int, channels: int):
+        super().__init__(classes, 2 * channels)
+        nn.init.zeros_(self.weight), nn.init.zeros_(self.bias)
+
+    def forward(self, h: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        gain, bias = super().forward(weights).view(len(h), 2, -1, *(1,) * (h.dim() - 2)).unbind(1)
+        return h * (1 + gain) + bias
 
 
 class MinibatchStd(nn.Module):

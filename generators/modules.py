@@ -93,7 +93,8 @@ class GANModule(GeneratorModule):
     """The data-efficient GAN recipe for a few thousand images: DCGAN's generator, a spectrally
     normalized discriminator, the hinge loss, DiffAugment (translation and cutout, either off at ratio 0,
     on every image the discriminator sees, real and fake, in both steps), an exponential moving
-    average of the generator's weights and, with `topk_floor`, top-k training of the generator (top_k).
+    average of the generator's weights, with `topk_floor` top-k training of the generator (top_k) and, with
+    `class_norm`, class-conditional batch norm in a class-conditional generator (generators/dcgan.py).
 
     `online` is the generator the optimizer trains; `ema` (also `generator`, what sample() and latent
     visualization run z through) is its moving average, always in eval mode. Its decay ramps up
@@ -101,13 +102,14 @@ class GANModule(GeneratorModule):
     the random start. The state dict holds both (ema.*, online.*) and the discriminator."""
 
     options = ("ema_decay", "augment_translation", "augment_cutout", "beta1", "d_lr_ratio", "d_width", "classes",
-               "lecam_weight", "topk_floor")
+               "lecam_weight", "topk_floor", "class_norm")
     # Not data-parallel (yet): its two networks take separate backward passes in one training step, which
     # DDP refuses (unused parameters) and, with find_unused_parameters, runs without a check that both
     # networks' gradients were averaged across the processes.
     data_parallel = False
     misfit_hint = (" (a class-conditional GAN also needs generator.classes: a studio dcgan's is the data's class "
-                   "count, null is unconditional)")
+                   "count, null is unconditional; and generator.class_norm as it was trained: true for a studio dcgan "
+                   "with class-conditional batch norm, the default since it came, false before)")
     sampled = "ema"
     sampled_what = "the moving average (EMA) of the generator's weights"
     sampled_missing = ("a checkpoint from before the EMA recipe? Retrain it (studio train-generator generator=dcgan; "
@@ -117,7 +119,8 @@ class GANModule(GeneratorModule):
     def __init__(self, latent_dim: int, channels: int, size: int, width: int = 64, lr: float = 2e-4,
                  ema_decay: float = 0.999, augment_translation: float = 0.125, augment_cutout: float = 0.5,
                  beta1: float = 0.5, d_lr_ratio: float = 1.0, d_width: int | None = None,
-                 classes: int | None = None, lecam_weight: float | None = None, topk_floor: float | None = None):
+                 classes: int | None = None, lecam_weight: float | None = None, topk_floor: float | None = None,
+                 class_norm: bool = False):
         super().__init__()
         self.latent_dim, self.lr, self.ema_decay = latent_dim, lr, ema_decay
         # never negative (that would reward the overfitting LeCam holds back)
@@ -129,9 +132,12 @@ class GANModule(GeneratorModule):
             raise StudioError(f"generator.topk_floor={topk_floor} must be a share in (0, 1] or null (null: every fake "
                               "trains the generator; 0.5: the authors' floor, shipped)")
         self.topk_floor = topk_floor
+        if not isinstance(class_norm, bool):  # a word would read as true
+            raise StudioError(f"generator.class_norm={class_norm} must be true or false (true: class-conditional "
+                              "batch norm, shipped; false: the class as input alone)")
         self.beta1, self.d_lr_ratio = beta1, d_lr_ratio
         self.augment_ratios = (augment_translation, augment_cutout)
-        self.online = Generator(latent_dim, channels, size, width, classes)
+        self.online = Generator(latent_dim, channels, size, width, classes, class_norm)
         self.ema = copy.deepcopy(self.online).requires_grad_(False).eval()
         self.discriminator = Discriminator(channels, size, d_width or width, classes)
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))

@@ -59,8 +59,8 @@ class SampleGrid(pl.Callback):
                              step=trainer.global_step)
 
 
-# Generator keys whose null means "as before the key existed" (see cache_stem).
-UNSET_KEYS = ("epoch_images", "classes", "lecam_weight", "topk_floor")
+# Generator keys whose null (class_norm: false) means "as before the key existed" (see cache_stem).
+UNSET_KEYS = ("epoch_images", "classes", "lecam_weight", "topk_floor", "class_norm")
 
 
 def epoch_batches(gen_cfg) -> int | None:
@@ -82,7 +82,8 @@ def cache_stem(gen_cfg, data_cfg) -> str:
     data_key = {k: v for k, v in data_cfg.items() if k not in ("num_workers", "split")}
     # a key at its "off" value (UNSET_KEYS) trains what the configs did before it existed: left out, so the
     # entries cached then stay valid
-    trained_by = {k: v for k, v in gen_cfg.items() if k != "render" and not (k in UNSET_KEYS and v is None)}
+    trained_by = {k: v for k, v in gen_cfg.items()
+                  if k != "render" and not (k in UNSET_KEYS and (v is None or v is False))}
     return f"{gen_cfg.name}-{data_cfg.name}-{config_hash(generator=trained_by, data=data_key)}"
 
 

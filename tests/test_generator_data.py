@@ -25,12 +25,14 @@ def test_fashion_mnist_trains_each_generator_for_mnist5k_steps(generator):
     assert fashion.generator.max_epochs == {"dcgan": 32}.get(generator, digits.generator.max_epochs)
 
 
-def test_fashion_mnist_trains_the_gan_without_top_k_as_measured():
+def test_fashion_mnist_trains_the_gan_without_top_k_and_class_norm_as_measured():
     digits = compose_config("train-generator", ["generator=dcgan"])
     fashion = compose_config("train-generator", ["generator=dcgan", "data=fashion_mnist"])
     assert digits.generator.topk_floor == 0.5 and fashion.generator.topk_floor is None
-    # null is unset: the stem is the one the configs gave before top-k existed, so this data's cached GANs stay valid
-    without = OmegaConf.create({k: v for k, v in fashion.generator.items() if k != "topk_floor"})
+    assert digits.generator.class_norm is True and fashion.generator.class_norm is False
+    # null and false are unset: the stem is the one the configs gave before either existed, so this data's cached
+    # GANs stay valid
+    without = OmegaConf.create({k: v for k, v in fashion.generator.items() if k not in ("topk_floor", "class_norm")})
     assert cache_stem(fashion.generator, fashion.data) == cache_stem(without, fashion.data)
 
 

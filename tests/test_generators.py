@@ -44,7 +44,8 @@ def test_samples_are_deterministic_and_cached(dcgan, datamodule):
 def test_saved_generator_loads_and_reproduces_its_samples(dcgan, datamodule, tmp_path):
     path = tmp_path / "g.pt"
     torch.save(dcgan.module.generator.state_dict(), path)  # just the generator's weights
-    cfg = compose_config("train-generator", ["generator=checkpoint", f"generator.path={path}", "generator.classes=10"])
+    cfg = compose_config("train-generator", ["generator=checkpoint", f"generator.path={path}", "generator.classes=10",
+                                             "generator.class_norm=true"])
     loaded = trained_generator(cfg.generator, cfg.data, cfg.trainer, datamodule, cfg.paths.models)
     assert torch.equal(loaded.module.sample(16, seed=5), dcgan.module.sample(16, seed=5))
 
@@ -270,6 +271,43 @@ def test_a_top_k_floor_outside_zero_to_one_is_refused_in_one_line(bad, says, out
                                f"hydra.run.dir={tmp_path}", outputs=outputs)
     assert_one_line_error(result, says, "0.5")
     assert not (tmp_path / "manifest.json").exists()
+
+
+def test_class_norm_starts_as_plain_batch_norm_and_learns_a_gain_and_bias_per_class(dcgan):
+    from generators.dcgan import Generator
+
+    z = torch.randn(16, 32)
+    torch.manual_seed(0)
+    plain = Generator(32, 1, 28, classes=10)
+    torch.manual_seed(0)
+    modulated = Generator(32, 1, 28, classes=10, class_norm=True)
+    # untrained, the class gains are 1 and the biases 0: the same images as input conditioning alone
+    assert torch.equal(plain(z), modulated(z))
+    # the shipped GAN (class_norm: true) learned them: each class its own gain and bias for every channel
+    trained = dcgan.module.generator.class_norm
+    assert trained is not None and _cfg("dcgan").generator.class_norm is True
+    for modulation in trained:
+        per_class = modulation.weight.T  # classes x (gains and biases)
+        assert torch.cdist(per_class, per_class).add(torch.eye(10)).min() > 0
+    assert Generator(32, 1, 28, classes=None, class_norm=True).class_norm is None  # unconditional: nothing to modulate
+
+
+def test_class_norm_is_part_of_the_cache_key_and_false_keeps_the_entries_cached_before_it():
+    shipped = _cfg("dcgan")
+    off = _cfg("dcgan", ["generator.class_norm=false"])
+    without = OmegaConf.create({k: v for k, v in off.generator.items() if k != "class_norm"})
+    assert cache_stem(off.generator, off.data) == cache_stem(without, off.data) != cache_stem(shipped.generator,
+                                                                                              shipped.data)
+    with pytest.raises(StudioError, match=r"generator.class_norm=yes must be true or false"):
+        build_generator(_cfg("dcgan", ["generator.class_norm=yes"]).generator, 1, 28)
+
+
+def test_a_class_norm_checkpoint_loaded_without_it_names_the_setting(dcgan, tmp_path):
+    path = tmp_path / "g.pt"
+    torch.save(dcgan.module.generator.state_dict(), path)
+    cfg = compose_config("train-generator", ["generator=checkpoint", f"generator.path={path}", "generator.classes=10"])
+    with pytest.raises(StudioError, match=r"g.pt' lacks ema.project.1.weight.*generator.class_norm as it was trained"):
+        load_generator_weights(build_generator(cfg.generator, 1, 28), str(path))
 
 
 def test_ema_update_ramps_its_decay_up():

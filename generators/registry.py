@@ -84,6 +84,8 @@ def cache_stem(gen_cfg, data_cfg) -> str:
     # entries cached then stay valid
     trained_by = {k: v for k, v in gen_cfg.items()
                   if k != "render" and not (k in UNSET_KEYS and (v is None or v is False))}
+    if not gen_cfg.get("classes"):  # class norm modulates by the class: an unconditional GAN trains the same without
+        trained_by.pop("class_norm", None)
     return f"{gen_cfg.name}-{data_cfg.name}-{config_hash(generator=trained_by, data=data_key)}"
 
 

@@ -298,6 +298,9 @@ def test_class_norm_is_part_of_the_cache_key_and_false_keeps_the_entries_cached_
     without = OmegaConf.create({k: v for k, v in off.generator.items() if k != "class_norm"})
     assert cache_stem(off.generator, off.data) == cache_stem(without, off.data) != cache_stem(shipped.generator,
                                                                                               shipped.data)
+    # unconditional, class norm has no class to modulate by: the same training, the same cache entry either way
+    unconditional = [_cfg("dcgan", ["generator.classes=null", f"generator.class_norm={on}"]) for on in (True, False)]
+    assert len({cache_stem(cfg.generator, cfg.data) for cfg in unconditional}) == 1
     with pytest.raises(StudioError, match=r"generator.class_norm=yes must be true or false"):
         build_generator(_cfg("dcgan", ["generator.class_norm=yes"]).generator, 1, 28)
 

@@ -79,7 +79,7 @@ def main() -> None:
     args = parser.parse_args()
     given = parse(",".join(args.latent))  # key=value options, as guided_recipes reads its own
     print("recipe | trained s | share min | confidence | samples realism judge / eye | seeds | pmin | judge"
-          " | renders realism judge / eye | recall | diversity / real | s | classes below p 0.95")
+          " | renders realism judge / eye | precision | recall | diversity / real | s | classes below p 0.95")
     shared = ["param=latent", "generator=dcgan", "trainer.enable_progress_bar=false", f"data={args.data}"]
     base = config.compose("visualize", shared)
     dm = build_datamodule(base.data)
@@ -104,7 +104,8 @@ def main() -> None:
                                           steps=cfg.generator.render.steps, lr=cfg.generator.render.lr,
                                           retry_below=retry)
             print(f"{head} | {first}-{first + 3} | {float(r.target_prob.min()):.3f} | {s['judge_recognition']:.3f}"
-                  f" | {s['realism_ratio/judge']:.2f} / {s['realism_ratio/eye']:.2f} | {s['recall']:.2f}"
+                  f" | {s['realism_ratio/judge']:.2f} / {s['realism_ratio/eye']:.2f} | {s['precision']:.2f}"
+                  f" | {s['recall']:.2f}"
                   f" | {s['diversity'] / s['diversity_real']:.2f} | {seconds:.0f} s | {unreached(r)}",
                   flush=True)
 

@@ -54,20 +54,19 @@ class Generator(nn.Module):
         return z[:, :self.classes].argmax(1) if self.classes else None
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        if not self.classes:
-            return self.upsample(self.project(z).view(-1, 2 * self.width, self.base, self.base))
-        weights = torch.softmax(z[:, :self.classes] / CLASS_TEMPERATURE, 1)
-        h = self.conditioned(self.project, torch.cat([z, weights], 1), weights, norm=0)
+        weights = torch.softmax(z[:, :self.classes] / CLASS_TEMPERATURE, 1) if self.classes else None
+        h = self.conditioned(self.project, z if weights is None else torch.cat([z, weights], 1), weights, norm=0)
         return self.conditioned(self.upsample, h.view(-1, 2 * self.width, self.base, self.base), weights, norm=1)
 
-    def conditioned(self, sequence: nn.Sequential, h: torch.Tensor, weights: torch.Tensor, norm: int) -> torch.Tensor:
+    def conditioned(self, sequence: nn.Sequential, h: torch.Tensor, weights: torch.Tensor | None,
+                    norm: int) -> torch.Tensor:
         """h through `sequence`; with class_norm, its batch norm's output modulated by the class weights
         (class_norm[norm]: each sequence has one batch norm)."""
         if self.class_norm is None:
             return sequence(h)
         for layer in sequence:
             h = layer(h)
-            if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+            if isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)):
                 h = self.class_norm[norm](h, weights)
         return h
 

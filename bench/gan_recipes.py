@@ -12,6 +12,11 @@ log-softmax class objective), judged by the cached judge and eye as every run is
     python bench/gan_recipes.py --latent max_norm=none     # the shipped GAN, a render option (none: off)
     python bench/gan_recipes.py --retry-below none         # without the retry of renders stuck below p 0.95
     python bench/gan_recipes.py --share-draws 10 --seeds   # class shares over 10 x 1,000 samples, no renders
+    python bench/gan_recipes.py --own-samples              # each set's renders beside the GAN's own samples
+
+--own-samples scores, for each seed set, 4 of the generator's own samples per class with no optimization (each
+draw's class entries swapped so the class's entry is largest), as the renders are scored: how natural the renders
+could be without a better generator, and what the render recipe adds to recognition.
 """
 
 from __future__ import annotations
@@ -57,6 +62,26 @@ def unreached(rendering) -> str:
     return ", ".join(f"{target} {p:.2f}" for target, p in low.items() if p < 0.95) or "none"
 
 
+@torch.no_grad()
+def own_samples(gen, model, judge, first: int) -> tuple[torch.Tensor, dict]:
+    """The conditional generator's own samples of the 10 classes x 4 seeds first..first+3, no optimization: draw
+    i of the set is z ~ N(0, I) from seed 1000 * first + i, its class entries swapped so the target class's entry
+    is the largest (the class the generator then draws). (each target's probability, the judge's summary)."""
+    if not gen.generator.classes:
+        raise SystemExit("--own-samples needs a class-conditional GAN (generator.classes set): an unconditional one "
+                         "has no class to draw")
+    classes = [c for c in range(10) for _ in range(4)]
+    zs = []
+    for i, c in enumerate(classes):
+        z = torch.randn(gen.latent_dim, generator=torch.Generator().manual_seed(1000 * first + i))
+        top = int(z[:10].argmax())
+        z[[top, c]] = z[[c, top]]
+        zs.append(z)
+    images = gen.generator(torch.stack(zs))
+    target_prob = torch.softmax(model(images), 1)[torch.arange(len(classes)), classes]
+    return target_prob, judge.score(images, classes, [f"c{c}" for c in classes])[1]
+
+
 def draws(text: str) -> int:
     """--share-draws' type: a count of draws, 0 for none."""
     if not text.isdigit():
@@ -76,6 +101,8 @@ def main() -> None:
                         help="render's retry_below: the generator's recipe (0.95), none, or a probability")
     parser.add_argument("--share-draws", type=draws, default=0,
                         help="also print each class's share over this many draws of 1,000 samples (seeds 0, 1, ...)")
+    parser.add_argument("--own-samples", action="store_true",
+                        help="also score each seed set's own class-matched samples (no optimization) on a row after it")
     args = parser.parse_args()
     given = parse(",".join(args.latent))  # key=value options, as guided_recipes reads its own
     print("recipe | trained s | share min | confidence | samples realism judge / eye | seeds | pmin | judge"
@@ -108,6 +135,11 @@ def main() -> None:
                   f" | {s['recall']:.2f}"
                   f" | {s['diversity'] / s['diversity_real']:.2f} | {seconds:.0f} s | {unreached(r)}",
                   flush=True)
+            if args.own_samples:
+                p, s = own_samples(gen, model, judge, first)
+                print(f"{head} | {first}-{first + 3} own samples | {float(p.min()):.3f} | {s['judge_recognition']:.3f}"
+                      f" | {s['realism_ratio/judge']:.2f} / {s['realism_ratio/eye']:.2f} | {s['precision']:.2f}"
+                      f" | {s['recall']:.2f} | {s['diversity'] / s['diversity_real']:.2f} | - | -", flush=True)
 
 
 if __name__ == "__main__":

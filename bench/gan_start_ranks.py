@@ -54,9 +54,10 @@ def shipped(ranked: list, retry_below: float) -> torch.Tensor:
     return keep
 
 
-def natural_retry(ranked: list, retry_below: float, outside: list, threshold: float) -> torch.Tensor:
+def natural_retry(ranked: list, retry_below: float, outside: list, threshold: float,
+                  inside_only: bool = False) -> torch.Tensor:
     """The shipped choice, then each render outside the real manifold (> threshold) swapped for another
-    start's that reached retry_below and lies nearer it."""
+    start's that reached retry_below and lies nearer it (inside_only: only for one within the threshold)."""
     keep = shipped(ranked, retry_below)
     for b in range(len(CLASSES)):
         best = int(keep[b])
@@ -65,7 +66,8 @@ def natural_retry(ranked: list, retry_below: float, outside: list, threshold: fl
         for rank in range(len(ranked)):
             if ranked[rank][1][b] >= retry_below and outside[rank][b] < outside[best][b]:
                 best = rank
-        keep[b] = best
+        if not inside_only or outside[best][b] <= threshold:
+            keep[b] = best
     return keep
 
 
@@ -82,9 +84,10 @@ def main() -> None:
     dm.setup("fit")
     own = OwnView(model, dm.split("train")[0].float())
     groups = [f"c{c}" for c in CLASSES]
-    policies = ["shipped", *[f"outside>{t}" for t in args.outside]]
+    policies = ["shipped", *[f"outside>{t}" for t in args.outside], *[f"into<={t}" for t in args.outside]]
     rows: dict[str, list] = {p: [] for p in policies}
-    print("training seed | seeds | policy | swapped | pmin | judge | realism judge / eye | recall | diversity / real")
+    print("training seed | seeds | policy | swapped | pmin | judge | realism judge / eye | precision | recall"
+          " | diversity / real")
     for training_seed in args.training_seeds:
         cfg = config.compose("visualize", ["param=latent", "generator=dcgan", "trainer.enable_progress_bar=false",
                                            f"++generator.seed={training_seed}"])
@@ -100,22 +103,25 @@ def main() -> None:
                 ranked.append((r.images, r.target_prob))
             outside = [own.outside(images) for images, _ in ranked]
             base_keep = shipped(ranked, retry_below)
-            choices = {"shipped": base_keep} | {f"outside>{t}": natural_retry(ranked, retry_below, outside, t)
-                                                for t in args.outside}
+            choices = ({"shipped": base_keep}
+                       | {f"outside>{t}": natural_retry(ranked, retry_below, outside, t) for t in args.outside}
+                       | {f"into<={t}": natural_retry(ranked, retry_below, outside, t, inside_only=True)
+                          for t in args.outside})
             for policy, keep in choices.items():
                 images = torch.stack([ranked[int(k)][0][b] for b, k in enumerate(keep)])
                 prob = torch.stack([ranked[int(k)][1][b] for b, k in enumerate(keep)])
                 s = judge.score(images, CLASSES, groups)[1]
-                row = (s["judge_recognition"], s["realism_ratio/judge"], s["realism_ratio/eye"])
+                row = (s["judge_recognition"], s["realism_ratio/judge"], s["realism_ratio/eye"], s["precision"])
                 rows[policy].append(row)
                 print(f"{training_seed} | {first}-{first + 3} | {policy} | {int((keep != base_keep).sum())} | "
-                      f"{float(prob.min()):.3f} | {row[0]:.3f} | {row[1]:.2f} / {row[2]:.2f} | {s['recall']:.2f} | "
+                      f"{float(prob.min()):.3f} | {row[0]:.3f} | {row[1]:.2f} / {row[2]:.2f} | {row[3]:.2f} | {s['recall']:.2f} | "
                       f"{s['diversity'] / s['diversity_real']:.2f}", flush=True)
     for policy, values in rows.items():
         a = np.array(values)
         worst = np.maximum(a[:, 1], a[:, 2])
         print(f"{policy}: {len(a)} sets, judge {100 * a[:, 0].mean():.1f}%, realism {a[:, 1].mean():.2f} / "
-              f"{a[:, 2].mean():.2f}, <= 1.5 in both on {(worst <= 1.5).sum()}, <= 2 on {(worst <= 2).sum()}")
+              f"{a[:, 2].mean():.2f}, <= 1.5 in both on {(worst <= 1.5).sum()}, <= 2 on {(worst <= 2).sum()}, "
+              f"precision {a[:, 3].mean():.3f}")
 
 
 if __name__ == "__main__":

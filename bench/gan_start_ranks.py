@@ -132,8 +132,8 @@ def main() -> None:
                 row = (s["judge_recognition"], s["realism_ratio/judge"], s["realism_ratio/eye"], s["precision"])
                 rows[policy].append(row)
                 print(f"{training_seed} | {first}-{first + 3} | {policy} | {int((keep != base_keep).sum())} | "
-                      f"{float(prob.min()):.3f} | {row[0]:.3f} | {row[1]:.2f} / {row[2]:.2f} | {row[3]:.2f} | {s['recall']:.2f} | "
-                      f"{s['diversity'] / s['diversity_real']:.2f}", flush=True)
+                      f"{float(prob.min()):.3f} | {row[0]:.3f} | {row[1]:.2f} / {row[2]:.2f} | {row[3]:.2f} | "
+                      f"{s['recall']:.2f} | {s['diversity'] / s['diversity_real']:.2f}", flush=True)
     for policy, values in rows.items():
         a = np.array(values)
         worst = np.maximum(a[:, 1], a[:, 2])

@@ -62,6 +62,14 @@ def unreached(rendering) -> str:
     return ", ".join(f"{target} {p:.2f}" for target, p in low.items() if p < 0.95) or "none"
 
 
+def scored(target_prob: torch.Tensor, s: dict) -> str:
+    """A seed set's columns from pmin to diversity / real: its smallest target probability, then the judge's
+    summary of it."""
+    return (f"{float(target_prob.min()):.3f} | {s['judge_recognition']:.3f} | {s['realism_ratio/judge']:.2f} / "
+            f"{s['realism_ratio/eye']:.2f} | {s['precision']:.2f} | {s['recall']:.2f} | "
+            f"{s['diversity'] / s['diversity_real']:.2f}")
+
+
 @torch.no_grad()
 def own_samples(gen, model, judge, first: int) -> tuple[torch.Tensor, dict]:
     """The conditional generator's own samples of the 10 classes x 4 seeds first..first+3, no optimization: draw
@@ -130,16 +138,11 @@ def main() -> None:
             r, s, seconds = class_renders(model, judge, latent(gen, **options), first,
                                           steps=cfg.generator.render.steps, lr=cfg.generator.render.lr,
                                           retry_below=retry)
-            print(f"{head} | {first}-{first + 3} | {float(r.target_prob.min()):.3f} | {s['judge_recognition']:.3f}"
-                  f" | {s['realism_ratio/judge']:.2f} / {s['realism_ratio/eye']:.2f} | {s['precision']:.2f}"
-                  f" | {s['recall']:.2f}"
-                  f" | {s['diversity'] / s['diversity_real']:.2f} | {seconds:.0f} s | {unreached(r)}",
+            print(f"{head} | {first}-{first + 3} | {scored(r.target_prob, s)} | {seconds:.0f} s | {unreached(r)}",
                   flush=True)
             if args.own_samples:
                 p, s = own_samples(gen, model, judge, first)
-                print(f"{head} | {first}-{first + 3} own samples | {float(p.min()):.3f} | {s['judge_recognition']:.3f}"
-                      f" | {s['realism_ratio/judge']:.2f} / {s['realism_ratio/eye']:.2f} | {s['precision']:.2f}"
-                      f" | {s['recall']:.2f} | {s['diversity'] / s['diversity_real']:.2f} | - | -", flush=True)
+                print(f"{head} | {first}-{first + 3} own samples | {scored(p, s)} | - | -", flush=True)
 
 
 if __name__ == "__main__":

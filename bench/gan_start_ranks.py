@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from generators import trained_generator
-from guided_recipes import judged_classifier  # bench/ is the script's first import path
+from gan_recipes import scored  # bench/ is the script's first import path
+from guided_recipes import judged_classifier
 from studio import config
 from studio.data import build_datamodule
 from studio.optvis import class_, render
@@ -132,8 +133,7 @@ def main() -> None:
                 row = (s["judge_recognition"], s["realism_ratio/judge"], s["realism_ratio/eye"], s["precision"])
                 rows[policy].append(row)
                 print(f"{training_seed} | {first}-{first + 3} | {policy} | {int((keep != base_keep).sum())} | "
-                      f"{float(prob.min()):.3f} | {row[0]:.3f} | {row[1]:.2f} / {row[2]:.2f} | {row[3]:.2f} | "
-                      f"{s['recall']:.2f} | {s['diversity'] / s['diversity_real']:.2f}", flush=True)
+                      f"{scored(prob, s)}", flush=True)
     for policy, values in rows.items():
         a = np.array(values)
         worst = np.maximum(a[:, 1], a[:, 2])

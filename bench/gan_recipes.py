@@ -11,6 +11,7 @@ log-softmax class objective), judged by the cached judge and eye as every run is
     python bench/gan_recipes.py --recipes default max_epochs=42 --seeds 0 4 8
     python bench/gan_recipes.py --latent max_norm=none     # the shipped GAN, a render option (none: off)
     python bench/gan_recipes.py --retry-below none         # without the retry of renders stuck below p 0.95
+    python bench/gan_recipes.py --natural-edge none        # without the natural choice among the starts
     python bench/gan_recipes.py --share-draws 10 --seeds   # class shares over 10 x 1,000 samples, no renders
     python bench/gan_recipes.py --own-samples              # each set's renders beside the GAN's own samples
 
@@ -107,6 +108,8 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="*", type=int, default=[0, 4, 8], help="first seed of each 10 x 4 set")
     parser.add_argument("--retry-below", default="recipe",
                         help="render's retry_below: the generator's recipe (0.95), none, or a probability")
+    parser.add_argument("--natural-edge", default="recipe",
+                        help="render's natural_edge: the generator's recipe (1.0 on mnist5k), none, or a distance")
     parser.add_argument("--share-draws", type=draws, default=0,
                         help="also print each class's share over this many draws of 1,000 samples (seeds 0, 1, ...)")
     parser.add_argument("--own-samples", action="store_true",
@@ -127,6 +130,8 @@ def main() -> None:
         options = {"max_norm": cfg.param.max_norm, "start_candidates": cfg.param.start_candidates, **given}
         retry = {"recipe": cfg.retry_below, "none": None}.get(args.retry_below, args.retry_below)
         retry = None if retry is None else float(retry)
+        edge = {"recipe": cfg.natural_edge, "none": None}.get(args.natural_edge, args.natural_edge)
+        natural = {} if edge is None else {"natural_edge": float(edge), "natural_images": dm.split("train")[0]}
         q = generator_quality(judge, gen.sample(1000, seed=0), dm.num_classes)
         head = (f"{recipe} | {'cached' if trained.cached else f'{trained.train_seconds:.0f}'} | "
                 f"{q['class_share_min']:.3f} | {q['judge_confidence']:.2f} | "
@@ -137,7 +142,7 @@ def main() -> None:
         for first in args.seeds:
             r, s, seconds = class_renders(model, judge, latent(gen, **options), first,
                                           steps=cfg.generator.render.steps, lr=cfg.generator.render.lr,
-                                          retry_below=retry)
+                                          retry_below=retry, **natural)
             print(f"{head} | {first}-{first + 3} | {scored(r.target_prob, s)} | {seconds:.0f} s | {unreached(r)}",
                   flush=True)
             if args.own_samples:

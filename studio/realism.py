@@ -91,7 +91,9 @@ def conv_statistics(model: nn.Module, images: torch.Tensor, batch_size: int = 50
     def record(i):
         def hook(_m, _inputs, out):
             out = out.detach().float().clamp_min(0)
-            blocks[i].append(torch.cat([out.mean((2, 3)), out.std((2, 3))], 1).cpu())
+            mean = out.mean((2, 3))  # a 1x1 map (resnet18's last at 28 px) has no spread, not a NaN one
+            spread = out.std((2, 3)) if out.shape[2] * out.shape[3] > 1 else torch.zeros_like(mean)
+            blocks[i].append(torch.cat([mean, spread], 1).cpu())
         return hook
 
     forward_batches(model, images, [(conv, record(i)) for i, conv in enumerate(convs)], batch_size)

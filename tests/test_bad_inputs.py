@@ -172,6 +172,8 @@ ROWS = {
                                                 ["retry_below=1.5 must be a target probability in (0, 1]"]),
     "visualize-retry-below-not-a-number": ("visualize", ["retry_below=often", NO_MODELS],
                                            ["retry_below=often must be a target probability in (0, 1]"]),
+    "visualize-natural-edge-not-positive": ("visualize", ["param=latent", "natural_edge=0", NO_MODELS],
+                                            ["natural_edge=0 must be a positive number"]),
     "visualize-unknown-optimizer": ("visualize", ["optimizer=adamm"],
                                     ["unknown optimizer 'adamm'; choose from: adam, adamw, rmsprop, sgd"]),
     "visualize-exemplars-k-larger-than-the-split": ("visualize", ["exemplars.k=5000", NO_MODELS],

@@ -153,8 +153,8 @@ def test_cli_latent_run_writes_judge_metrics(dcgan, judge, outputs, tmp_path):
     assert done.returncode == 0, done.stderr
     bound = compose_config("visualize", ["param=latent", "generator=dcgan"]).param.max_norm
     assert (f"recipe of generator dcgan: regularizer none, 48 steps, lr 0.05, ||z|| <= {bound:.2f}, best of 4 starts, "
-            "retried below p 0.95 (regularizer=, steps=, lr=, param.max_norm=, param.start_candidates=, retry_below= "
-            "change it)") in done.stdout
+            "retried below p 0.95, natural choice at edge 1 (regularizer=, steps=, lr=, param.max_norm=, "
+            "param.start_candidates=, retry_below=, natural_edge= change it)") in done.stdout
     manifest = json.loads((run / "manifest.json").read_text())
     items = manifest["items"]
     assert [(i["target"], i["seed"]) for i in items] == [("class:3", 0), ("class:3", 1), ("class:7", 0), ("class:7", 1)]

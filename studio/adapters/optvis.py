@@ -220,9 +220,16 @@ def render_options(cfg) -> tuple[RenderOptions, int]:
                             thresholds=tuple(int(t) for t in cfg.get("thresholds") or ()),
                             device=resolve_device(str(cfg.get("device", "auto"))),
                             precision=str(cfg.get("precision", "auto")), progress=bool(cfg.get("progress", True)),
-                            retry_below=cfg.get("retry_below"))
-    options.check()  # retry_below, thresholds: in one line before any training
+                            retry_below=cfg.get("retry_below"), natural_edge=cfg.get("natural_edge"))
+    options.check()  # retry_below, natural_edge, thresholds: in one line before any training
     return options, batch_size
+
+
+def with_real_images(options: RenderOptions, dm) -> RenderOptions:
+    """The options with the data's training images for the natural choice, where the recipe asks for one."""
+    if options.natural_edge is None:
+        return options
+    return options.with_overrides(natural_images=dm.split("train")[0])
 
 
 def resolve_device(name: str) -> torch.device:

@@ -246,6 +246,7 @@ def run(cfg, tracker) -> Result:
         spec = optvis_config.build_param(cfg.param, generator_for(cfg, dm, tracker).module)
     trained = train_one(cfg, cfg.model, dm, tracker, "model")
 
+    options = optvis_config.with_real_images(options, dm)
     rendering = render_config(trained.model, cfg.objective, spec, regularization, options, batch_size)
     report_failures(rendering, "visualize", _overflow_hint(cfg))
     seeds = len(options.seeds)
@@ -304,17 +305,22 @@ def _recipe_line(cfg, options: RenderOptions) -> str:
         bounded, knobs = f"{bounded}, best of {starts} starts", f"{knobs}, param.start_candidates="
         if options.retry_below is not None:  # the GAN's recipe: a class render stuck below it starts again
             bounded, knobs = f"{bounded}, retried below p {options.retry_below:g}", f"{knobs}, retry_below="
+        if options.natural_edge is not None:  # the GAN's recipe: every start rendered, the natural render shown
+            bounded, knobs = f"{bounded}, natural choice at edge {options.natural_edge:g}", f"{knobs}, natural_edge="
     return (f"recipe of {whose}: regularizer {cfg.param.render.regularizer}, {options.steps} steps, "
             f"lr {options.lr:g}{bounded} (regularizer=, steps=, lr={knobs} change it)")
 
 
-def _demo_options(seeds: int, param: dict) -> RenderOptions:
-    """`studio visualize`'s loop settings for `param` (its render recipe's steps and lr)."""
+def _demo_options(seeds: int, param: dict, dm=None) -> RenderOptions:
+    """`studio visualize`'s loop settings for `param` (its render recipe's steps, lr and retries; the natural
+    choice where the data module `dm` gives the real images)."""
     recipe = param["render"]
-    return RenderOptions(steps=int(recipe["steps"]), lr=float(recipe["lr"]),
-                         optimizer=str(recipe.get("optimizer", "adam")), seeds=tuple(range(seeds)),
-                         device=optvis_config.resolve_device("auto"), progress=False,
-                         retry_below=recipe.get("retry_below"))
+    options = RenderOptions(steps=int(recipe["steps"]), lr=float(recipe["lr"]),
+                            optimizer=str(recipe.get("optimizer", "adam")), seeds=tuple(range(seeds)),
+                            device=optvis_config.resolve_device("auto"), progress=False,
+                            retry_below=recipe.get("retry_below"),
+                            natural_edge=recipe.get("natural_edge") if dm is not None else None)
+    return optvis_config.with_real_images(options, dm)
 
 
 def _param_config(name: str, cfg) -> dict:
@@ -339,10 +345,10 @@ def _demo_checks(settings, model, dm, searches: dict, objective_cfg, spec, regul
 
 
 def _randomized_options(options: RenderOptions, **overrides) -> RenderOptions:
-    """The render's settings for its re-render on the cascade-randomized model, without retries: that model
-    reaches no class, so retry_below would render the batch start_candidates times over, and its starts are
-    its own picks anyway (the objective on random weights scores them)."""
-    return options.with_overrides(retry_below=None, **overrides)
+    """The render's settings for its re-render on the cascade-randomized model, without retries or the natural
+    choice: that model reaches no class, so retry_below would render the batch start_candidates times over, and
+    its starts are its own picks anyway (the objective on random weights scores them)."""
+    return options.with_overrides(retry_below=None, natural_edge=None, natural_images=None, **overrides)
 
 
 def _save_demo_render(tracker, run_dir: Path, job: tuple, judge: Judge | None, settings) -> Result:
@@ -397,7 +403,7 @@ def demo_visualizations(cfg, tracker, run_dir: Path, model, judge: Judge | None 
     for what, name, reg, objective_cfg, param, seeds in jobs:
         regularization = optvis_config.build_regularization(load("regularizer", reg))
         spec = optvis_config.build_param(param, generator)
-        options = _demo_options(seeds, param)
+        options = _demo_options(seeds, param, dm)
         rendering = render_config(model, objective_cfg, spec, regularization, options)
         report_failures(rendering, "demo")
         cheap = settings and replace(settings, randomized=settings.randomized and what in DEMO_RANDOMIZED)

@@ -26,6 +26,7 @@ from torch import nn
 
 from studio.errors import StudioError, is_number, lookup
 from studio.modes import autocast, eval_mode
+from studio.optvis.natural import RealManifold, check_edge, check_images, natural_choice
 from studio.optvis.objectives import IMAGE, INPUT, LOGITS, Objective
 from studio.optvis.params import ParamSpec, pixel
 from studio.optvis.regularizers import Projection
@@ -239,6 +240,11 @@ class RenderOptions:
     start_candidates > 1): an element whose target probability ends below this renders again from its
     next-best start, up to start_candidates - 1 times, keeping the render the model gives the higher
     probability (a render stuck in another class's region of z is restarted, not the others; None: off).
+    natural_edge, natural_images: class objectives with ranked starts: every element renders from each start, and
+    a render outside the k-NN manifold of `natural_images` (real images N×C×H×W) in the model's own convolution
+    statistics, beyond this edge (1.0: the manifold's edge), shows another start's render that the model
+    recognizes as well and that lies nearer the real images, where that brings the set nearer them
+    (studio/optvis/natural.py; start_candidates times the render's cost; None: off).
     """
 
     steps: int = 256
@@ -254,6 +260,8 @@ class RenderOptions:
     memory_format: str = "auto"
     desc: str | None = None
     retry_below: float | None = None
+    natural_edge: float | None = None
+    natural_images: torch.Tensor | None = None
 
     def with_overrides(self, **overrides) -> "RenderOptions":
         """A copy with some settings changed; an unknown setting names the valid ones."""
@@ -275,6 +283,7 @@ class RenderOptions:
         if retry is not None and not (is_number(retry) and 0 < retry <= 1):
             raise StudioError(f"retry_below={retry} must be a target probability in (0, 1], or null "
                               "for no retries")
+        check_edge(self.natural_edge)
 
 
 @dataclass
@@ -483,13 +492,39 @@ def render(model: nn.Module, objective: Objective, param: ParamSpec | None = Non
     problem = _problem(model, objective, regularizers, [int(s) for s in options.seeds])
     if param is None:
         param = pixel(28, channels=_model_channels(model))
-    rendering = _render(model, problem, param, transforms, options, device)
+    natural = options.natural_edge is not None and objective.classes is not None and param.starts > 1
+    if natural:
+        check_images(options.natural_edge, options.natural_images)
+    first = _render(model, problem, param, transforms, options, device)
+    tries, rendering, kept = [first], first, torch.zeros(problem.batch, dtype=torch.long)
     for rank in range(1, param.starts):  # retry_below: the elements that ended below it, from their next start
         low = _below(rendering, options.retry_below)
-        if low is None or not low.any():
+        if not natural and (low is None or not low.any()):
             break
-        rendering = _keep_better(rendering, _render(model, problem, param.ranked(rank), transforms, options, device),
-                                 low)
+        tries.append(_render(model, problem, param.ranked(rank), transforms, options, device))
+        if low is not None:
+            take = low & (tries[rank].target_prob > rendering.target_prob)
+            rendering = _take(rendering, tries[rank], take)
+            kept[take] = rank
+    began = time.perf_counter()
+    if natural:
+        rendering = _natural(model, rendering, tries, kept, options)
+    return replace(rendering, seconds=sum(t.seconds for t in tries) + time.perf_counter() - began)
+
+
+def _natural(model: nn.Module, rendering: Rendering, tries: list[Rendering], kept: torch.Tensor,
+             options: RenderOptions) -> Rendering:
+    """`rendering` (each element's render from start `kept`) with the natural choice made (natural.py): a render
+    may be swapped only for one the model recognizes as well as the retry asks (retry_below, else as well as
+    the kept render)."""
+    with eval_mode(model, freeze=True):
+        manifold = RealManifold(model, options.natural_images.float())
+    floor = rendering.target_prob if options.retry_below is None else \
+        rendering.target_prob.clamp(max=options.retry_below)
+    choice = natural_choice(manifold, [t.images for t in tries], [t.target_prob for t in tries], kept,
+                            float(options.natural_edge), floor)
+    for rank, again in enumerate(tries):
+        rendering = _take(rendering, again, (choice == rank) & (choice != kept))
     return rendering
 
 
@@ -516,10 +551,8 @@ def _below(rendering: Rendering, threshold: float | None) -> torch.Tensor | None
     return rendering.target_prob < threshold
 
 
-def _keep_better(first: Rendering, again: Rendering, low: torch.Tensor) -> Rendering:
-    """`first` with each `low` element taken from `again` where the model gives that render the higher target
-    probability (its images, metrics, history and snapshots alike); the seconds of both."""
-    take = low & (again.target_prob > first.target_prob)
+def _take(first: Rendering, again: Rendering, take: torch.Tensor) -> Rendering:
+    """`first` with each `take` element taken from `again` (its images, metrics, history and snapshots alike)."""
     pick = lambda a, b, dim=0: torch.where(take.view(*(-1 if d == dim else 1 for d in range(a.ndim))), b, a)  # noqa: E731
     taken = set(torch.nonzero(take).flatten().tolist())
     return replace(
@@ -529,5 +562,4 @@ def _keep_better(first: Rendering, again: Rendering, low: torch.Tensor) -> Rende
         history={k: pick(v, again.history[k], dim=1) for k, v in first.history.items()},
         snapshots={s: pick(v, again.snapshots[s]) for s, v in first.snapshots.items()},
         failed={b: why for b, why in first.failed.items() if b not in taken}
-        | {b: why for b, why in again.failed.items() if b in taken},
-        seconds=first.seconds + again.seconds)
+        | {b: why for b, why in again.failed.items() if b in taken})

@@ -13,8 +13,8 @@ the eye as every run is (they never choose).
 
 Policies: `retry` (retry_below alone); `outside>t` (the swap above); `into<=t` (only to a render inside the edge
 t); `guarded>t` (the `outside>t` swaps kept only where they lower the set's Fréchet distance to the real digits in
-the same view). `guarded>1.0` is the GAN's recipe now, render's `natural_edge` (studio/optvis/natural.py), which
-gives the same renders, checked render for render on seeds 0-31 of the cold training.
+the same view: studio.optvis.natural.natural_choice itself). `guarded>1.0` is the GAN's recipe now, render's
+`natural_edge`, which gives the same renders, checked render for render on seeds 0-31 of the cold training.
 """
 
 from __future__ import annotations
@@ -30,28 +30,10 @@ from guided_recipes import judged_classifier
 from studio import config
 from studio.data import build_datamodule
 from studio.optvis import class_, render
+from studio.optvis.natural import RealManifold, natural_choice
 from studio.optvis.params import latent
-from studio.realism import FeatureView, frechet_distance, knn_radii
 
 CLASSES = [c for c in range(10) for _ in range(4)]
-
-
-class OwnView:
-    """Each image's distance to the real manifold in the classifier's own convolution statistics: the
-    smallest distance to a real training image over that image's k-th-neighbour radius (> 1: outside)."""
-
-    def __init__(self, model, train_images: torch.Tensor, k: int = 3):
-        self.view = FeatureView("model", model, train_images)
-        self.radii = knn_radii(self.view.reference, k)
-
-    def outside(self, images: torch.Tensor) -> torch.Tensor:
-        e = self.view.embed(images)
-        distances = np.sqrt(((e[:, None, :] - self.view.reference[None]) ** 2).sum(-1))
-        return torch.from_numpy((distances / self.radii[None]).min(1))
-
-    def frechet(self, images: torch.Tensor) -> float:
-        """The set's Fréchet distance to the real training images in the same statistics."""
-        return frechet_distance(self.view.embed(images), self.view.reference)
 
 
 def retry_choice(ranked: list, retry_below: float) -> torch.Tensor:
@@ -97,7 +79,7 @@ def main() -> None:
     dm = build_datamodule(base.data)
     model, judge = judged_classifier(base, dm)
     dm.setup("fit")
-    own = OwnView(model, dm.split("train")[0].float())
+    own = RealManifold(model, dm.split("train")[0].float())  # the studio's natural choice sees the same
     groups = [f"c{c}" for c in CLASSES]
     policies = ["retry", *[f"outside>{t}" for t in args.outside], *[f"into<={t}" for t in args.outside],
                 *[f"guarded>{t}" for t in args.outside]]
@@ -124,11 +106,11 @@ def main() -> None:
                        | {f"into<={t}": natural_retry(ranked, retry_below, outside, t, inside_only=True)
                           for t in args.outside})
             # guarded: the outside>t swaps only where they bring the set nearer the real digits as a whole, in the
-            # same statistics (no judge): a set the swaps would spoil keeps the retry's choice
-            retry_fd = own.frechet(chosen(ranked, base_keep))
+            # same statistics (no judge): the studio's natural choice itself (render's natural_edge)
+            floor = chosen(ranked, base_keep, part=1).clamp(max=retry_below)
             for t in args.outside:
-                swapped = choices[f"outside>{t}"]
-                choices[f"guarded>{t}"] = swapped if own.frechet(chosen(ranked, swapped)) < retry_fd else base_keep
+                choices[f"guarded>{t}"] = natural_choice(own, [images for images, _ in ranked],
+                                                         [prob for _, prob in ranked], base_keep, t, floor)
             for policy, keep in choices.items():
                 images, prob = chosen(ranked, keep), chosen(ranked, keep, part=1)
                 s = judge.score(images, CLASSES, groups)[1]
